@@ -1,0 +1,13 @@
+"""UniLIP: CLIP adapted for unified multimodal understanding, generation and editing (arXiv 2507.23278).
+
+The model side of the project: ``UniLIPTokenizer`` (encoder + bridge + pixel decoder), variants as
+data, loading of the released checkpoints. It never imports ``evals``.
+"""
+
+from unilip.tokenizer import TokenizerConfig, UniLIPTokenizer, build_tokenizer, pixel_shuffle
+from unilip.variants import get_variant, list_variants, load_tokenizer
+
+__version__ = "0.1.0"
+
+__all__ = ["TokenizerConfig", "UniLIPTokenizer", "build_tokenizer", "get_variant", "list_variants",
+           "load_tokenizer", "pixel_shuffle", "__version__"]

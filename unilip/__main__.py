@@ -1,0 +1,3 @@
+from unilip.cli import main
+
+raise SystemExit(main())

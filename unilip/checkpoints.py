@@ -1,0 +1,369 @@
+"""Released key layouts <-> ours, strict loading, and safe file reading.
+
+Layouts handled for the tokenizer:
+
+* ``official``: the released tokenizer checkpoints ``1b_unilip.pth`` / ``2b_unilip.pth`` (Hugging Face
+  repo ``kanashi6/UniLIP``): a flat ``torch.save``d state dict with the *original* InternViT names
+  (fused ``attn.qkv``, ``attn.proj``, ``mlp.fc1/fc2``, ``norm1/2``, ``ls1/ls2``, ``embeddings.*``),
+  ``mlp1.{0,1,3}``, ``down_blocks.i.mlp.{0,1,3}``, ``down_mlp.{0,1,3}`` and ``decoder.*``.
+* ``model_dir``: the tokenizer part of a released UniLIP-1B / UniLIP-3B model directory (Hugging
+  Face repos ``kanashi6/UniLIP-1B`` / ``kanashi6/UniLIP-3B``): ``model.vision_tower.*`` (original
+  InternViT names), ``model.multi_modal_projector.{0,1,3}.*`` and ``model.vae_decoder.*``; the legacy
+  prefixes without ``model.`` are accepted too.
+
+Loading is strict: every parameter must be filled and every key of the file must be used or belong to
+an explicitly ignorable group; otherwise ``CheckpointKeyError`` lists the offending keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+
+TOKENIZER_SOURCES = (
+    "The released tokenizer checkpoints are `1b_unilip.pth` (UniLIP-1B) and `2b_unilip.pth` (UniLIP-3B) in "
+    "the Hugging Face repo kanashi6/UniLIP; whole models are the repos kanashi6/UniLIP-1B and "
+    "kanashi6/UniLIP-3B. Download them on a machine with internet access and pass the local path."
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used as asked."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A weights file or directory that does not exist."""
+
+
+class CheckpointKeyError(CheckpointError, KeyError):
+    """Missing or unexpected keys: the message lists them."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; print it as written
+        return str(self.args[0])
+
+
+def missing_file_error(path: Path, what: str) -> CheckpointNotFoundError:
+    return CheckpointNotFoundError(f"{path} does not exist. Expected {what}. {TOKENIZER_SOURCES}")
+
+
+# --------------------------------------------------------------------------------------- reading files
+def load_pth_state_dict(path: str | Path) -> StateDict:
+    """Read a ``torch.save``d flat state dict without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise missing_file_error(path, "a .pth file holding a flat state dict of tensors")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain containers, which are not unpickled for "
+            f"safety (torch.load weights_only=True refused it: {str(error).splitlines()[0]}). Re-save the "
+            "state dict alone: torch.save(model.state_dict(), path)") from None
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {error}") from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        kinds = sorted({type(v).__name__ for v in state.values()}) if isinstance(state, Mapping) else []
+        raise CheckpointError(f"{path} is not a flat state dict of tensors (top level: {type(state).__name__}"
+                              f"{', values: ' + ', '.join(kinds) if kinds else ''}); the released UniLIP "
+                              "tokenizer files are flat dicts of tensors")
+    return dict(state)
+
+
+def load_safetensors_state_dict(path: str | Path, keep: Callable[[str], bool] | None = None) -> StateDict:
+    """Read a ``.safetensors`` file, or a sharded set through its ``.index.json``.
+
+    Only keys for which ``keep(key)`` is true are read (the header is read first, then only those tensors).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.is_dir():
+        index = path / "model.safetensors.index.json"
+        path = index if index.is_file() else path / "model.safetensors"
+    if not path.is_file():
+        raise missing_file_error(path, "a safetensors weights file (or model.safetensors.index.json with shards)")
+    if path.name.endswith(".index.json"):
+        weight_map: dict[str, str] = json.loads(path.read_text())["weight_map"]
+        shards: dict[str, list[str]] = {}
+        for key, shard in weight_map.items():
+            if keep is None or keep(key):
+                shards.setdefault(shard, []).append(key)
+        state: StateDict = {}
+        for shard, keys in shards.items():
+            shard_path = path.parent / shard
+            if not shard_path.is_file():
+                raise missing_file_error(shard_path, f"the shard named by {path.name}")
+            with safe_open(str(shard_path), framework="pt") as handle:
+                for key in keys:
+                    state[key] = handle.get_tensor(key)
+        return state
+    with safe_open(str(path), framework="pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys() if keep is None or keep(key)}
+
+
+# --------------------------------------------------------------------------------------- key mapping
+# Original InternViT names -> transformers InternVLVisionModel names (qkv is handled separately).
+_VIT_RENAMES = (
+    (r"^embeddings\.class_embedding$", "embeddings.cls_token"),
+    (r"^embeddings\.patch_embedding\.", "embeddings.patch_embeddings.projection."),
+    (r"^embeddings\.position_embedding$", "embeddings.position_embeddings"),
+    (r"^encoder\.layers\.(\d+)\.attn\.proj\.", r"encoder.layer.\1.attention.projection_layer."),
+    (r"^encoder\.layers\.(\d+)\.mlp\.", r"encoder.layer.\1.mlp."),
+    (r"^encoder\.layers\.(\d+)\.norm1\.", r"encoder.layer.\1.layernorm_before."),
+    (r"^encoder\.layers\.(\d+)\.norm2\.", r"encoder.layer.\1.layernorm_after."),
+    (r"^encoder\.layers\.(\d+)\.ls1$", r"encoder.layer.\1.lambda_1"),
+    (r"^encoder\.layers\.(\d+)\.ls2$", r"encoder.layer.\1.lambda_2"),
+)
+_VIT_RENAMES_BACK = (
+    (r"^embeddings\.cls_token$", "embeddings.class_embedding"),
+    (r"^embeddings\.patch_embeddings\.projection\.", "embeddings.patch_embedding."),
+    (r"^embeddings\.position_embeddings$", "embeddings.position_embedding"),
+    (r"^encoder\.layer\.(\d+)\.attention\.projection_layer\.", r"encoder.layers.\1.attn.proj."),
+    (r"^encoder\.layer\.(\d+)\.mlp\.", r"encoder.layers.\1.mlp."),
+    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"encoder.layers.\1.norm1."),
+    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"encoder.layers.\1.norm2."),
+    (r"^encoder\.layer\.(\d+)\.lambda_1$", r"encoder.layers.\1.ls1"),
+    (r"^encoder\.layer\.(\d+)\.lambda_2$", r"encoder.layers.\1.ls2"),
+)
+_QKV = re.compile(r"^encoder\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$")
+_QKV_OURS = re.compile(r"^encoder\.layer\.(\d+)\.attention\.([qkv])_proj\.(weight|bias)$")
+_MLP1 = {"0": "layer_norm", "1": "linear_1", "3": "linear_2"}
+_MLP1_BACK = {v: k for k, v in _MLP1.items()}
+
+
+def _rename(key: str, rules: Iterable[tuple[str, str]]) -> str | None:
+    for pattern, replacement in rules:
+        new, count = re.subn(pattern, replacement, key)
+        if count:
+            return new
+    return None
+
+
+def internvit_to_ours(state: Mapping[str, torch.Tensor]) -> tuple[StateDict, list[str]]:
+    """Original InternViT keys (no prefix) -> ``InternVLVisionModel`` keys; returns (mapped, unused keys)."""
+    mapped: StateDict = {}
+    unused: list[str] = []
+    for key, value in state.items():
+        match = _QKV.match(key)
+        if match:
+            layer, kind = match.groups()
+            for name, part in zip("qkv", value.chunk(3, dim=0)):  # rows are ordered q, k, v
+                mapped[f"encoder.layer.{layer}.attention.{name}_proj.{kind}"] = part.clone()
+            continue
+        new = _rename(key, _VIT_RENAMES)
+        if new is None:
+            unused.append(key)
+        else:
+            mapped[new] = value
+    return mapped, unused
+
+
+def internvit_from_ours(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """``InternVLVisionModel`` keys (no prefix) -> original InternViT keys, fusing q, k, v."""
+    out: StateDict = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        match = _QKV_OURS.match(key)
+        if match:
+            layer, name, kind = match.groups()
+            qkv.setdefault((layer, kind), {})[name] = value
+            continue
+        new = _rename(key, _VIT_RENAMES_BACK)
+        if new is None:
+            raise CheckpointKeyError(f"no original InternViT name for encoder key {key!r}")
+        out[new] = value
+    for (layer, kind), parts in qkv.items():
+        if set(parts) != set("qkv"):
+            raise CheckpointKeyError(f"layer {layer} {kind}: need q, k and v projections, got {sorted(parts)}")
+        out[f"encoder.layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts[n] for n in "qkv"], dim=0)
+    return out
+
+
+def _mlp1_to_ours(state: Mapping[str, torch.Tensor]) -> tuple[StateDict, list[str]]:
+    mapped: StateDict = {}
+    unused: list[str] = []
+    for key, value in state.items():
+        index, _, rest = key.partition(".")
+        if index in _MLP1 and rest in ("weight", "bias"):
+            mapped[f"{_MLP1[index]}.{rest}"] = value
+        else:
+            unused.append(key)
+    return mapped, unused
+
+
+def _split_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _add_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
+    return {prefix + k: v for k, v in state.items()}
+
+
+@dataclass(frozen=True)
+class LayoutPrefixes:
+    """Where the three tokenizer parts live in a file's key space."""
+
+    encoder: str
+    mlp1: str
+    bridge_and_decoder: str
+
+
+OFFICIAL_PREFIXES = LayoutPrefixes(encoder="encoder.", mlp1="mlp1.", bridge_and_decoder="")
+MODEL_DIR_PREFIXES = LayoutPrefixes(encoder="model.vision_tower.", mlp1="model.multi_modal_projector.",
+                                    bridge_and_decoder="model.vae_decoder.")
+LEGACY_MODEL_DIR_PREFIXES = LayoutPrefixes(encoder="vision_tower.", mlp1="multi_modal_projector.",
+                                           bridge_and_decoder="vae_decoder.")
+
+# Keys that belong to a file but not to the tokenizer, and are skipped on purpose.
+# ``regressor*``: an old head the upstream generation code also drops (unilip_internvl.py L134-136).
+OFFICIAL_IGNORABLE = (re.compile(r"^regressor"),)
+# The generator's parts of a released model directory (loaded by the generator, not the tokenizer).
+MODEL_DIR_IGNORABLE = tuple(re.compile(p) for p in (
+    r"^(model\.)?language_model\.", r"^(model\.)?latent_queries$", r"^(model\.)?dit\.",
+    r"^(model\.)?llm_connector\.", r"^(model\.)?projector\.", r"^lm_head\.",
+))
+_BRIDGE_DECODER = ("down_blocks.", "down_mlp.", "decoder.")
+
+
+def tokenizer_state_from_layout(state: Mapping[str, torch.Tensor], prefixes: LayoutPrefixes,
+                                ignorable: Iterable[re.Pattern[str]] = ()) -> tuple[StateDict, list[str], list[str]]:
+    """Convert a released-layout state dict to ours.
+
+    Returns:
+        (our state dict, keys the conversion could not place, keys skipped as ignorable).
+    """
+    ignorable = tuple(ignorable)
+    ignored = sorted(k for k in state if any(p.search(k) for p in ignorable))
+    remaining = {k: v for k, v in state.items() if k not in set(ignored)}
+
+    encoder_part = _split_prefix(remaining, prefixes.encoder)
+    mlp1_part = _split_prefix(remaining, prefixes.mlp1)
+    rest_part = {k[len(prefixes.bridge_and_decoder):]: v for k, v in remaining.items()
+                 if k.startswith(prefixes.bridge_and_decoder) and not k.startswith((prefixes.encoder, prefixes.mlp1))}
+
+    ours: StateDict = {}
+    unused = [k for k in remaining
+              if not k.startswith((prefixes.encoder, prefixes.mlp1, prefixes.bridge_and_decoder))]
+    encoder_ours, encoder_unused = internvit_to_ours(encoder_part)
+    ours.update(_add_prefix(encoder_ours, "encoder."))
+    unused += [prefixes.encoder + k for k in encoder_unused]
+    mlp1_ours, mlp1_unused = _mlp1_to_ours(mlp1_part)
+    ours.update(_add_prefix(mlp1_ours, "mlp1."))
+    unused += [prefixes.mlp1 + k for k in mlp1_unused]
+    for key, value in rest_part.items():
+        if key.startswith(_BRIDGE_DECODER):
+            ours[key] = value
+        else:
+            unused.append(prefixes.bridge_and_decoder + key)
+    return ours, sorted(unused), ignored
+
+
+def tokenizer_state_to_layout(state: Mapping[str, torch.Tensor], prefixes: LayoutPrefixes) -> StateDict:
+    """Convert our state dict to a released layout (the inverse of ``tokenizer_state_from_layout``)."""
+    out: StateDict = {}
+    out.update(_add_prefix(internvit_from_ours(_split_prefix(state, "encoder.")), prefixes.encoder))
+    for key, value in _split_prefix(state, "mlp1.").items():
+        name, _, kind = key.partition(".")
+        out[f"{prefixes.mlp1}{_MLP1_BACK[name]}.{kind}"] = value
+    for key, value in state.items():
+        if key.startswith(_BRIDGE_DECODER):
+            out[prefixes.bridge_and_decoder + key] = value
+    return out
+
+
+def to_official_tokenizer_state_dict(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """Our tokenizer state dict -> the layout of ``1b_unilip.pth`` / ``2b_unilip.pth``."""
+    return tokenizer_state_to_layout(state, OFFICIAL_PREFIXES)
+
+
+def to_model_dir_state_dict(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """Our tokenizer state dict -> its keys inside a released UniLIP model directory."""
+    return tokenizer_state_to_layout(state, MODEL_DIR_PREFIXES)
+
+
+def from_official_tokenizer_state_dict(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """The layout of ``1b_unilip.pth`` -> ours; raises ``CheckpointKeyError`` on keys it cannot place."""
+    ours, unused, ignored = tokenizer_state_from_layout(state, OFFICIAL_PREFIXES, OFFICIAL_IGNORABLE)
+    _raise_on_unused(unused, "official tokenizer checkpoint")
+    _log_ignored(ignored)
+    return ours
+
+
+def from_model_dir_state_dict(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """Tokenizer keys of a released model directory (current or legacy prefixes) -> ours."""
+    prefixes = MODEL_DIR_PREFIXES
+    if not any(k.startswith("model.vision_tower.") for k in state) and any(
+            k.startswith(LEGACY_MODEL_DIR_PREFIXES.encoder) for k in state):
+        prefixes = LEGACY_MODEL_DIR_PREFIXES
+    ours, unused, ignored = tokenizer_state_from_layout(state, prefixes, MODEL_DIR_IGNORABLE)
+    _raise_on_unused(unused, f"UniLIP model directory ({prefixes.encoder}* layout)")
+    _log_ignored(ignored)
+    return ours
+
+
+def _raise_on_unused(unused: list[str], what: str) -> None:
+    if unused:
+        raise CheckpointKeyError(f"{len(unused)} key(s) of the {what} have no place in the tokenizer: "
+                                 f"{_preview(unused)}")
+
+
+def _log_ignored(ignored: list[str]) -> None:
+    if ignored:
+        logger.info("skipped %d key(s) that are not tokenizer weights: %s", len(ignored), _preview(ignored))
+
+
+def _preview(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def is_model_dir_key(key: str) -> bool:
+    """True for keys the tokenizer needs from a released model directory (any prefix generation)."""
+    return key.startswith(("model.vision_tower.", "model.multi_modal_projector.", "model.vae_decoder.",
+                           "vision_tower.", "multi_modal_projector.", "vae_decoder."))
+
+
+# --------------------------------------------------------------------------------------- strict loading
+def load_strict(config, state: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+                device: str | torch.device = "cpu", source: str = "state dict"):
+    """Build a tokenizer of ``config`` without initialising it and fill every parameter from ``state``.
+
+    Raises:
+        CheckpointKeyError: listing missing and unexpected keys, or shape mismatches.
+    """
+    from unilip.tokenizer import build_tokenizer
+
+    model = build_tokenizer(config, device="meta")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                        for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or mismatched:
+        parts = [f"cannot load {source} into a tokenizer of this configuration:"]
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {_preview(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {_preview(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatch in {len(mismatched)} key(s): {_preview(mismatched)}")
+        raise CheckpointKeyError("\n  ".join(parts))
+    converted = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    model.load_state_dict(converted, strict=True, assign=True)
+    model.reset_buffers(device)
+    model.weights_source = source
+    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"tensors left uninitialised after loading {source}: {_preview(leftover)}")
+    return model.eval()

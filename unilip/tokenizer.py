@@ -1,0 +1,329 @@
+"""The UniLIP tokenizer: a CLIP-like encoder that also reconstructs pixels.
+
+Reads top to bottom like the official model (`tokenizer/modeling/dc_ae_vit*.py` upstream):
+
+1. encoder: InternViT (transformers' ``InternVLVisionModel``), last layer, CLS dropped;
+2. InternVL pixel shuffle (scale 0.5) and the ``mlp1`` projector: the *understanding feature*
+   (``encode_features``), exactly what InternVL3 feeds its LLM and what self-distillation targets;
+3. bridge: three residual MLP blocks at the LLM width H, then LN -> Linear(H, 32) -> GELU ->
+   Linear(32, 32); tokens reshaped row-major to a ``B x 32 x h x w`` latent (``encode``);
+4. pixel decoder: the decoder of diffusers' ``AutoencoderDC``; its output (nominally [-1, 1]) is
+   resized from the decoder's stride (32 for the real model) back to the token stride (28), e.g.
+   512 -> 448; sizes that are not a multiple of the token stride (256) are reflect-padded first and
+   cropped back, as the official 256 px evaluator does.
+
+All public image arguments are float tensors in [0, 1], ``B x 3 x H x W``; the ImageNet
+normalisation the encoder expects happens inside.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffusers.models.autoencoders.autoencoder_dc import Decoder as DCAEDecoder
+from transformers import InternVLConfig, InternVLVisionConfig, InternVLVisionModel
+from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Everything that defines a tokenizer's architecture and its preprocessing contract.
+
+    Args:
+        vision: keyword arguments of ``transformers.InternVLVisionConfig`` (the InternViT).
+        llm_hidden_size: H, the width of the ``mlp1`` output (the LLM width: 896 for 1B, 1536 for 3B).
+        decoder: keyword arguments of diffusers' DC-AE ``Decoder`` (``in_channels`` is always 3).
+        latent_channels: width of the bridge output and of the decoder input (32 for UniLIP).
+        bridge_blocks: number of residual MLP blocks in the bridge (3 for UniLIP).
+        downsample_ratio: InternVL pixel-shuffle scale (0.5: 2 x 2 patches become one token).
+        image_size: the native resolution (448 for the real variants).
+        image_mean, image_std: normalisation applied to [0, 1] inputs before the encoder.
+    """
+
+    vision: dict[str, Any]
+    llm_hidden_size: int
+    decoder: dict[str, Any]
+    latent_channels: int = 32
+    bridge_blocks: int = 3
+    downsample_ratio: float = 0.5
+    image_size: int = 448
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TokenizerConfig":
+        """Validate a plain mapping (from YAML or ``config.json``) into a config."""
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown tokenizer config keys {unknown}; known keys are {sorted(known)}")
+        missing = [k for k in ("vision", "llm_hidden_size", "decoder") if k not in data]
+        if missing:
+            raise ValueError(f"tokenizer config lacks required keys {missing}")
+        values = dict(data)
+        for key in ("image_mean", "image_std"):
+            if key in values:
+                values[key] = tuple(float(v) for v in values[key])
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def patch_size(self) -> int:
+        patch = self.vision.get("patch_size", 14)
+        return int(patch[0] if isinstance(patch, (list, tuple)) else patch)
+
+    @property
+    def token_stride(self) -> int:
+        """Input pixels covered by one latent token along each axis (14 x 2 = 28 for UniLIP)."""
+        return int(round(self.patch_size / self.downsample_ratio))
+
+    @property
+    def decoder_stride(self) -> int:
+        """Spatial up-sampling factor of the pixel decoder (32 for DC-AE f32c32)."""
+        return 2 ** (len(self.decoder["block_out_channels"]) - 1)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first inconsistent setting."""
+        if self.downsample_ratio != 0.5:
+            raise ValueError("downsample_ratio must be 0.5 (InternVL's pixel shuffle); got "
+                             f"{self.downsample_ratio}")
+        block_out = self.decoder["block_out_channels"]
+        if block_out[-1] % self.latent_channels:
+            raise ValueError(f"decoder block_out_channels[-1]={block_out[-1]} must be a multiple of "
+                             f"latent_channels={self.latent_channels} (DC-AE input shortcut)")
+        if self.image_size % self.token_stride:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of the token stride "
+                             f"{self.token_stride}")
+
+
+def pixel_shuffle(features: torch.Tensor, scale_factor: float = 0.5) -> torch.Tensor:
+    """InternVL's pixel shuffle, with its exact permute order.
+
+    Args:
+        features: ``B x rows x cols x C`` grid of patch tokens.
+        scale_factor: 0.5 merges each 2 x 2 neighbourhood into one token of width ``4C``.
+
+    Returns:
+        ``B x rows*s x cols*s x C/s^2``.
+    """
+    n, rows, cols, channels = features.shape
+    if (rows * scale_factor) % 1 or (cols * scale_factor) % 1:
+        raise ValueError(f"pixel shuffle needs a patch grid divisible by {1 / scale_factor}; got {rows}x{cols}")
+    x = features.reshape(n, rows, int(cols * scale_factor), int(channels / scale_factor))
+    x = x.permute(0, 2, 1, 3).contiguous()
+    x = x.reshape(n, int(cols * scale_factor), int(rows * scale_factor), int(channels / scale_factor**2))
+    return x.permute(0, 2, 1, 3).contiguous()
+
+
+class BridgeResBlock(nn.Module):
+    """``x + MLP(x)`` with MLP = LN(eps 1e-6) -> Linear -> GELU -> Linear (keys ``mlp.{0,1,3}``)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.LayerNorm(width, eps=1e-6), nn.Linear(width, width), nn.GELU(),
+                                 nn.Linear(width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(x)
+
+
+def _projector_config(config: TokenizerConfig) -> InternVLConfig:
+    # InternVLMultiModalProjector reads its widths from a full InternVL config.
+    return InternVLConfig(vision_config=config.vision,
+                          text_config={"model_type": "qwen2", "hidden_size": config.llm_hidden_size},
+                          downsample_ratio=config.downsample_ratio, projector_hidden_act="gelu")
+
+
+class UniLIPTokenizer(nn.Module):
+    """Encoder (InternViT + pixel shuffle + ``mlp1``), bridge and DC-AE pixel decoder.
+
+    State-dict prefixes: ``encoder.`` (transformers InternViT names), ``mlp1.`` (transformers
+    projector names), ``down_blocks.`` / ``down_mlp.`` (the bridge, official names) and ``decoder.``
+    (diffusers DC-AE decoder names). ``unilip.checkpoints`` converts to and from the released layouts.
+    """
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        self.config = config
+        # Where the weights came from ("random init" until a loader fills them); recorded in results.
+        self.weights_source = "random init"
+        width = config.llm_hidden_size
+        vision_config = InternVLVisionConfig(**config.vision)
+        self.encoder = InternVLVisionModel(vision_config)
+        self.mlp1 = InternVLMultiModalProjector(_projector_config(config))
+        self.down_blocks = nn.ModuleList(BridgeResBlock(width) for _ in range(config.bridge_blocks))
+        self.down_mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.latent_channels), nn.GELU(),
+                                      nn.Linear(config.latent_channels, config.latent_channels))
+        self.decoder = DCAEDecoder(in_channels=3, latent_channels=config.latent_channels, **config.decoder)
+        self.reset_buffers()
+        self._init_bridge()
+
+    def reset_buffers(self, device: str | torch.device | None = None) -> None:
+        """(Re)create the non-persistent normalisation buffers, e.g. after loading onto a meta model."""
+        kwargs = {} if device is None else {"device": device}
+        self.register_buffer("image_mean", torch.tensor(self.config.image_mean, **kwargs).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("image_std", torch.tensor(self.config.image_std, **kwargs).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def _init_bridge(self) -> None:
+        # Upstream initialises the bridge with trunc-normal(0.02) linears and unit LayerNorms.
+        for module in [*self.down_blocks.modules(), *self.down_mlp.modules()]:
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------ encoder
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Map [0, 1] RGB to the encoder's normalised input."""
+        return (images - self.image_mean) / self.image_std
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be B x 3 x H x W; got shape {tuple(images.shape)}")
+        stride = self.config.token_stride
+        height, width = images.shape[-2:]
+        if height % stride or width % stride:
+            raise ValueError(f"image size {height}x{width} is not a multiple of the token stride {stride}; "
+                             "use reconstruct(), which pads such sizes, or resize first")
+
+    def encode_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The understanding feature: post-``mlp1`` tokens, ``B x N x H`` with N = (S/stride)^2.
+
+        This is what InternVL3 feeds its LLM and what the self-distillation loss compares.
+        """
+        self._check_images(images)
+        pixel_values = self.normalize(images).to(self.encoder.embeddings.patch_embeddings.projection.weight.dtype)
+        hidden = self.encoder(pixel_values=pixel_values).last_hidden_state[:, 1:]
+        rows = images.shape[-2] // self.config.patch_size
+        cols = images.shape[-1] // self.config.patch_size
+        grid = hidden.float().reshape(hidden.shape[0], rows, cols, hidden.shape[-1])
+        shuffled = pixel_shuffle(grid, self.config.downsample_ratio)
+        tokens = shuffled.reshape(shuffled.shape[0], -1, shuffled.shape[-1])
+        return self.mlp1(tokens.to(self.mlp1.linear_1.weight.dtype))
+
+    def bridge(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Bridge ``B x N x H`` features to the ``B x latent x rows x cols`` latent (row-major)."""
+        x = features
+        for block in self.down_blocks:
+            x = block(x)
+        x = self.down_mlp(x)
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[-1], *grid)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Latent ``B x latent_channels x H/stride x W/stride`` of [0, 1] images."""
+        features = self.encode_features(images)
+        stride = self.config.token_stride
+        return self.bridge(features, (images.shape[-2] // stride, images.shape[-1] // stride))
+
+    def encode_with_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both the latent and the understanding feature, computed once (for distillation)."""
+        features = self.encode_features(images)
+        stride = self.config.token_stride
+        return self.bridge(features, (images.shape[-2] // stride, images.shape[-1] // stride)), features
+
+    # ------------------------------------------------------------------ decoder
+    def decode(self, latent: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
+        """Decode a latent to pixels in (nominally) [-1, 1] at ``token_stride`` px per latent cell.
+
+        The decoder produces ``decoder_stride`` px per cell (512 for a 16 x 16 latent); the result is
+        resized bilinearly, without antialiasing, to ``token_stride`` px per cell (448), as upstream.
+        """
+        pixels = self.decoder(latent.to(self.decoder.conv_in.weight.dtype))
+        stride = self.config.token_stride
+        target = (latent.shape[-2] * stride, latent.shape[-1] * stride)
+        if tuple(pixels.shape[-2:]) != target:
+            pixels = F.interpolate(pixels.float(), size=target, mode="bilinear", align_corners=align_corners)
+        return pixels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Reconstruct [0, 1] images whose sides are multiples of the token stride; output in ~[-1, 1]."""
+        return self.decode(self.encode(images))
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """Reconstruct [0, 1] images of any size >= one token; returns [0, 1] images of the same size.
+
+        Sizes that are not a multiple of the token stride take the official padded path: reflect-pad
+        to the next multiple, encode, decode, resize with ``align_corners=True`` and crop back.
+        """
+        stride = self.config.token_stride
+        height, width = images.shape[-2:]
+        pad_h, pad_w = (-height) % stride, (-width) % stride
+        if pad_h or pad_w:
+            top, left = pad_h // 2, pad_w // 2
+            padded = F.pad(images, (left, pad_w - left, top, pad_h - top), mode="reflect")
+            pixels = self.decode(self.encode(padded), align_corners=True)
+            pixels = pixels[..., top:top + height, left:left + width]
+        else:
+            pixels = self.decode(self.encode(images))
+        return ((pixels.float().clamp(-1, 1) + 1) / 2)
+
+    def latent_shape(self, height: int, width: int | None = None) -> tuple[int, int, int]:
+        """Latent shape (C, h, w) for an input of the given size (after padding, if needed)."""
+        width = height if width is None else width
+        stride = self.config.token_stride
+        return (self.config.latent_channels, math.ceil(height / stride), math.ceil(width / stride))
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (our key layout) to ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = {"model_type": "unilip_tokenizer", "format_version": 1, **self.config.to_dict()}
+        (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n")
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "layout": "unilip"})
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32,
+                        device: str | torch.device = "cpu") -> "UniLIPTokenizer":
+        """Load a directory written by ``save_pretrained``; every parameter must be present."""
+        from unilip.checkpoints import load_safetensors_state_dict, load_strict
+
+        directory = Path(directory)
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path} not found: a saved UniLIP tokenizer directory holds "
+                                    f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
+        payload = json.loads(config_path.read_text())
+        if payload.pop("model_type", None) != "unilip_tokenizer":
+            raise ValueError(f"{config_path} is not a UniLIP tokenizer config (model_type != unilip_tokenizer)")
+        payload.pop("format_version", None)
+        config = TokenizerConfig.from_dict(payload)
+        state = load_safetensors_state_dict(directory / WEIGHTS_NAME)
+        return load_strict(config, state, dtype=dtype, device=device, source=str(directory))
+
+
+def build_tokenizer(config: TokenizerConfig, device: str | torch.device = "cpu",
+                    seed: int | None = None) -> UniLIPTokenizer:
+    """Build a randomly initialised tokenizer (``device="meta"`` builds it without memory)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.device(device):
+        return UniLIPTokenizer(config)

@@ -1,0 +1,175 @@
+"""Model variants as data: ``unilip/configs/*.yaml`` -> typed specs, and the tokenizer factory.
+
+A variant file holds the architecture (``tokenizer:``, validated into ``TokenizerConfig``) and, for
+variants with released weights, where those weights come from (``weights:``). Adding a variant is
+adding one YAML file here, or passing the path of one anywhere a variant name is accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from unilip import checkpoints
+from unilip.tokenizer import CONFIG_NAME, TokenizerConfig, UniLIPTokenizer, build_tokenizer
+
+logger = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+WEIGHTS_ENV = "UNILIP_WEIGHTS"
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One model variant: its name, architecture and the provenance of its released weights."""
+
+    name: str
+    description: str
+    tokenizer: TokenizerConfig
+    weights: dict[str, Any] | None
+    path: Path
+
+    @property
+    def has_released_weights(self) -> bool:
+        return bool(self.weights)
+
+
+def _read_variant(path: Path) -> VariantSpec:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict) or "tokenizer" not in data or "name" not in data:
+        raise ValueError(f"{path} is not a variant file: it needs top-level 'name' and 'tokenizer' keys")
+    try:
+        tokenizer = TokenizerConfig.from_dict(data["tokenizer"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: invalid tokenizer section: {error}") from None
+    return VariantSpec(name=str(data["name"]), description=str(data.get("description", "")),
+                       tokenizer=tokenizer, weights=data.get("weights"), path=path)
+
+
+def _builtin_paths() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
+
+
+def list_variants() -> list[str]:
+    """Names of the built-in variants."""
+    return sorted(_builtin_paths())
+
+
+def get_variant(name_or_path: str | Path) -> VariantSpec:
+    """A built-in variant by name, or a variant YAML file by path.
+
+    Raises:
+        ValueError: unknown name (with the closest names and the full list).
+    """
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return _read_variant(path)
+    builtin = _builtin_paths()
+    if str(name_or_path) not in builtin:
+        close = difflib.get_close_matches(str(name_or_path), builtin, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model variant {str(name_or_path)!r}.{hint} Known variants: "
+                         f"{', '.join(builtin)}; or give a variant .yaml file, a saved tokenizer directory, "
+                         "a released UniLIP model directory or a released tokenizer .pth file.")
+    return _read_variant(builtin[str(name_or_path)])
+
+
+def _variant_for_width(width: int, source: str) -> VariantSpec:
+    # The released checkpoints differ only in H (the LLM width), so it identifies the variant.
+    for name in list_variants():
+        spec = get_variant(name)
+        if spec.has_released_weights and spec.tokenizer.llm_hidden_size == width:
+            return spec
+    raise checkpoints.CheckpointError(
+        f"{source}: mlp1 output width {width} matches no released variant; pass the variant explicitly "
+        "(load_tokenizer(VARIANT, weights=PATH)) or a variant .yaml describing this architecture")
+
+
+def _load_weights_file(spec: VariantSpec | None, weights: Path, dtype: torch.dtype,
+                       device: str | torch.device) -> UniLIPTokenizer:
+    """Load an official ``.pth`` tokenizer checkpoint or a released model directory/safetensors file."""
+    if weights.is_dir() or weights.suffix == ".safetensors" or weights.name.endswith(".index.json"):
+        raw = checkpoints.load_safetensors_state_dict(weights, keep=checkpoints.is_model_dir_key)
+        if not raw:
+            raise checkpoints.CheckpointError(
+                f"{weights} holds no UniLIP tokenizer weights (no model.vision_tower.*, "
+                "model.multi_modal_projector.* or model.vae_decoder.* keys)")
+        state = checkpoints.from_model_dir_state_dict(raw)
+    else:
+        state = checkpoints.from_official_tokenizer_state_dict(checkpoints.load_pth_state_dict(weights))
+    if spec is None:
+        width_key = "mlp1.linear_1.weight"
+        if width_key not in state:
+            raise checkpoints.CheckpointKeyError(f"{weights}: no mlp1 weights found (key mlp1.1.weight)")
+        spec = _variant_for_width(int(state[width_key].shape[0]), str(weights))
+        logger.info("%s: identified as variant %s", weights, spec.name)
+    return checkpoints.load_strict(spec.tokenizer, state, dtype=dtype, device=device, source=str(weights))
+
+
+def _default_weights(spec: VariantSpec) -> Path:
+    filename = spec.weights["tokenizer_file"]
+    root = os.environ.get(WEIGHTS_ENV)
+    candidate = Path(root) / filename if root else Path(filename)
+    if not candidate.exists():
+        raise checkpoints.CheckpointNotFoundError(
+            f"variant {spec.name} needs its released weights, file {filename} (from the "
+            f"{spec.weights['tokenizer_source']}); looked for {candidate.resolve()}. Pass weights=PATH "
+            f"(CLI: --weights PATH), a released model directory ({spec.weights['model_dir_source']}), or set "
+            f"{WEIGHTS_ENV} to the folder holding {filename}. Nothing is downloaded at run time.")
+    return candidate
+
+
+def load_tokenizer(name_or_path: str | Path, weights: str | Path | None = None, *,
+                   random_init: bool = False, seed: int = 0, dtype: torch.dtype = torch.float32,
+                   device: str | torch.device = "cpu") -> UniLIPTokenizer:
+    """Build or load a UniLIP tokenizer.
+
+    Args:
+        name_or_path: a variant name (``list_variants()``), a variant ``.yaml``, a directory written by
+            ``save_pretrained``, a released UniLIP model directory, or a released tokenizer ``.pth``.
+        weights: for a variant name or YAML, the weights to load (``.pth``, model directory or
+            safetensors). Real variants without it look for their file under ``$UNILIP_WEIGHTS``.
+        random_init: build a variant with random weights instead (tests, training from scratch); the
+            only choice for variants without released weights, such as ``tiny``.
+        seed: seed of the random initialisation.
+        dtype, device: where the weights end up.
+
+    Raises:
+        CheckpointNotFoundError: a named file is missing (the message says where to get it).
+        CheckpointKeyError: the file's keys do not fill the model exactly.
+    """
+    path = Path(name_or_path)
+    is_variant_ref = path.suffix in (".yaml", ".yml") or not path.exists()
+    if is_variant_ref:
+        spec = get_variant(name_or_path)
+        if weights is not None:
+            weights_path = Path(weights)
+            if not weights_path.exists():
+                raise checkpoints.missing_file_error(weights_path, f"weights for variant {spec.name}")
+            return _load_weights_file(spec, weights_path, dtype, device)
+        if random_init or not spec.has_released_weights:
+            if not random_init:
+                logger.warning("variant %s has no released weights: building it with random weights (seed %d)",
+                               spec.name, seed)
+            model = build_tokenizer(spec.tokenizer, device=device, seed=seed).to(dtype).eval()
+            model.weights_source = f"random init (seed {seed})"
+            return model
+        return _load_weights_file(spec, _default_weights(spec), dtype, device)
+    if weights is not None:
+        raise ValueError(f"weights= is only for a variant name or YAML; {path} already names the weights")
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        config = json.loads((path / CONFIG_NAME).read_text())
+        if config.get("model_type") == "unilip_tokenizer":
+            return UniLIPTokenizer.from_pretrained(path, dtype=dtype, device=device)
+    return _load_weights_file(None, path, dtype, device)
