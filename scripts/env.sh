@@ -30,6 +30,13 @@ _unilip_make_venv() {  # $1 = python, $2 = target directory
     fi
 }
 
+_unilip_quiet() {  # $1 = venv, rest = command; its output goes to a log, shown only if it fails
+    local log="$1/.unilip-install.log"; shift
+    if ! "$@" >"$log" 2>&1; then
+        echo "unilip: environment step failed: $*" >&2; tail -n 40 "$log" >&2; return 1
+    fi
+}
+
 _unilip_setup() {
     local python hash venv
     python="$(_unilip_python)" || return 1
@@ -41,13 +48,13 @@ _unilip_setup() {
         rm -rf "$venv"
         mkdir -p "$(dirname "$venv")"
         _unilip_make_venv "$python" "$venv" || return 1
-        "$venv/bin/python" -m pip install --quiet --upgrade pip >&2 || return 1
-        "$venv/bin/python" -m pip install --quiet -c "$_unilip_root/constraints/ci.txt" \
-            -e "$_unilip_root[test]" >&2 || return 1
+        _unilip_quiet "$venv" "$venv/bin/python" -m pip install --upgrade pip || return 1
+        _unilip_quiet "$venv" "$venv/bin/python" -m pip install -c "$_unilip_root/constraints/ci.txt" \
+            -e "$_unilip_root[test]" || return 1
         touch "$venv/.unilip-complete"
     else
         # The cached environment may point at another clone: re-link the package to this one.
-        "$venv/bin/python" -m pip install --quiet --no-deps -e "$_unilip_root" >&2 || return 1
+        _unilip_quiet "$venv" "$venv/bin/python" -m pip install --no-deps -e "$_unilip_root" || return 1
     fi
     export VIRTUAL_ENV="$venv"
     export PATH="$venv/bin:$PATH"
