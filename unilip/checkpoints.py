@@ -113,29 +113,31 @@ def load_safetensors_state_dict(path: str | Path, keep: Callable[[str], bool] | 
 
 
 # --------------------------------------------------------------------------------------- key mapping
-# Original InternViT names -> transformers InternVLVisionModel names (qkv is handled separately).
-_VIT_RENAMES = (
-    (r"^embeddings\.class_embedding$", "embeddings.cls_token"),
-    (r"^embeddings\.patch_embedding\.", "embeddings.patch_embeddings.projection."),
-    (r"^embeddings\.position_embedding$", "embeddings.position_embeddings"),
-    (r"^encoder\.layers\.(\d+)\.attn\.proj\.", r"encoder.layer.\1.attention.projection_layer."),
-    (r"^encoder\.layers\.(\d+)\.mlp\.", r"encoder.layer.\1.mlp."),
-    (r"^encoder\.layers\.(\d+)\.norm1\.", r"encoder.layer.\1.layernorm_before."),
-    (r"^encoder\.layers\.(\d+)\.norm2\.", r"encoder.layer.\1.layernorm_after."),
-    (r"^encoder\.layers\.(\d+)\.ls1$", r"encoder.layer.\1.lambda_1"),
-    (r"^encoder\.layers\.(\d+)\.ls2$", r"encoder.layer.\1.lambda_2"),
+# Original InternViT names <-> transformers InternVLVisionModel names (qkv is fused/split separately).
+# A name ending in "." is a prefix (weight and bias follow); "{i}" is the layer index.
+_VIT_NAME_PAIRS = (
+    ("embeddings.class_embedding", "embeddings.cls_token"),
+    ("embeddings.patch_embedding.", "embeddings.patch_embeddings.projection."),
+    ("embeddings.position_embedding", "embeddings.position_embeddings"),
+    ("encoder.layers.{i}.attn.proj.", "encoder.layer.{i}.attention.projection_layer."),
+    ("encoder.layers.{i}.mlp.", "encoder.layer.{i}.mlp."),
+    ("encoder.layers.{i}.norm1.", "encoder.layer.{i}.layernorm_before."),
+    ("encoder.layers.{i}.norm2.", "encoder.layer.{i}.layernorm_after."),
+    ("encoder.layers.{i}.ls1", "encoder.layer.{i}.lambda_1"),
+    ("encoder.layers.{i}.ls2", "encoder.layer.{i}.lambda_2"),
 )
-_VIT_RENAMES_BACK = (
-    (r"^embeddings\.cls_token$", "embeddings.class_embedding"),
-    (r"^embeddings\.patch_embeddings\.projection\.", "embeddings.patch_embedding."),
-    (r"^embeddings\.position_embeddings$", "embeddings.position_embedding"),
-    (r"^encoder\.layer\.(\d+)\.attention\.projection_layer\.", r"encoder.layers.\1.attn.proj."),
-    (r"^encoder\.layer\.(\d+)\.mlp\.", r"encoder.layers.\1.mlp."),
-    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"encoder.layers.\1.norm1."),
-    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"encoder.layers.\1.norm2."),
-    (r"^encoder\.layer\.(\d+)\.lambda_1$", r"encoder.layers.\1.ls1"),
-    (r"^encoder\.layer\.(\d+)\.lambda_2$", r"encoder.layers.\1.ls2"),
-)
+
+
+def _rename_rules(pairs: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    rules = []
+    for source, target in pairs:
+        pattern = "^" + re.escape(source).replace(r"\{i\}", r"(\d+)") + ("" if source.endswith(".") else "$")
+        rules.append((pattern, target.replace("{i}", r"\1")))
+    return tuple(rules)
+
+
+_VIT_RENAMES = _rename_rules(_VIT_NAME_PAIRS)
+_VIT_RENAMES_BACK = _rename_rules((ours, original) for original, ours in _VIT_NAME_PAIRS)
 _QKV = re.compile(r"^encoder\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$")
 _QKV_OURS = re.compile(r"^encoder\.layer\.(\d+)\.attention\.([qkv])_proj\.(weight|bias)$")
 _MLP1 = {"0": "layer_norm", "1": "linear_1", "3": "linear_2"}
