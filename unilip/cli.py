@@ -89,7 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(default: the variant's native size)")
     recon.add_argument("--no-progress", action="store_true", help="no progress bar")
     recon.set_defaults(func=_cmd_reconstruct)
+    _add_plugin_commands(sub)
     return parser
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    # Other installed packages (the evaluation harness: `unilip eval`) add commands through the
+    # "unilip.cli" entry-point group, so this package never imports them.
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="unilip.cli"):
+        entry.load()(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +111,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CheckpointError, ValueError) as error:
+    except (CheckpointError, ValueError, FileNotFoundError) as error:
         print(f"unilip {args.command}: error: {error}", file=sys.stderr)
         return 2

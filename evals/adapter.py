@@ -1,0 +1,124 @@
+"""The adapter protocol: the only way the harness reaches a model.
+
+An adapter declares its capabilities (``reconstruct``, ``generate``, ``edit``, ``answer``); a benchmark
+names the one it needs and the runtime refuses an adapter without it before any work starts.
+Adding a model family is adding one adapter and registering it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC
+from typing import Any, Callable, ClassVar
+
+import torch
+
+CAPABILITIES = ("reconstruct", "generate", "edit", "answer")
+
+
+class CapabilityError(ValueError):
+    """The model behind an adapter cannot do what a benchmark asks."""
+
+
+class ModelAdapter(ABC):
+    """Base of all adapters. Subclasses implement the methods of the capabilities they declare."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def describe(self) -> dict[str, Any]:
+        """Identity of the model for results: name, weights source and digest, config."""
+        raise NotImplementedError
+
+    def require(self, capability: str) -> None:
+        if capability not in self.capabilities:
+            raise CapabilityError(f"{type(self).__name__} cannot '{capability}' (it can: "
+                                  f"{', '.join(sorted(self.capabilities)) or 'nothing'})")
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x H x W`` images in [0, 1] -> reconstructions in [0, 1], same shape."""
+        self.require("reconstruct")
+        raise NotImplementedError(f"{type(self).__name__} declares 'reconstruct' but does not implement it")
+
+    def generate(self, prompts: list[str], n: int, seed: int) -> list[list[Any]]:
+        """``n`` images per prompt; image k of a prompt depends only on (prompt, seed, k)."""
+        self.require("generate")
+        raise NotImplementedError(f"{type(self).__name__} declares 'generate' but does not implement it")
+
+    def edit(self, image: Any, instruction: str, seed: int) -> Any:
+        """One edited image."""
+        self.require("edit")
+        raise NotImplementedError(f"{type(self).__name__} declares 'edit' but does not implement it")
+
+    def answer(self, image: Any, question: str) -> str:
+        """A text answer about an image."""
+        self.require("answer")
+        raise NotImplementedError(f"{type(self).__name__} declares 'answer' but does not implement it")
+
+
+def state_dict_digest(module: torch.nn.Module) -> str:
+    """sha256 over every tensor of a module's state dict (names, dtypes, shapes, bytes), in key order."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+class UniLIPAdapter(ModelAdapter):
+    """A UniLIP tokenizer behind the protocol (reconstruction; the generator adds the rest)."""
+
+    capabilities = frozenset({"reconstruct"})
+
+    def __init__(self, tokenizer: Any, model_ref: str) -> None:
+        self.tokenizer = tokenizer
+        self.model_ref = model_ref
+        self._digest: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        if self._digest is None:
+            self._digest = state_dict_digest(self.tokenizer)
+        return {"adapter": "unilip", "model": self.model_ref, "weights_source": self.tokenizer.weights_source,
+                "weights_sha256": self._digest, "config": self.tokenizer.config.to_dict(),
+                "native_size": self.tokenizer.config.image_size}
+
+    @property
+    def native_size(self) -> int:
+        return self.tokenizer.config.image_size
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        parameter = next(self.tokenizer.parameters())
+        with torch.inference_mode():
+            out = self.tokenizer.reconstruct(images.to(parameter.device, parameter.dtype))
+        return out.float().cpu()
+
+
+AdapterFactory = Callable[..., ModelAdapter]
+_ADAPTERS: dict[str, AdapterFactory] = {}
+
+
+def register_adapter(name: str, factory: AdapterFactory) -> None:
+    """Make ``name:MODEL`` model references resolve through ``factory(MODEL, **options)``."""
+    if name in _ADAPTERS:
+        raise ValueError(f"adapter {name!r} is already registered")
+    _ADAPTERS[name] = factory
+
+
+def _unilip_factory(model: str, weights: str | None = None, random_init: bool = False, seed: int = 0,
+                    device: str = "cpu", dtype: str = "float32") -> UniLIPAdapter:
+    from unilip import load_tokenizer
+
+    tokenizer = load_tokenizer(model, weights=weights, random_init=random_init, seed=seed,
+                               dtype=getattr(torch, dtype), device=device)
+    return UniLIPAdapter(tokenizer, model)
+
+
+register_adapter("unilip", _unilip_factory)
+
+
+def load_adapter(reference: str, **options: Any) -> ModelAdapter:
+    """Resolve ``ADAPTER:MODEL`` (or a bare MODEL, meaning ``unilip:MODEL``) to an adapter."""
+    name, sep, model = reference.partition(":")
+    if not sep or name not in _ADAPTERS:
+        name, model = "unilip", reference
+    return _ADAPTERS[name](model, **options)

@@ -1,0 +1,1 @@
+"""One folder per benchmark; each registers itself with ``evals.benchmark.register_benchmark``."""

@@ -1,0 +1,286 @@
+"""The reconstruction benchmark and its two protocol variants.
+
+``recon@upstream`` reproduces UniLIP's official evaluator (``tokenizer/scripts/evaluation.py``):
+reconstructions clamped and rounded to 8 bits, then mapped back to [-1, 1] and truncated to uint8 for
+the Inception pass; real images de-normalised from ImageNet statistics and truncated to uint8 for the
+Inception pass, left as floats for PSNR/SSIM; PSNR with data range 1; SSIM with scikit-image's 7 x 7
+uniform window and ``data_range=2.0`` (the upstream setting on [0, 1] images, which inflates SSIM).
+
+``recon@standard`` corrects this: both images rounded to uint8 the same way, PSNR and SSIM with data
+range 1.0, same window.
+
+Both: shorter-side bicubic resize with antialias, centre crop to the resolution (the model's native
+size unless set), rFID against the same centre-cropped real images with torch-fidelity's Inception
+(TF-FID weights from a local file, float64 inside, float64 statistics), LPIPS (alex, vgg) from the
+lpips package with local backbone weights. A metric whose weights are absent is reported as not
+computed, with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from evals.benchmark import Benchmark, BenchmarkSpec, Item, StageContext, StageResult, register_benchmark
+from evals.benchmarks.recon.data import ImageLoader, list_images
+from evals.metrics import (FeatureStats, InceptionExtractor, InceptionScoreStats, LPIPSMetric, MetricUnavailable,
+                           frechet_distance, psnr_per_image, ssim_per_image)
+from evals.runtime.records import atomic_write_bytes, atomic_write_npz, canonical_hash, safe_item_name
+from unilip.data import ImageReadError, eval_transform
+from unilip.tokenizer import IMAGENET_MEAN, IMAGENET_STD
+
+logger = logging.getLogger(__name__)
+
+LPIPS_NETS = ("alex", "vgg")
+
+
+def _mean_se(values: list[float]) -> dict[str, Any]:
+    array = np.asarray(values, dtype=np.float64)
+    se = float(array.std(ddof=1) / np.sqrt(len(array))) if len(array) > 1 else None
+    return {"value": float(array.mean()), "se": se, "n": int(len(array))}
+
+
+def not_computed(reason: str) -> dict[str, Any]:
+    return {"status": "not_computed", "reason": reason}
+
+
+@register_benchmark
+class ReconstructionBenchmark(Benchmark):
+    name = "recon"
+    version = "1"
+    capability = "reconstruct"
+    stages = ("produce", "score")
+    variants = {
+        "standard": {"quantisation": "round-both", "psnr_data_range": 1.0, "ssim_data_range": 1.0},
+        "upstream": {"quantisation": "upstream", "psnr_data_range": 1.0, "ssim_data_range": 2.0},
+    }
+
+    # ------------------------------------------------------------------ spec
+    def make_spec(self, variant: str, options: dict[str, Any], adapter: Any) -> BenchmarkSpec:
+        known = {"data_kind", "data", "num_images", "resolution", "inception_weights", "inception_dtype",
+                 "inception_score", "lpips_nets", "lpips_alex_weights", "lpips_vgg_weights"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"recon: unknown options {unknown}; known: {sorted(known)}")
+        kind = options.get("data_kind") or "folder"
+        items, identity = list_images(kind, options.get("data"), options.get("num_images"))
+        resolution = int(options.get("resolution") or adapter.native_size)
+        knobs: dict[str, Any] = {
+            **self.variants[variant],
+            "resolution": resolution,
+            "preprocessing": "shorter-side bicubic antialias resize, centre crop (torchvision)",
+            # The dataset is identified by its item ids and byte sizes, not its path: a copy elsewhere matches.
+            "dataset": {"kind": kind, "num_images": len(items), "identity": canonical_hash(identity)},
+            "ssim_window": "7x7 uniform (scikit-image default)",
+        }
+        # Why a metric is missing (messages name local paths, so they stay out of the fingerprint).
+        self._unavailable: dict[str, str] = {}
+        dtype = options.get("inception_dtype") or "float64"
+        try:
+            extractor = InceptionExtractor(options.get("inception_weights"), internal_dtype=dtype)
+            knobs["fid"] = {"inception": extractor.fingerprint, "internal_dtype": dtype, "statistics": "float64",
+                            "inception_score": bool(options.get("inception_score", True))}
+        except MetricUnavailable as error:
+            knobs["fid"] = {"available": False}
+            self._unavailable["fid"] = str(error)
+        knobs["lpips"] = {}
+        for net in options.get("lpips_nets") or LPIPS_NETS:
+            if net not in LPIPS_NETS:
+                raise ValueError(f"recon: unknown LPIPS net {net!r}; choose from {LPIPS_NETS}")
+            try:
+                knobs["lpips"][net] = LPIPSMetric(net, options.get(f"lpips_{net}_weights")).fingerprint
+            except MetricUnavailable as error:
+                knobs["lpips"][net] = {"available": False}
+                self._unavailable[f"lpips_{net}"] = str(error)
+        spec = BenchmarkSpec(self.name, variant, self.version, knobs)
+        # Paths are runtime details, not score-moving knobs: kept outside the fingerprint.
+        self._paths = {"inception_weights": options.get("inception_weights"),
+                       **{f"lpips_{n}_weights": options.get(f"lpips_{n}_weights") for n in LPIPS_NETS}}
+        self._items = {spec.fingerprint: items}
+        return spec
+
+    def list_items(self, spec: BenchmarkSpec) -> list[Item]:
+        return self._items[spec.fingerprint]
+
+    def stage_fingerprint(self, stage: str, spec: BenchmarkSpec, model: dict[str, Any]) -> str:
+        produce = canonical_hash({"model": model["weights_sha256"], "resolution": spec.knobs["resolution"],
+                                  "dataset": spec.knobs["dataset"], "preprocessing": spec.knobs["preprocessing"]})
+        if stage == "produce":
+            return produce
+        return canonical_hash({"produce": produce, "spec": spec.fingerprint})
+
+    # ------------------------------------------------------------------ stages
+    def run_stage(self, stage: str, spec: BenchmarkSpec, items: list[Item],
+                  ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+        if not items:
+            return
+        from tqdm.auto import tqdm
+
+        work = self._produce if stage == "produce" else self._score_batch
+        loader = ImageLoader()
+        scorer = _Scorer(spec, self._paths, ctx.cache_dir) if stage == "score" else None
+        bar = tqdm(total=len(items), desc=f"{spec.name} {stage}", unit="img", disable=not ctx.progress)
+        try:
+            for start in range(0, len(items), ctx.batch_size):
+                batch = items[start:start + ctx.batch_size]
+                yield from work(spec, batch, ctx, loader, scorer)
+                bar.update(len(batch))
+        finally:
+            bar.close()
+            loader.close()
+
+    def _load_real(self, item: Item, loader: ImageLoader, resolution: int) -> tuple[torch.Tensor, bytes]:
+        image, raw = loader.load(item.source)
+        return eval_transform(image, resolution), raw
+
+    def _produce(self, spec, batch, ctx, loader, _scorer) -> Iterator[tuple[Item, StageResult]]:
+        resolution = spec.knobs["resolution"]
+        ready: list[tuple[Item, torch.Tensor]] = []
+        for item in batch:
+            try:
+                ready.append((item, self._load_real(item, loader, resolution)[0]))
+            except ImageReadError as error:
+                yield item, StageResult.failed(str(error))
+        if not ready:
+            return
+        recon = ctx.adapter.reconstruct(torch.stack([pixels for _, pixels in ready]))
+        quantised = (recon.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for (item, _), image in zip(ready, quantised):
+            relative = Path("outputs") / f"{safe_item_name(item.id)}.png"
+            buffer = _png_bytes(image)
+            atomic_write_bytes(ctx.bench_dir / relative, buffer)
+            yield item, StageResult(status="ok", payload={"output": relative.as_posix()})
+
+    def _score_batch(self, spec, batch, ctx, loader, scorer) -> Iterator[tuple[Item, StageResult]]:
+        from evals.runtime.runner import load_record
+
+        resolution = spec.knobs["resolution"]
+        reals, fakes, raws, ready = [], [], [], []
+        for item in batch:
+            try:
+                real, raw = self._load_real(item, loader, resolution)
+            except ImageReadError as error:
+                yield item, StageResult.failed(str(error))
+                continue
+            output = ctx.bench_dir / load_record(ctx.bench_dir, "produce", item.id)["output"]
+            fakes.append(torch.from_numpy(np.array(Image.open(output).convert("RGB"))).permute(2, 0, 1))
+            reals.append(real)
+            raws.append(raw)
+            ready.append(item)
+        if ready:
+            yield from zip(ready, scorer.score(torch.stack(reals), torch.stack(fakes), raws))
+
+    # ------------------------------------------------------------------ aggregate
+    def _reason(self, metric: str) -> str:
+        return getattr(self, "_unavailable", {}).get(metric, "its weights were not available when the run was specified")
+
+    def aggregate(self, spec: BenchmarkSpec, records: dict[str, dict[str, Any]], bench_dir: Path) -> dict[str, Any]:
+        from evals.runtime.runner import load_arrays
+
+        metrics: dict[str, Any] = {}
+        if not records:
+            return {"psnr": not_computed("no item was scored")}
+        for key in ("psnr", "ssim"):
+            metrics[key] = _mean_se([r[key] for r in records.values()])
+        for net, fingerprint in spec.knobs["lpips"].items():
+            name = f"lpips_{net}"
+            metrics[name] = (_mean_se([r[name] for r in records.values()]) if fingerprint.get("available", True)
+                             else not_computed(self._reason(name)))
+        fid_knobs = spec.knobs["fid"]
+        if not fid_knobs.get("available", True):
+            metrics["rfid"] = not_computed(self._reason("fid"))
+            metrics["is"] = not_computed(self._reason("fid"))
+            return metrics
+        real, fake = FeatureStats(2048), FeatureStats(2048)
+        score = InceptionScoreStats() if fid_knobs["inception_score"] else None
+        for item_id in records:  # manifest order: the sums do not depend on sharding or batching
+            arrays = load_arrays(bench_dir, "score", item_id)
+            real.update(torch.from_numpy(arrays["real_pool3"][None]))
+            fake.update(torch.from_numpy(arrays["fake_pool3"][None]))
+            if score is not None:
+                score.update(torch.from_numpy(arrays["fake_logits"][None]))
+        if real.count < 2:
+            metrics["rfid"] = not_computed("rFID needs at least 2 scored images")
+        else:
+            metrics["rfid"] = {"value": frechet_distance(real, fake), "se": None, "n": real.count}
+        if score is not None:
+            metrics["is"] = {"value": score.compute(), "se": None, "n": score.count}
+        return metrics
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class _Scorer:
+    """The score stage's metric objects, built once per stage from the spec's resolved weights."""
+
+    def __init__(self, spec: BenchmarkSpec, paths: dict[str, Any], cache_dir: Path) -> None:
+        self.knobs = spec.knobs
+        fid = spec.knobs["fid"]
+        self.extractor = None
+        if fid.get("available", True):
+            self.extractor = InceptionExtractor(paths["inception_weights"], internal_dtype=fid["internal_dtype"])
+            real_key = canonical_hash({"resolution": spec.knobs["resolution"], "quantisation": spec.knobs["quantisation"],
+                                       "preprocessing": spec.knobs["preprocessing"], "inception": fid["inception"],
+                                       "internal_dtype": fid["internal_dtype"]})
+            self.real_cache = cache_dir / "recon-real-features" / real_key
+        self.lpips = {net: LPIPSMetric(net, paths[f"lpips_{net}_weights"])
+                      for net, fp in spec.knobs["lpips"].items() if fp.get("available", True)}
+
+    def _quantise(self, real: torch.Tensor, fake_u8: torch.Tensor):
+        """(pixel-metric real, pixel-metric fake, Inception real uint8, Inception fake uint8) per the protocol."""
+        if self.knobs["quantisation"] == "upstream":
+            # The official evaluator's float32 arithmetic, including its truncating uint8 casts.
+            mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+            real_f = ((real - mean) / std) * std + mean
+            fake_f = ((fake_u8.float() - 127.5) / 127.5 + 1) / 2
+            return real_f, fake_f, (real_f * 255).to(torch.uint8), (fake_f * 255).to(torch.uint8)
+        real_u8 = (real * 255).round().clamp(0, 255).to(torch.uint8)
+        return real_u8.double() / 255, fake_u8.double() / 255, real_u8, fake_u8
+
+    def _real_features(self, real_u8: torch.Tensor, raws: list[bytes]) -> np.ndarray:
+        keys = [hashlib.sha256(raw).hexdigest()[:32] for raw in raws]
+        paths = [self.real_cache / f"{key}.npz" for key in keys]
+        missing = [i for i, p in enumerate(paths) if not p.is_file()]
+        if missing:
+            features = self.extractor.features(real_u8[missing])["2048"].cpu().numpy()
+            for index, row in zip(missing, features):
+                atomic_write_npz(paths[index], {"pool3": row})
+        rows = []
+        for path in paths:
+            with np.load(path) as data:
+                rows.append(data["pool3"])
+        return np.stack(rows)
+
+    def score(self, real: torch.Tensor, fake_u8: torch.Tensor, raws: list[bytes]) -> list[StageResult]:
+        real_px, fake_px, real_u8, fake_inception_u8 = self._quantise(real, fake_u8)
+        psnr = psnr_per_image(fake_px, real_px, data_range=self.knobs["psnr_data_range"])
+        ssim = ssim_per_image(fake_px, real_px, data_range=self.knobs["ssim_data_range"])
+        lpips = {net: metric(fake_px.float(), real_px.float()) for net, metric in self.lpips.items()}
+        arrays: list[dict[str, np.ndarray]] = [{} for _ in raws]
+        if self.extractor is not None:
+            fake_features = self.extractor.features(fake_inception_u8)
+            real_features = self._real_features(real_u8, raws)
+            for i, entry in enumerate(arrays):
+                entry["fake_pool3"] = fake_features["2048"][i].cpu().numpy()
+                entry["real_pool3"] = real_features[i]
+                if self.knobs["fid"]["inception_score"]:
+                    entry["fake_logits"] = fake_features["logits_unbiased"][i].cpu().numpy()
+        results = []
+        for i in range(len(raws)):
+            payload = {"psnr": float(psnr[i]), "ssim": float(ssim[i]),
+                       **{f"lpips_{net}": float(values[i]) for net, values in lpips.items()}}
+            results.append(StageResult(status="ok", payload=payload, arrays=arrays[i]))
+        return results

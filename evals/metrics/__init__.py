@@ -1,0 +1,37 @@
+"""Image metrics as streaming, tested objects: FID / Inception Score, PSNR / SSIM and LPIPS.
+
+Every metric that needs a network reads its weights from local disk (see :mod:`evals.metrics.weights`)
+and raises :class:`MetricUnavailable` when they are absent; nothing is downloaded at run time. The numbers
+are those of the reference libraries (torch-fidelity, scikit-image, lpips); tests/evals checks each
+against them.
+"""
+
+from .fid import (
+    INCEPTION_ENV_VAR,
+    INCEPTION_FILENAME,
+    FeatureStats,
+    InceptionExtractor,
+    InceptionScoreStats,
+    frechet_distance,
+)
+from .lpips_metric import LPIPS_BACKBONES, LPIPSMetric
+from .pixel import psnr_per_image, ssim_per_image
+from .weights import MetricUnavailable, WeightsKeyError, file_sha256, resolve_weights, torch_home
+
+__all__ = [
+    "INCEPTION_ENV_VAR",
+    "INCEPTION_FILENAME",
+    "LPIPS_BACKBONES",
+    "FeatureStats",
+    "InceptionExtractor",
+    "InceptionScoreStats",
+    "LPIPSMetric",
+    "MetricUnavailable",
+    "WeightsKeyError",
+    "file_sha256",
+    "frechet_distance",
+    "psnr_per_image",
+    "resolve_weights",
+    "ssim_per_image",
+    "torch_home",
+]

@@ -1,0 +1,1 @@
+"""Reading saved results, comparison tables and the regression gate: they read files, never models."""

@@ -1,0 +1,1 @@
+"""Run directories, per-item records, sharding and resume."""

@@ -1,0 +1,37 @@
+"""Process group for sharded runs launched by torchrun or accelerate (env://), gloo on CPU."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+
+def init_world() -> World:
+    """Join the process group the launcher describes (``WORLD_SIZE``/``RANK``); a single process otherwise."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if size > 1 and not dist.is_initialized():
+        backend = "nccl" if os.environ.get("UNILIP_DIST_BACKEND") == "nccl" else "gloo"
+        dist.init_process_group(backend=backend, init_method="env://")
+    return World(rank=rank, size=size)
+
+
+def shard(items: list, world: World) -> list:
+    """This process's items: every ``size``-th item of the manifest, starting at ``rank``."""
+    return items[world.rank::world.size]

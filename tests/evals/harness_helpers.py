@@ -1,0 +1,16 @@
+"""Helpers shared by the harness tests."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, env_extra: dict | None = None, launcher: list[str] | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m unilip ARGS`` (or under a launcher such as torchrun) and capture its output."""
+    env = {**os.environ, **(env_extra or {})}
+    command = (launcher or [sys.executable]) + ["-m", "unilip", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
