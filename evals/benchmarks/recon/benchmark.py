@@ -199,18 +199,20 @@ class ReconstructionBenchmark(Benchmark):
             return metrics
         real, fake = FeatureStats(2048), FeatureStats(2048)
         score = InceptionScoreStats() if fid_knobs["inception_score"] else None
-        for item_id in records:  # manifest order: the sums do not depend on sharding or batching
-            arrays = load_arrays(bench_dir, "score", item_id)
-            real.update(torch.from_numpy(arrays["real_pool3"][None]))
-            fake.update(torch.from_numpy(arrays["fake_pool3"][None]))
+        # Fixed-size chunks in manifest order: the float64 sums do not depend on sharding or batching.
+        ids = list(records)
+        for start in range(0, len(ids), 256):
+            chunk = [load_arrays(bench_dir, "score", item_id) for item_id in ids[start:start + 256]]
+            real.update(torch.from_numpy(np.stack([a["real_pool3"] for a in chunk])))
+            fake.update(torch.from_numpy(np.stack([a["fake_pool3"] for a in chunk])))
             if score is not None:
-                score.update(torch.from_numpy(arrays["fake_logits"][None]))
+                score.update(torch.from_numpy(np.stack([a["fake_logits"] for a in chunk])))
         if real.count < 2:
             metrics["rfid"] = not_computed("rFID needs at least 2 scored images")
         else:
             metrics["rfid"] = {"value": frechet_distance(real, fake), "se": None, "n": real.count}
         if score is not None:
-            metrics["is"] = {"value": score.compute(), "se": None, "n": score.count}
+            metrics["is"] = {"value": score.score(), "se": None, "n": score.count}
         return metrics
 
 
