@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, default=0, help="run seed (and random-init seed); default 0")
     run.add_argument("--bench", required=True, help="comma-separated NAME@VARIANT (see `unilip eval list`)")
     run.add_argument("--out", required=True, help="run directory")
-    run.add_argument("--data", help="dataset path (image folder, tar shard(s), ImageNet val folder)")
+    run.add_argument("--data", help="dataset path (image folder, tar shard(s), ImageNet val folder), or "
+                                    "'builtin' for the photos scikit-image ships")
     run.add_argument("--dataset", default=None, choices=["folder", "tar", "imagenet-val", "builtin"],
                      help="dataset kind (default: folder when --data is given, else builtin)")
     run.add_argument("--num-images", type=int, help="evaluate the first N images (default: all; imagenet-val: 50,000)")
@@ -88,6 +89,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     adapter = load_adapter(args.model, weights=args.weights, random_init=args.random_init, seed=args.seed,
                            device=args.device)
     out = Path(args.out)
+    if args.data == "builtin" and not Path("builtin").exists():
+        args.dataset, args.data = "builtin", None
     kind = args.dataset or ("folder" if args.data else "builtin")
     options: dict[str, Any] = {"data_kind": kind, "data": args.data, "num_images": args.num_images,
                                "resolution": args.size, "inception_weights": args.inception_weights,
