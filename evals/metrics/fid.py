@@ -195,7 +195,22 @@ def _as_float64_matrix(features: torch.Tensor | np.ndarray, dim: int) -> torch.T
     return x.detach().to(device="cpu", dtype=torch.float64)
 
 
-class FeatureStats:
+class _NpzState:
+    """``save``/``load`` of a streaming statistic through its ``state_dict``, as an ``.npz`` file."""
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the state to ``path`` as ``.npz`` (written as given; exactly reloadable by :meth:`load`)."""
+        with Path(path).open("wb") as handle:
+            np.savez(handle, **self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]):
+        """Read a state written by :meth:`save`."""
+        with np.load(Path(path), allow_pickle=False) as data:
+            return cls.from_state_dict({key: data[key] for key in data.files})
+
+
+class FeatureStats(_NpzState):
     """Streaming float64 sufficient statistics (count, sum, sum of outer products) of feature vectors.
 
     Sums add, so :meth:`merge` is exact and the split of the data into updates changes the result only by
@@ -311,28 +326,6 @@ class FeatureStats:
         stats._sum_outer = torch.from_numpy(outer.copy())
         return stats
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state to an ``.npz`` file (exactly reloadable by :meth:`load`).
-
-        Args:
-            path: Destination; written as given (numpy would otherwise append ``.npz`` to other names).
-        """
-        with Path(path).open("wb") as handle:
-            np.savez(handle, **self.state_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "FeatureStats":
-        """Read statistics written by :meth:`save`.
-
-        Args:
-            path: An ``.npz`` file from :meth:`save`.
-
-        Returns:
-            The statistics.
-        """
-        with np.load(Path(path), allow_pickle=False) as data:
-            return cls.from_state_dict({key: data[key] for key in data.files})
-
 
 def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
     """Fréchet distance between the Gaussians fitted to two feature sets (FID on 2048-d Inception features).
@@ -358,7 +351,7 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
     return float(fid_statistics_to_metric(stat_a, stat_b, verbose=False)[KEY_METRIC_FID])
 
 
-class InceptionScoreStats:
+class InceptionScoreStats(_NpzState):
     """Streaming single-split Inception Score from Inception ``logits_unbiased``.
 
     Keeps ``sum_i p_i`` (float64 vector) and ``sum_i sum_y p_iy log p_iy`` (float64 scalar), with ``p_i`` the
@@ -466,25 +459,3 @@ class InceptionScoreStats:
         stats._sum_p = torch.from_numpy(sum_p.copy())
         stats._sum_p_log_p = torch.tensor(float(np.asarray(state["sum_p_log_p"])), dtype=torch.float64)
         return stats
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state to an ``.npz`` file.
-
-        Args:
-            path: Destination, written as given.
-        """
-        with Path(path).open("wb") as handle:
-            np.savez(handle, **self.state_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "InceptionScoreStats":
-        """Read statistics written by :meth:`save`.
-
-        Args:
-            path: An ``.npz`` file from :meth:`save`.
-
-        Returns:
-            The statistics.
-        """
-        with np.load(Path(path), allow_pickle=False) as data:
-            return cls.from_state_dict({key: data[key] for key in data.files})
