@@ -89,8 +89,65 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(default: the variant's native size)")
     recon.add_argument("--no-progress", action="store_true", help="no progress bar")
     recon.set_defaults(func=_cmd_reconstruct)
+    train = sub.add_parser("train", help="train the tokenizer (stages 1-3) or run the distillation sweep")
+    train_sub = train.add_subparsers(dest="train_command", required=True)
+    tok = train_sub.add_parser("tokenizer", help="one stage of tokenizer training (resumes from OUT)")
+    tok.add_argument("--config", required=True, help="training YAML, or a built-in recipe name "
+                                                     "(see unilip/configs/train/)")
+    tok.add_argument("--stage", type=int, choices=[1, 2, 3])
+    tok.add_argument("--distill-weight", type=float, help="lambda of the self-distillation loss")
+    tok.add_argument("--init", help="tokenizer to start from (saved directory or released weights)")
+    tok.add_argument("--out", required=True)
+    tok.add_argument("--max-steps", type=int)
+    tok.add_argument("--fresh", action="store_true", help="discard OUT and start over")
+    tok.add_argument("--no-progress", action="store_true")
+    tok.set_defaults(func=_cmd_train_tokenizer)
+    sweep = train_sub.add_parser("sweep", help="stage 2 once per distillation weight, evaluated and tabulated")
+    sweep.add_argument("--config", required=True)
+    sweep.add_argument("--distill-weights", default="0,0.1,1,10", help="comma-separated lambdas")
+    sweep.add_argument("--out", required=True)
+    sweep.add_argument("--stage1-steps", type=int)
+    sweep.add_argument("--stage2-steps", type=int)
+    sweep.add_argument("--teacher-steps", type=int, default=300)
+    sweep.add_argument("--fresh", action="store_true")
+    sweep.add_argument("--no-progress", action="store_true")
+    sweep.set_defaults(func=_cmd_train_sweep)
     _add_plugin_commands(sub)
     return parser
+
+
+def _train_config_path(value: str) -> Path:
+    path = Path(value)
+    if path.is_file():
+        return path
+    builtin = Path(__file__).parent / "configs" / "train" / f"{value}.yaml"
+    if builtin.is_file():
+        return builtin
+    names = sorted(p.stem for p in builtin.parent.glob("*.yaml"))
+    raise FileNotFoundError(f"training config {value!r} is neither a file nor a built-in recipe ({', '.join(names)})")
+
+
+def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from unilip.training.config import load_train_config
+    from unilip.training.tokenizer_trainer import train_tokenizer
+
+    config = load_train_config(_train_config_path(args.config), stage=args.stage, distill_weight=args.distill_weight,
+                               init=args.init, max_steps=args.max_steps)
+    final = train_tokenizer(config, args.out, progress=not args.no_progress, fresh=args.fresh)
+    print(json.dumps({"final": str(final), "stage": config.stage, "distill_weight": config.losses.distill_weight}))
+    return 0
+
+
+def _cmd_train_sweep(args: argparse.Namespace) -> int:
+    from unilip.training.sweep import run_sweep
+
+    weights = [float(w) for w in args.distill_weights.split(",") if w.strip()]
+    files = run_sweep(_train_config_path(args.config), weights, args.out, stage1_steps=args.stage1_steps,
+                      stage2_steps=args.stage2_steps, teacher_steps=args.teacher_steps, fresh=args.fresh,
+                      progress=not args.no_progress)
+    sys.stdout.write(Path(files["markdown"]).read_text() if "markdown" in files else "")
+    print(json.dumps({k: str(v) for k, v in files.items()}))
+    return 0
 
 
 def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:

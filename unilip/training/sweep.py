@@ -1,0 +1,137 @@
+"""The distillation-weight ablation: stage 2 once per lambda from one stage-1 checkpoint, then evaluation.
+
+For the tiny CPU study (a small-scale analogue of the paper's experiment, not its numbers):
+
+1. a tiny encoder is trained to classify scikit-learn's digits (the *teacher*: features worth keeping),
+   and a downstream head is trained once on its frozen features (it stands in for InternVL3's LLM,
+   which stays unchanged when UniLIP's encoder is swapped in);
+2. stage 1 trains the bridge and pixel decoder on the frozen teacher encoder;
+3. stage 2 runs once per lambda from that stage-1 result, same seed, same data order;
+4. every model is evaluated on held-out digits: reconstruction through the harness's
+   ``recon@standard`` benchmark (a subprocess, ``unilip eval run``: this package never imports the
+   harness), and understanding preservation (token cosine to the teacher, frozen-head accuracy);
+5. one table (Markdown, CSV) and a plot of each metric against lambda.
+
+Each phase is skipped when its result exists, so a rerun resumes; ``fresh`` starts over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RECON_BENCH = "recon@standard"
+
+
+def _say(message: str) -> None:
+    print(f"[sweep] {message}", file=sys.stderr, flush=True)
+
+
+def _lambda_name(value: float) -> str:
+    return f"lambda-{value:g}"
+
+
+def evaluate_reconstruction(model_dir: Path, data: Path, out: Path, batch_size: int = 32) -> dict[str, Any]:
+    """Run the harness's reconstruction benchmark on a saved tokenizer; returns its ``results.json``."""
+    command = [sys.executable, "-m", "unilip", "eval", "run", "--model", str(model_dir), "--bench", RECON_BENCH,
+               "--data", str(data), "--out", str(out), "--batch-size", str(batch_size), "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    results = out / RECON_BENCH / "results.json"
+    if not results.is_file():
+        raise RuntimeError(f"reconstruction evaluation of {model_dir} failed (exit {result.returncode}):\n"
+                           f"{result.stderr[-3000:]}")
+    return json.loads(results.read_text())
+
+
+def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: str | Path, *,
+              stage1_steps: int | None = None, stage2_steps: int | None = None, teacher_steps: int = 300,
+              head_steps: int = 300, fresh: bool = False, progress: bool = True) -> dict[str, Path]:
+    """Teacher, stage 1, stage 2 per lambda, evaluation and report; returns the report's files."""
+    import torch
+
+    from unilip.tokenizer import UniLIPTokenizer
+    from unilip.training.config import load_train_config
+    from unilip.training.digits import export_digits_folder, load_digits_split
+    from unilip.training.report import write_sweep_report
+    from unilip.training.tokenizer_trainer import train_tokenizer
+    from unilip.training.understanding import FeatureHead, train_frozen_head, train_teacher, understanding_metrics
+
+    out = Path(out_dir)
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = load_train_config(config_path)
+    size = base.data.size
+    timings: dict[str, float] = {}
+
+    def phase(name: str, done: bool, work) -> Any:
+        if done:
+            _say(f"{name}: reused (already done)")
+            return None
+        started = time.perf_counter()
+        value = work()
+        timings[name] = time.perf_counter() - started
+        _say(f"{name}: done in {timings[name]:.1f} s")
+        return value
+
+    teacher_dir, head_path = out / "teacher", out / "head.safetensors"
+    phase("teacher", (teacher_dir / "teacher.json").is_file(),
+          lambda: train_teacher(teacher_dir, variant=base.variant, steps=teacher_steps, seed=base.seed, size=size,
+                                progress=progress))
+    phase("frozen head", head_path.is_file(),
+          lambda: train_frozen_head(teacher_dir, head_path, steps=head_steps, seed=base.seed, size=size))
+
+    stage1 = out / "stage1"
+    stage1_config = dataclasses.replace(base, stage=1, init=str(teacher_dir))
+    phase("stage 1", (stage1 / "final" / "training.json").is_file(),
+          lambda: train_tokenizer(stage1_config, stage1, max_steps=stage1_steps, progress=progress))
+    stage2_dirs: dict[float, Path] = {}
+    for weight in distill_weights:
+        directory = out / f"stage2-{_lambda_name(weight)}"
+        losses = dataclasses.replace(base.losses, distill_weight=weight)
+        config = dataclasses.replace(base, stage=2, init=str(stage1 / "final"), losses=losses)
+        phase(f"stage 2, λ={weight:g}", (directory / "final" / "training.json").is_file(),
+              lambda c=config, d=directory: train_tokenizer(c, d, max_steps=stage2_steps, progress=progress))
+        stage2_dirs[weight] = directory / "final"
+
+    heldout = out / "heldout-digits"
+    export_digits_folder("test", heldout, size=size, seed=0)
+    images, labels = load_digits_split("test", size=size, seed=0)
+    teacher = UniLIPTokenizer.from_pretrained(teacher_dir)
+    head = FeatureHead.load(head_path)
+    models: list[tuple[str, str, float | None, Path]] = [("teacher", "reference", None, teacher_dir),
+                                                         ("stage 1 (frozen encoder)", "reference", None, stage1 / "final")]
+    models += [(f"stage 2, λ={w:g}", "variant", w, d) for w, d in stage2_dirs.items()]
+    rows = []
+    started = time.perf_counter()
+    for name, role, weight, directory in models:
+        tokenizer = UniLIPTokenizer.from_pretrained(directory)
+        with torch.no_grad():
+            row: dict[str, Any] = {"name": name, "role": role, "distill_weight": weight,
+                                   **understanding_metrics(tokenizer, teacher, head, images, labels)}
+        if name == "teacher":
+            # The teacher's bridge and decoder were never trained: its reconstruction means nothing.
+            row.update({"psnr": None, "ssim": None})
+        else:
+            results = evaluate_reconstruction(directory, heldout, out / "eval" / directory.parent.name)
+            for metric, value in results["metrics"].items():
+                row[metric] = value.get("value") if value.get("status") != "not_computed" else None
+            row["coverage"] = f"{results['coverage']['ok']}/{results['coverage']['expected']}"
+        rows.append(row)
+    timings["evaluation"] = time.perf_counter() - started
+    files = write_sweep_report(rows, out / "report")
+    (out / "report" / "sweep.json").write_text(json.dumps({
+        "config": str(config_path), "distill_weights": distill_weights, "rows": rows, "timings_s": timings,
+        "stage1_steps": stage1_steps or base.optim.max_steps, "stage2_steps": stage2_steps or base.optim.max_steps,
+        "teacher_steps": teacher_steps, "head_steps": head_steps, "seed": base.seed}, indent=2, default=str))
+    return files
