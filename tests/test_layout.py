@@ -21,10 +21,19 @@ def test_model_package_never_imports_the_harness():
     assert not offenders, f"unilip must not import evals: {offenders}"
 
 
+def _calls(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            yield node, {k.arg: k.value for k in node.keywords}
+
+
 def test_no_silent_non_strict_loading_or_unsafe_unpickling():
-    for path in (ROOT / "unilip").rglob("*.py"):
-        text = path.read_text()
-        assert "strict=False" not in text, path
-        for line in text.splitlines():
-            if "torch.load(" in line:
-                assert "weights_only=True" in line, f"{path}: {line.strip()}"
+    for path in [*(ROOT / "unilip").rglob("*.py"), *(ROOT / "evals").rglob("*.py")]:
+        for call, keywords in _calls(path):
+            where = f"{path.relative_to(ROOT)}:{call.lineno}"
+            strict = keywords.get("strict")
+            assert not (isinstance(strict, ast.Constant) and strict.value is False), f"strict=False at {where}"
+            name = ast.unparse(call.func)
+            if name.endswith("torch.load") or name == "load" and "torch" in ast.unparse(call):
+                only = keywords.get("weights_only")
+                assert isinstance(only, ast.Constant) and only.value is True, f"torch.load without weights_only at {where}"

@@ -1,30 +1,80 @@
-"""The distillation sweep end to end, with a handful of steps per phase (plumbing, not results)."""
+"""The distillation study end to end with a handful of steps per phase (plumbing, not results), and its
+HTML report opened in a real headless browser."""
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 RECIPE = Path(__file__).resolve().parents[1] / "unilip" / "configs" / "train" / "tiny-digits.yaml"
+STEPS = dict(stage1_steps=3, stage2_steps=2, teacher_steps=4, head_steps=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from unilip.training.sweep import run_sweep
+
+    out = tmp_path_factory.mktemp("study")
+    return out, run_sweep(RECIPE, [0.0, 1.0], out, **STEPS)
 
 
 @pytest.mark.slow
-def test_sweep_writes_table_and_plot_and_resumes(tmp_path, capsys):
+def test_sweep_writes_table_plot_and_report_and_resumes(study, capsys):
     from unilip.training.sweep import run_sweep
 
-    kwargs = dict(stage1_steps=3, stage2_steps=2, teacher_steps=4, head_steps=4, progress=False)
-    files = run_sweep(RECIPE, [0.0, 1.0], tmp_path, **kwargs)
+    out, files = study
     table = files["markdown"].read_text()
     assert "stage 2, λ=0" in table and "stage 2, λ=1" in table and "teacher" in table and "stage 1" in table
     assert files["plot"].stat().st_size > 10_000 and files["csv"].read_text().count("\n") == 5
-    sweep = json.loads((tmp_path / "report" / "sweep.json").read_text())
+    sweep = json.loads((out / "report" / "sweep.json").read_text())
     rows = {row["name"]: row for row in sweep["rows"]}
     assert rows["teacher"]["token_cosine"] == pytest.approx(1.0)
     assert rows["stage 1 (frozen encoder)"]["token_cosine"] == pytest.approx(1.0)  # stage 1 froze the encoder
     assert rows["stage 2, λ=0"]["psnr"] is not None and rows["stage 2, λ=0"]["coverage"] == "360/360"
-    logs = {p: p.read_text() for p in tmp_path.glob("stage*/log.jsonl")}
+    assert sweep["environment"]["packages"]["torch"] and "git" in sweep["environment"]
+    grid = Image.open(files["grid"])
+    assert grid.size == (4 + 10 * (112 + 4), 4 + 4 * (112 + 4))  # 10 digits x (original + 3 models), 2x
+    logs = {p: p.read_text() for p in out.glob("stage*/log.jsonl")}
     assert len(logs) == 3
     capsys.readouterr()
-    run_sweep(RECIPE, [0.0, 1.0], tmp_path, **kwargs)  # everything reused: no phase trains again
+    run_sweep(RECIPE, [0.0, 1.0], out, **STEPS)  # everything reused: no phase trains again
     assert "reused" in capsys.readouterr().err
     assert all(p.read_text() == text for p, text in logs.items())
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium, installed here when missing (the test setup installs it; it is not assumed)."""
+    found = shutil.which("chromium")
+    if found is None:
+        install = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium"
+        result = subprocess.run(["bash", "-c", install], capture_output=True, text=True, timeout=900)
+        found = shutil.which("chromium")
+        if found is None:
+            pytest.fail(f"could not install Debian's chromium for the report test:\n{result.stderr[-2000:]}")
+    return found
+
+
+@pytest.mark.slow
+def test_html_report_renders_in_headless_chromium(study, chromium, tmp_path):
+    _, files = study
+    page = files["html"].read_text()
+    assert "data:image/png;base64," in page and 'src="http' not in page  # self-contained
+    import html
+
+    assert "not the paper's experiment and not its numbers" in html.unescape(page)
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--virtual-time-budget=5000"]
+    url = files["html"].resolve().as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-images-rendered="2/2"' in dom  # both embedded images decoded in the browser
+    assert dom.count("<tr>") == 1 + 4 and "stage 2, λ=1" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, "--window-size=1200,2000", f"--screenshot={shot}", url], capture_output=True,
+                   timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape == (2000, 1200) and pixels.std() > 20  # text, table and images, not a blank page

@@ -112,8 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--fresh", action="store_true")
     sweep.add_argument("--no-progress", action="store_true")
     sweep.set_defaults(func=_cmd_train_sweep)
+    quick = sub.add_parser("quickstart", help="the whole distillation study on the CPU, with an HTML report")
+    quick.add_argument("--out", default="runs/quickstart")
+    quick.add_argument("--distill-weights", default="0,0.1,1")
+    quick.add_argument("--fresh", action="store_true", help="start over instead of reusing finished phases")
+    quick.add_argument("--no-progress", action="store_true")
+    quick.set_defaults(func=_cmd_quickstart)
     _add_plugin_commands(sub)
     return parser
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from unilip.training.sweep import run_sweep
+
+    weights = [float(w) for w in args.distill_weights.split(",") if w.strip()]
+    files = run_sweep(_train_config_path("tiny-digits"), weights, args.out, fresh=args.fresh,
+                      progress=not args.no_progress)
+    sys.stdout.write(Path(files["markdown"]).read_text())
+    print(f"\nreport: {files['html']} (open it in a browser); also {files['report_markdown']}, "
+          "results.csv, metrics_vs_lambda.png, reconstructions.png")
+    return 0
 
 
 def _train_config_path(value: str) -> Path:

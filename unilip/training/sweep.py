@@ -74,34 +74,44 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
     size = base.data.size
     timings: dict[str, float] = {}
 
-    def phase(name: str, done: bool, work) -> Any:
+    def phase(name: str, done: bool, work, summary) -> None:
         if done:
-            _say(f"{name}: reused (already done)")
-            return None
+            _say(f"{name}: reused (already done): {summary()}")
+            return
         started = time.perf_counter()
-        value = work()
+        work()
         timings[name] = time.perf_counter() - started
-        _say(f"{name}: done in {timings[name]:.1f} s")
-        return value
+        _say(f"{name}: {summary()} ({timings[name]:.1f} s)")
+
+    def read_json(path: Path) -> dict[str, Any]:
+        return json.loads(path.read_text())
+
+    def stage_summary(directory: Path) -> str:
+        last = json.loads((directory / "log.jsonl").read_text().splitlines()[-1])
+        return f"{last['step']} steps, final loss {last['loss/total']:.4f}"
 
     teacher_dir, head_path = out / "teacher", out / "head.safetensors"
     phase("teacher", (teacher_dir / "teacher.json").is_file(),
           lambda: train_teacher(teacher_dir, variant=base.variant, steps=teacher_steps, seed=base.seed, size=size,
-                                progress=progress))
+                                progress=progress),
+          lambda: f"digit classifier, test accuracy {read_json(teacher_dir / 'teacher.json')['test_accuracy']:.3f}")
     phase("frozen head", head_path.is_file(),
-          lambda: train_frozen_head(teacher_dir, head_path, steps=head_steps, seed=base.seed, size=size))
+          lambda: train_frozen_head(teacher_dir, head_path, steps=head_steps, seed=base.seed, size=size),
+          lambda: f"test accuracy on the teacher's features {read_json(head_path.with_suffix('.json'))['test_accuracy']:.3f}")
 
     stage1 = out / "stage1"
     stage1_config = dataclasses.replace(base, stage=1, init=str(teacher_dir))
     phase("stage 1", (stage1 / "final" / "training.json").is_file(),
-          lambda: train_tokenizer(stage1_config, stage1, max_steps=stage1_steps, progress=progress))
+          lambda: train_tokenizer(stage1_config, stage1, max_steps=stage1_steps, progress=progress),
+          lambda: stage_summary(stage1))
     stage2_dirs: dict[float, Path] = {}
     for weight in distill_weights:
         directory = out / f"stage2-{_lambda_name(weight)}"
         losses = dataclasses.replace(base.losses, distill_weight=weight)
         config = dataclasses.replace(base, stage=2, init=str(stage1 / "final"), losses=losses)
         phase(f"stage 2, λ={weight:g}", (directory / "final" / "training.json").is_file(),
-              lambda c=config, d=directory: train_tokenizer(c, d, max_steps=stage2_steps, progress=progress))
+              lambda c=config, d=directory: train_tokenizer(c, d, max_steps=stage2_steps, progress=progress),
+              lambda d=directory: stage_summary(d))
         stage2_dirs[weight] = directory / "final"
 
     heldout = out / "heldout-digits"
@@ -113,6 +123,7 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
                                                          ("stage 1 (frozen encoder)", "reference", None, stage1 / "final")]
     models += [(f"stage 2, λ={w:g}", "variant", w, d) for w, d in stage2_dirs.items()]
     rows = []
+    eval_dirs: dict[str, Path] = {}
     started = time.perf_counter()
     for name, role, weight, directory in models:
         tokenizer = UniLIPTokenizer.from_pretrained(directory)
@@ -123,15 +134,47 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
             # The teacher's bridge and decoder were never trained: its reconstruction means nothing.
             row.update({"psnr": None, "ssim": None})
         else:
-            results = evaluate_reconstruction(directory, heldout, out / "eval" / directory.parent.name)
+            eval_dir = out / "eval" / directory.parent.name
+            results = evaluate_reconstruction(directory, heldout, eval_dir)
+            eval_dirs[name] = eval_dir / RECON_BENCH
             for metric, value in results["metrics"].items():
                 row[metric] = value.get("value") if value.get("status") != "not_computed" else None
             row["coverage"] = f"{results['coverage']['ok']}/{results['coverage']['expected']}"
         rows.append(row)
     timings["evaluation"] = time.perf_counter() - started
+    _say(f"evaluation: {len(models)} models on {len(labels)} held-out digits ({timings['evaluation']:.1f} s)")
     files = write_sweep_report(rows, out / "report")
-    (out / "report" / "sweep.json").write_text(json.dumps({
-        "config": str(config_path), "distill_weights": distill_weights, "rows": rows, "timings_s": timings,
-        "stage1_steps": stage1_steps or base.optim.max_steps, "stage2_steps": stage2_steps or base.optim.max_steps,
-        "teacher_steps": teacher_steps, "head_steps": head_steps, "seed": base.seed}, indent=2, default=str))
+    from unilip.provenance import environment_report
+    from unilip.training.html_report import write_study_report
+
+    provenance = {
+        "command": sys.argv, "recipe": str(config_path), "recipe_text": Path(config_path).read_text(),
+        "distill_weights": distill_weights, "seed": base.seed,
+        "steps": {"teacher": teacher_steps, "frozen head": head_steps,
+                  "stage 1": stage1_steps or base.optim.max_steps, "stage 2": stage2_steps or base.optim.max_steps},
+        "heldout": f"{len(labels)} digits (scikit-learn load_digits, stratified 20% test split, seed 0, {size} px)",
+        "timings_s": timings, "environment": environment_report()}
+    (out / "report" / "sweep.json").write_text(json.dumps({**provenance, "rows": rows}, indent=2, default=str))
+    grid = _reconstruction_grid(heldout, eval_dirs)
+    files.update(write_study_report(out / "report", rows, files["markdown"].read_text(), files["plot"], grid,
+                                    provenance))
     return files
+
+
+def _reconstruction_grid(heldout: Path, eval_dirs: dict[str, Path]):
+    """Originals (the first held-out image of each digit) beside each model's reconstructions."""
+    from unilip.training.html_report import reconstruction_grid
+
+    chosen = [sorted((heldout / str(label)).glob("*.png"))[0] for label in range(10)]
+    ids = [p.relative_to(heldout).as_posix() for p in chosen]
+    columns = [("original", chosen)]
+    for name, bench_dir in eval_dirs.items():
+        # The harness's produce records map each item id to its reconstruction (a file-format contract:
+        # this package reads the run directory, it does not import the harness).
+        outputs = {}
+        for record_file in (bench_dir / "produce").glob("*.json"):
+            record = json.loads(record_file.read_text())
+            if record.get("status") == "ok":
+                outputs[record["id"]] = bench_dir / record["output"]
+        columns.append((name, [outputs[i] for i in ids]))
+    return [title for title, _ in columns], reconstruction_grid(columns)
