@@ -115,5 +115,5 @@ def _fmt(key: str, value: Any) -> str:
     if value is None:
         return "not computed"
     if isinstance(value, float):
-        return f"{value:.6f}" if abs(value) < 1 else f"{value:.3f}"
+        return f"{value:.6f}" if abs(value) < 10 else f"{value:.3f}"
     return str(value)
