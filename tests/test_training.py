@@ -206,3 +206,31 @@ def test_real_recipes_build_their_optimizers_on_meta(recipe):
         lrs = {g["group_name"]: g["initial_lr"] for g in optimizer.param_groups}
         assert lrs["encoder"] == pytest.approx(1e-5) and lrs["base"] == pytest.approx(1e-4)
         assert config.data.size == (448 if config.stage == 3 else 224)
+
+
+def test_gan_phase_trains_the_discriminator_and_resumes_exactly(tmp_path, monkeypatch):
+    config = _config(stage=1, steps=4, checkpoint_every=2)
+    config = dataclasses.replace(config, losses=dataclasses.replace(
+        config.losses, gan_weight=0.1, discriminator_start=1, discriminator_base=16))
+    straight = TokenizerTrainer(config, tmp_path / "straight", progress=False)
+    disc_before = {k: v.clone() for k, v in straight.discriminator.state_dict().items()}
+    straight.train()
+    log = [line for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert "gan_g" not in log[0] and all("loss/gan_g" in line and "loss/lecam" in line for line in log[1:])
+    assert any(not torch.equal(v, straight.discriminator.state_dict()[k]) for k, v in disc_before.items())
+
+    from unilip.training import tokenizer_trainer
+
+    original = tokenizer_trainer.make_batch
+    monkeypatch.setattr(tokenizer_trainer, "make_batch",
+                        lambda images, step, *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()) if step == 3
+                        else original(images, step, *a, **k))
+    with pytest.raises(KeyboardInterrupt):
+        TokenizerTrainer(config, tmp_path / "resumed", progress=False).train()
+    monkeypatch.setattr(tokenizer_trainer, "make_batch", original)
+    resumed = TokenizerTrainer(config, tmp_path / "resumed", progress=False)
+    resumed.train()
+    for a, b in ((straight.model, resumed.model), (straight.discriminator, resumed.discriminator),
+                 (straight.lecam, resumed.lecam)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
