@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -152,7 +153,8 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     config = load_train_config(_train_config_path(args.config), stage=args.stage, distill_weight=args.distill_weight,
                                init=args.init, max_steps=args.max_steps)
     final = train_tokenizer(config, args.out, progress=not args.no_progress, fresh=args.fresh)
-    print(json.dumps({"final": str(final), "stage": config.stage, "distill_weight": config.losses.distill_weight}))
+    if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
+        print(json.dumps({"final": str(final), "stage": config.stage, "distill_weight": config.losses.distill_weight}))
     return 0
 
 
