@@ -36,6 +36,7 @@ class VariantSpec:
     tokenizer: TokenizerConfig
     weights: dict[str, Any] | None
     path: Path
+    generator: dict[str, Any] | None = None  # validated by unilip.generator.GeneratorConfig when used
 
     @property
     def has_released_weights(self) -> bool:
@@ -53,8 +54,11 @@ def _read_variant(path: Path) -> VariantSpec:
         tokenizer = TokenizerConfig.from_dict(data["tokenizer"])
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: invalid tokenizer section: {error}") from None
+    unknown = sorted(set(data) - {"name", "description", "weights", "tokenizer", "generator"})
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level keys {unknown}")
     return VariantSpec(name=str(data["name"]), description=str(data.get("description", "")),
-                       tokenizer=tokenizer, weights=data.get("weights"), path=path)
+                       tokenizer=tokenizer, weights=data.get("weights"), path=path, generator=data.get("generator"))
 
 
 def _builtin_paths() -> dict[str, Path]:

@@ -1,0 +1,258 @@
+"""The UniLIP generator: InternVL3's LLM with learnable queries, a bidirectional connector, SANA.
+
+Reads top to bottom like the official model (``unilip/model/unilip_internvl.py`` upstream):
+
+1. the MLLM: the UniLIP tokenizer's encoder (``encode_features``, the same modules, not a copy) gives
+   the reference image's tokens; a Qwen2 LLM (frozen) reads the prompt with those tokens at the
+   ``<IMG_CONTEXT>`` positions and 256 learnable query embeddings appended after ``<img>``;
+2. the dual condition: the LLM's last-layer hidden states over the *whole* sequence (prompt, reference
+   image, queries), with the reference-image positions overwritten by the raw image features after the
+   LLM, go through the connector (6 Qwen2 layers with a bidirectional, padding-aware mask, its own
+   final norm) and a Linear(H, 2304) projector;
+3. the SANA DiT (diffusers ``SanaTransformer2DModel``) denoises in UniLIP's latent space (the
+   tokenizer's bridge output of a 448 px image times ``unilip_factor``), cross-attending to that
+   condition with its token mask; the tokenizer's pixel decoder turns latents into images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffusers import SanaTransformer2DModel
+from transformers import Qwen2Config, Qwen2Model
+
+from unilip.tokenizer import TokenizerConfig, UniLIPTokenizer
+
+# InternVL3 tokenizer ids (upstream unilip/constants.py).
+IMG_START_ID = 151665       # <img>
+IMG_END_ID = 151666         # </img>
+IMG_CONTEXT_ID = 151667     # <IMG_CONTEXT>
+# Additive mask value upstream uses for the connector's bidirectional attention.
+MASKED = -100000.0
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Architecture of the generator (the tokenizer's comes from the variant's ``tokenizer`` section).
+
+    Args:
+        llm: keyword arguments of ``transformers.Qwen2Config`` (InternVL3's language model).
+        dit: keyword arguments of ``diffusers.SanaTransformer2DModel``; ``interpolation_scale: 1``
+            adds the 2-D sin-cos position embedding that diffusers 0.32 always added (the released
+            checkpoints expect it), ``null`` leaves it out.
+        n_query: learnable query embeddings appended after ``<img>`` (256).
+        connector_layers: Qwen2 decoder layers in the connector, copied from the LLM's last ones (6).
+        unilip_factor: scale of the tokenizer's latent in the DiT's space (10.6 for 1B, 9.5 for 3B).
+        image_tokens: reference-image tokens in the prompt (256 for a 448 px image).
+    """
+
+    llm: dict[str, Any]
+    dit: dict[str, Any]
+    n_query: int = 256
+    connector_layers: int = 6
+    unilip_factor: float = 1.0
+    image_tokens: int = 256
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown generator config keys {unknown}; known keys are {sorted(known)}")
+        config = cls(**data)
+        if config.connector_layers > config.llm["num_hidden_layers"]:
+            raise ValueError("connector_layers cannot exceed the LLM's num_hidden_layers")
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def connector_attention_mask(token_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The connector's additive 4-D mask: 0 where both tokens are valid, ``-100000`` otherwise.
+
+    Bidirectional (every valid token sees every valid token, before and after it) and padding-aware.
+
+    Args:
+        token_mask: ``B x L`` with 1 for real tokens and 0 for padding.
+
+    Returns:
+        ``B x 1 x L x L``.
+    """
+    valid = token_mask.bool()
+    both = valid[:, None, :, None] & valid[:, None, None, :]
+    return torch.where(both, torch.zeros((), dtype=dtype), torch.full((), MASKED, dtype=dtype))
+
+
+def position_ids_from_mask(token_mask: torch.Tensor) -> torch.Tensor:
+    """Upstream's position ids: ``cumsum(mask) - 1`` clamped at 0, so padding placement changes nothing."""
+    return (token_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class UniLIPGenerator(nn.Module):
+    """Tokenizer (vision path and latent space), LLM, queries, connector, projector and SANA DiT.
+
+    State-dict prefixes follow the released model's inner names: ``language_model.``,
+    ``latent_queries``, ``llm_connector.``, ``projector.``, ``dit.``, and ``tokenizer.`` (our tokenizer
+    layout; ``unilip.checkpoints`` maps the released ``vision_tower`` / ``multi_modal_projector`` /
+    ``vae_decoder`` onto it).
+    """
+
+    def __init__(self, tokenizer_config: TokenizerConfig, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        llm_config = Qwen2Config(**config.llm)
+        if llm_config.hidden_size != tokenizer_config.llm_hidden_size:
+            raise ValueError(f"LLM width {llm_config.hidden_size} differs from the tokenizer's mlp1 output "
+                             f"{tokenizer_config.llm_hidden_size}")
+        self.tokenizer = UniLIPTokenizer(tokenizer_config)
+        self.language_model = Qwen2Model(llm_config)
+        width = llm_config.hidden_size
+        self.latent_queries = nn.Parameter(torch.randn(1, config.n_query, width))
+        connector_config = Qwen2Config(**{**config.llm, "num_hidden_layers": config.connector_layers})
+        connector_config._attn_implementation = "eager"  # upstream builds it eager; the 4-D mask is used as is
+        self.llm_connector = Qwen2Model(connector_config)
+        # The connector takes hidden states, never token ids: upstream deletes its embedding table.
+        self.llm_connector.embed_tokens = None
+        self.dit = SanaTransformer2DModel(**config.dit)
+        self.projector = nn.Linear(width, self.dit.config.caption_channels)
+
+    def init_connector_from_llm(self) -> None:
+        """Copy the LLM's last ``connector_layers`` layers and final norm into the connector (upstream init)."""
+        first = len(self.language_model.layers) - self.config.connector_layers
+        for index, layer in enumerate(self.llm_connector.layers):
+            layer.load_state_dict(self.language_model.layers[first + index].state_dict(), strict=True)
+        self.llm_connector.norm.load_state_dict(self.language_model.norm.state_dict(), strict=True)
+
+    # ------------------------------------------------------------------ the dual condition
+    def embed_prompt(self, input_ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings with the reference image's features at its ``<IMG_CONTEXT>`` positions."""
+        embeds = self.language_model.embed_tokens(input_ids)
+        image_positions = input_ids == IMG_CONTEXT_ID
+        if image_positions.any():
+            if image_features is None:
+                raise ValueError("the prompt holds <IMG_CONTEXT> tokens but no image was given")
+            count = int(image_positions.sum())
+            if count != image_features.shape[0] * image_features.shape[1]:
+                raise ValueError(f"{count} <IMG_CONTEXT> positions for {image_features.shape[0]} images of "
+                                 f"{image_features.shape[1]} tokens")
+            embeds = embeds.masked_scatter(image_positions[..., None], image_features.to(embeds.dtype))
+        return embeds
+
+    def condition(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  images: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The DiT's cross-attention condition and its token mask for a batch of prompts.
+
+        Args:
+            input_ids: ``B x L`` prompt ids ending in ``<img>`` (the queries are appended here).
+            attention_mask: ``B x L``, 1 for tokens, 0 for padding.
+            images: ``B x 3 x 448 x 448`` reference images in [0, 1] (editing), or None.
+
+        Returns:
+            (``B x (L + n_query) x caption_channels``, ``B x (L + n_query)`` mask).
+        """
+        image_features = self.tokenizer.encode_features(images) if images is not None else None
+        embeds = self.embed_prompt(input_ids, image_features)
+        batch = input_ids.shape[0]
+        queries = self.latent_queries.expand(batch, -1, -1).to(embeds.dtype)
+        embeds = torch.cat([embeds, queries], dim=1)
+        mask = torch.cat([attention_mask, attention_mask.new_ones(batch, self.config.n_query)], dim=1)
+        positions = position_ids_from_mask(mask)
+        hidden = self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+        if image_features is not None:
+            # After the LLM, the reference image's positions carry its raw features again (upstream L263-265).
+            image_positions = torch.cat([input_ids == IMG_CONTEXT_ID,
+                                         torch.zeros_like(mask[:, -self.config.n_query:], dtype=torch.bool)], dim=1)
+            hidden = hidden.masked_scatter(image_positions[..., None], image_features.to(hidden.dtype))
+        bidirectional = connector_attention_mask(mask, hidden.dtype)
+        connected = self.llm_connector(inputs_embeds=hidden, attention_mask={"full_attention": bidirectional},
+                                       position_ids=positions).last_hidden_state
+        return self.projector(connected), mask
+
+    # ------------------------------------------------------------------ latent space
+    def image_to_latent(self, images: torch.Tensor) -> torch.Tensor:
+        """The DiT's target: the tokenizer's latent of [0, 1] 448 px images times ``unilip_factor``."""
+        return self.tokenizer.encode(images) * self.config.unilip_factor
+
+    def latent_to_image(self, latent: torch.Tensor) -> torch.Tensor:
+        """Decode DiT latents to [0, 1] images at the token stride (448 px for a 16 x 16 latent)."""
+        pixels = self.tokenizer.decode(latent / self.config.unilip_factor)
+        return (pixels.float().clamp(-1, 1) + 1) / 2
+
+
+def build_generator(tokenizer_config: TokenizerConfig, config: GeneratorConfig, device: str | torch.device = "cpu",
+                    seed: int | None = None) -> UniLIPGenerator:
+    """A randomly initialised generator (``device="meta"`` builds a real-size one without memory)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.device(device):
+        model = UniLIPGenerator(tokenizer_config, config)
+    if str(device) != "meta":
+        model.init_connector_from_llm()
+    return model
+
+
+# ----------------------------------------------------------------------------------- sampling
+def flow_dpm_solver(num_train_timesteps: int = 1000, flow_shift: float = 3.0):
+    """SANA-512's inference scheduler as UniLIP uses it: DPM-Solver++ (2M, midpoint) on flow sigmas, shift 3."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(
+        num_train_timesteps=num_train_timesteps, solver_order=2, prediction_type="flow_prediction",
+        algorithm_type="dpmsolver++", solver_type="midpoint", lower_order_final=True, use_flow_sigmas=True,
+        flow_shift=flow_shift, final_sigmas_type="zero")
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, ...], device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One noise tensor per seed, each drawn from its own generator: image k depends only on its seed,
+    not on how many images are generated together (upstream draws them in sequence from one RNG)."""
+    noise = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(seed))) for seed in seeds]
+    return torch.stack(noise).to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def sample_latents(dit: SanaTransformer2DModel, condition: torch.Tensor, condition_mask: torch.Tensor,
+                   null_condition: torch.Tensor, null_mask: torch.Tensor, seeds: list[int], steps: int = 20,
+                   guidance: float = 4.5, flow_shift: float = 3.0, progress: bool = False) -> torch.Tensor:
+    """Denoise one latent per seed with classifier-free guidance; both branches run in one batch.
+
+    Args:
+        condition, condition_mask: ``B x L x C`` and ``B x L`` from :meth:`UniLIPGenerator.condition`.
+        null_condition, null_mask: the same for the null prompts (``"Generate an image."`` /
+            ``"Edit the image.\\n<image>"`` with the same reference image), padded to the same length L.
+        seeds: one per latent; the conditional and null branches share each latent's noise.
+        steps, guidance, flow_shift: sampler settings (upstream: 20, 4.5, 3.0), all honoured.
+
+    Returns:
+        ``B x 32 x h x w`` latents in the DiT's space (divide by ``unilip_factor`` to decode).
+    """
+    if condition.shape != null_condition.shape:
+        raise ValueError(f"condition {tuple(condition.shape)} and null condition {tuple(null_condition.shape)} "
+                         "must be padded to the same shape")
+    if len(seeds) != condition.shape[0]:
+        raise ValueError(f"{len(seeds)} seeds for {condition.shape[0]} conditions")
+    config = dit.config
+    shape = (config.in_channels, config.sample_size, config.sample_size)
+    parameter = next(dit.parameters())
+    latents = initial_noise(seeds, shape, parameter.device, torch.float32)
+    scheduler = flow_dpm_solver(flow_shift=flow_shift)
+    scheduler.set_timesteps(steps, device=parameter.device)
+    both_condition = torch.cat([null_condition, condition]).to(parameter.dtype)
+    both_mask = torch.cat([null_mask, condition_mask])
+    from tqdm.auto import tqdm
+
+    for timestep in tqdm(scheduler.timesteps, desc="denoise", disable=not progress):
+        model_input = torch.cat([latents, latents]).to(parameter.dtype)
+        velocity = dit(model_input, encoder_hidden_states=both_condition,
+                       timestep=timestep.expand(model_input.shape[0]), encoder_attention_mask=both_mask,
+                       return_dict=False)[0].float()
+        null_velocity, conditional_velocity = velocity.chunk(2)
+        guided = null_velocity + guidance * (conditional_velocity - null_velocity)
+        latents = scheduler.step(guided, timestep, latents, return_dict=False)[0]
+    return latents
