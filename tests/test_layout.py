@@ -32,7 +32,7 @@ def test_no_silent_non_strict_loading_or_unsafe_unpickling():
         for call, keywords in _calls(path):
             where = f"{path.relative_to(ROOT)}:{call.lineno}"
             strict = keywords.get("strict")
-            assert not (isinstance(strict, ast.Constant) and strict.value is False), f"strict=False at {where}"
+            assert not (isinstance(strict, ast.Constant) and strict.value is False), f"non-strict state-dict loading at {where}"
             name = ast.unparse(call.func)
             if name.endswith("torch.load") or name == "load" and "torch" in ast.unparse(call):
                 only = keywords.get("weights_only")

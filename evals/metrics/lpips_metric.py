@@ -112,7 +112,7 @@ class LPIPSMetric:
     def _check_heads(self, model: torch.nn.Module) -> None:
         """Verify every linear head was filled from the packaged file.
 
-        lpips loads its heads with ``strict=False``, which would let a missing head stay random; we re-read
+        lpips loads its heads non-strictly, which would let a missing head stay random; we re-read
         the file and compare, so a broken install fails loudly instead.
         """
         heads = torch.load(self.head_path, map_location="cpu", weights_only=True)

@@ -228,7 +228,7 @@ def _vgg_features_to_lpips(
 def _check_lpips_heads(model: nn.Module, lpips_module) -> None:
     """Verify every LPIPS linear head holds the package's v0.1 VGG weights.
 
-    ``lpips.LPIPS`` loads its heads with ``strict=False``, which would silently leave a head random if
+    ``lpips.LPIPS`` loads its heads non-strictly, which would silently leave a head random if
     the packaged file ever changed; compare each head against the file read independently.
     """
     heads_file = Path(lpips_module.__file__).resolve().parent / "weights" / "v0.1" / "vgg.pth"
