@@ -25,7 +25,7 @@ from torch import nn
 from diffusers import SanaTransformer2DModel
 from transformers import Qwen2Config, Qwen2Model
 
-from unilip.tokenizer import TokenizerConfig, UniLIPTokenizer
+from unilip.tokenizer import TokenizerConfig, UniLIPTokenizer, check_config_keys
 
 # InternVL3 tokenizer ids (upstream unilip/constants.py).
 IMG_START_ID = 151665       # <img>
@@ -60,10 +60,8 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown generator config keys {unknown}; known keys are {sorted(known)}")
+        """Validate a variant's ``generator`` section into a config."""
+        check_config_keys(cls, data, "generator")
         config = cls(**data)
         if config.connector_layers > config.llm["num_hidden_layers"]:
             raise ValueError("connector_layers cannot exceed the LLM's num_hidden_layers")

@@ -39,6 +39,14 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+def check_config_keys(cls: type, data: dict[str, Any], what: str) -> None:
+    """Refuse keys a config dataclass does not have, naming them and the known ones."""
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} config keys {unknown}; known keys are {sorted(known)}")
+
+
 @dataclass(frozen=True)
 class TokenizerConfig:
     """Everything that defines a tokenizer's architecture and its preprocessing contract.
@@ -68,10 +76,7 @@ class TokenizerConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TokenizerConfig":
         """Validate a plain mapping (from YAML or ``config.json``) into a config."""
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown tokenizer config keys {unknown}; known keys are {sorted(known)}")
+        check_config_keys(cls, data, "tokenizer")
         missing = [k for k in ("vision", "llm_hidden_size", "decoder") if k not in data]
         if missing:
             raise ValueError(f"tokenizer config lacks required keys {missing}")
