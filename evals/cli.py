@@ -124,7 +124,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from evals.benchmark import get_benchmark
     from evals.runtime.records import read_json
-    from evals.runtime.runner import MANIFEST, record_path
+    from evals.runtime.runner import MANIFEST, stage_status
 
     run = Path(args.run)
     manifests = sorted(run.glob(f"*/{MANIFEST}"))
@@ -138,20 +138,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         bench, _ = get_benchmark(spec["name"])
         bench_dir = manifest_path.parent
         print(f"{spec['name']} (fingerprint {spec['fingerprint'][:8]}, {len(manifest['items'])} items)")
-        failed_before: set[str] = set()
-        for stage in bench.stages:
-            counts = {"done": 0, "failed": 0, "missing": 0}
-            for item_id in manifest["items"]:
-                path = record_path(bench_dir, stage, item_id)
-                if item_id in failed_before:
-                    counts["failed"] += 1
-                elif not path.is_file():
-                    counts["missing"] += 1
-                elif read_json(path)["status"] != "ok":
-                    counts["failed"] += 1
-                    failed_before.add(item_id)
-                else:
-                    counts["done"] += 1
+        for stage, counts in stage_status(bench_dir, bench.stages, manifest["items"]).items():
             complete &= counts["missing"] == 0
             print(f"  {stage:10s} done {counts['done']:6d}  failed {counts['failed']:6d}  missing {counts['missing']:6d}")
         results = bench_dir / "results.json"

@@ -68,25 +68,28 @@ def write_manifest(bench_dir: Path, spec: BenchmarkSpec, items: list[Item]) -> N
     atomic_write_json(path, payload)
 
 
-def stage_status(bench: Benchmark, spec: BenchmarkSpec, items: list[Item], bench_dir: Path,
-                 model: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Per stage: how many items are done, failed (in this or an earlier stage), stale or missing."""
+def stage_status(bench_dir: Path, stages: tuple[str, ...], item_ids: list[str],
+                 fingerprints: dict[str, str] | None = None) -> dict[str, dict[str, int]]:
+    """Per stage: how many items are done, failed (in this or an earlier stage), stale or missing.
+
+    ``stale`` (a record made with another stage fingerprint) is only counted when fingerprints are given.
+    """
     status: dict[str, dict[str, int]] = {}
     failed_before: set[str] = set()
-    for stage in bench.stages:
-        fingerprint = bench.stage_fingerprint(stage, spec, model)
+    for stage in stages:
+        fingerprint = fingerprints[stage] if fingerprints else None
         counts = {"done": 0, "failed": 0, "stale": 0, "missing": 0}
-        for item in items:
-            record = load_record(bench_dir, stage, item.id)
-            if item.id in failed_before:
+        for item_id in item_ids:
+            record = load_record(bench_dir, stage, item_id)
+            if item_id in failed_before:
                 counts["failed"] += 1
             elif record is None:
                 counts["missing"] += 1
-            elif record["fingerprint"] != fingerprint:
+            elif fingerprint is not None and record["fingerprint"] != fingerprint:
                 counts["stale"] += 1
             elif record["status"] == "failed":
                 counts["failed"] += 1
-                failed_before.add(item.id)
+                failed_before.add(item_id)
             else:
                 counts["done"] += 1
         status[stage] = counts
@@ -143,7 +146,8 @@ def run_benchmark(bench: Benchmark, spec: BenchmarkSpec, adapter: Any, bench_dir
 def aggregate_run(bench: Benchmark, spec: BenchmarkSpec, items: list[Item], bench_dir: Path,
                   model: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Aggregate the final stage's records in manifest order and write ``results.json``."""
-    status = stage_status(bench, spec, items, bench_dir, model)
+    fingerprints = {stage: bench.stage_fingerprint(stage, spec, model) for stage in bench.stages}
+    status = stage_status(bench_dir, bench.stages, [item.id for item in items], fingerprints)
     final = bench.stages[-1]
     fingerprint = bench.stage_fingerprint(final, spec, model)
     records: dict[str, dict[str, Any]] = {}

@@ -433,7 +433,7 @@ def train_tokenizer(config: TrainConfig, out_dir: str | Path, *, max_steps: int 
                     progress: bool = True, fresh: bool = False) -> Path:
     """Run one training stage into ``out_dir``; returns the directory of the saved EMA tokenizer.
 
-    A finished stage (``out_dir/final`` present and the same config) is returned as it is.
+    An interrupted stage resumes from its last checkpoint; a finished one only re-saves ``final``.
     """
     out_dir = Path(out_dir)
     if fresh and out_dir.exists():

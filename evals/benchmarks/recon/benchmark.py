@@ -81,9 +81,12 @@ class ReconstructionBenchmark(Benchmark):
         }
         # Why a metric is missing (messages name local paths, so they stay out of the fingerprint).
         self._unavailable: dict[str, str] = {}
+        # The metric objects built here (their weights hashed into the spec) are the ones the score stage uses.
+        self._extractor: InceptionExtractor | None = None
+        self._lpips: dict[str, LPIPSMetric] = {}
         dtype = options.get("inception_dtype") or "float64"
         try:
-            extractor = InceptionExtractor(options.get("inception_weights"), internal_dtype=dtype)
+            extractor = self._extractor = InceptionExtractor(options.get("inception_weights"), internal_dtype=dtype)
             knobs["fid"] = {"inception": extractor.fingerprint, "internal_dtype": dtype, "statistics": "float64",
                             "inception_score": bool(options.get("inception_score", True))}
         except MetricUnavailable as error:
@@ -94,14 +97,12 @@ class ReconstructionBenchmark(Benchmark):
             if net not in LPIPS_NETS:
                 raise ValueError(f"recon: unknown LPIPS net {net!r}; choose from {LPIPS_NETS}")
             try:
-                knobs["lpips"][net] = LPIPSMetric(net, options.get(f"lpips_{net}_weights")).fingerprint
+                self._lpips[net] = LPIPSMetric(net, options.get(f"lpips_{net}_weights"))
+                knobs["lpips"][net] = self._lpips[net].fingerprint
             except MetricUnavailable as error:
                 knobs["lpips"][net] = {"available": False}
                 self._unavailable[f"lpips_{net}"] = str(error)
         spec = BenchmarkSpec(self.name, variant, self.version, knobs)
-        # Paths are runtime details, not score-moving knobs: kept outside the fingerprint.
-        self._paths = {"inception_weights": options.get("inception_weights"),
-                       **{f"lpips_{n}_weights": options.get(f"lpips_{n}_weights") for n in LPIPS_NETS}}
         self._items = {spec.fingerprint: items}
         return spec
 
@@ -124,7 +125,7 @@ class ReconstructionBenchmark(Benchmark):
 
         work = self._produce if stage == "produce" else self._score_batch
         loader = ImageLoader()
-        scorer = _Scorer(spec, self._paths, ctx.cache_dir) if stage == "score" else None
+        scorer = _Scorer(spec, self._extractor, self._lpips, ctx.cache_dir) if stage == "score" else None
         bar = tqdm(total=len(items), desc=f"{spec.name} {stage}", unit="img", disable=not ctx.progress)
         try:
             for start in range(0, len(items), ctx.batch_size):
@@ -225,20 +226,19 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 
 class _Scorer:
-    """The score stage's metric objects, built once per stage from the spec's resolved weights."""
+    """The score stage: the spec's metric objects applied to batches, with the real-feature cache."""
 
-    def __init__(self, spec: BenchmarkSpec, paths: dict[str, Any], cache_dir: Path) -> None:
+    def __init__(self, spec: BenchmarkSpec, extractor: InceptionExtractor | None, lpips: dict[str, LPIPSMetric],
+                 cache_dir: Path) -> None:
         self.knobs = spec.knobs
         fid = spec.knobs["fid"]
-        self.extractor = None
-        if fid.get("available", True):
-            self.extractor = InceptionExtractor(paths["inception_weights"], internal_dtype=fid["internal_dtype"])
+        self.extractor = extractor
+        self.lpips = lpips
+        if extractor is not None:
             real_key = canonical_hash({"resolution": spec.knobs["resolution"], "quantisation": spec.knobs["quantisation"],
                                        "preprocessing": spec.knobs["preprocessing"], "inception": fid["inception"],
                                        "internal_dtype": fid["internal_dtype"]})
             self.real_cache = cache_dir / "recon-real-features" / real_key
-        self.lpips = {net: LPIPSMetric(net, paths[f"lpips_{net}_weights"])
-                      for net, fp in spec.knobs["lpips"].items() if fp.get("available", True)}
 
     def _quantise(self, real: torch.Tensor, fake_u8: torch.Tensor):
         """(pixel-metric real, pixel-metric fake, Inception real uint8, Inception fake uint8) per the protocol."""

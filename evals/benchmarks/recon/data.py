@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from evals.benchmark import Item
@@ -29,8 +30,6 @@ def list_images(kind: str, path: str | None, num_images: int | None) -> tuple[li
         raise ValueError(f"dataset kind {kind} needs --data PATH")
     source_kind = kind
     if kind == "imagenet-val":
-        from pathlib import Path
-
         source_kind = "tar" if tar_shards(Path(path)) else "folder"
     entries = list_image_sources(source_kind, path)
     if not entries:
