@@ -82,10 +82,16 @@ class Benchmark(ABC):
     variants: ClassVar[dict[str, dict[str, Any]]]
     stages: ClassVar[tuple[str, ...]]
     capability: ClassVar[str]
+    # Option name -> one-line help. ``unilip eval run`` hands a benchmark only the options it names here
+    # (from its dedicated flags or ``--opt NAME=VALUE``), so several benchmarks can run in one command.
+    options: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
     def make_spec(self, variant: str, options: dict[str, Any], adapter: Any) -> BenchmarkSpec:
-        """Resolve a variant plus user options into the full spec (validating every option)."""
+        """Resolve a variant plus user options into the full spec (validating every option).
+
+        ``options`` holds only names from :attr:`options` that the user gave (values may be strings).
+        """
 
     @abstractmethod
     def list_items(self, spec: BenchmarkSpec) -> list[Item]:
@@ -143,3 +149,8 @@ def get_benchmark(reference: str) -> tuple[Benchmark, str]:
     if variant not in cls.variants:
         raise ValueError(f"benchmark {name!r} has no variant {variant!r}; variants: {', '.join(cls.variants)}")
     return cls(), variant
+
+
+def select_options(bench: Benchmark, given: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``given`` that ``bench`` declares, leaving out those not set (None)."""
+    return {name: value for name, value in given.items() if name in bench.options and value is not None}

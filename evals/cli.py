@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="Inception internal dtype (float64 as the official evaluator)")
     run.add_argument("--lpips-alex-weights", help="torchvision alexnet-owt-7be5be79.pth for LPIPS(alex)")
     run.add_argument("--lpips-vgg-weights", help="torchvision vgg16-397923af.pth for LPIPS(vgg)")
+    run.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
+                     help="a benchmark option (repeatable; the value is read as YAML: 5, true, [a, b]); "
+                          "`unilip eval list --options` shows each benchmark's options")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--device", default="cpu")
     run.add_argument("--cache-dir", default=None, help="cache of real-image features (default ~/.cache/unilip)")
@@ -67,19 +70,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gate.set_defaults(func=_cmd_gate)
 
     listing = sub.add_parser("list", help="list benchmarks and their variants")
+    listing.add_argument("--options", action="store_true", help="also list each benchmark's options")
     listing.set_defaults(func=_cmd_list)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from evals.benchmark import list_benchmarks
+    from evals.benchmark import get_benchmark, list_benchmarks
 
-    print("\n".join(list_benchmarks()))
+    shown: set[str] = set()
+    for reference in list_benchmarks():
+        print(reference)
+        bench, _ = get_benchmark(reference)
+        if args.options and bench.name not in shown:
+            shown.add(bench.name)
+            for name, text in bench.options.items():
+                print(f"    --opt {name}=...  {text}")
     return 0
+
+
+def parse_opts(pairs: list[str]) -> dict[str, Any]:
+    """``["limit=5", "judge_model=gpt-4o"]`` -> ``{"limit": 5, "judge_model": "gpt-4o"}`` (values as YAML)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"unilip eval run: --opt wants NAME=VALUE, got {pair!r}")
+        parsed = yaml.safe_load(value) if value.strip() else None
+        options[name.strip()] = value if isinstance(parsed, (dict, type(None))) and value.strip() else parsed
+    return options
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from evals.adapter import load_adapter
-    from evals.benchmark import get_benchmark
+    from evals.benchmark import get_benchmark, select_options
     from evals.runtime.distributed import init_world
     from evals.runtime.records import atomic_write_json
     from evals.runtime.runner import run_benchmark
@@ -96,13 +121,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                "resolution": args.size, "inception_weights": args.inception_weights,
                                "inception_dtype": args.inception_dtype,
                                "lpips_alex_weights": args.lpips_alex_weights, "lpips_vgg_weights": args.lpips_vgg_weights}
+    extra = parse_opts(args.opt)
+    options.update(extra)
+    benches = [get_benchmark(reference.strip()) for reference in args.bench.split(",")]
+    unclaimed = sorted(name for name in extra if not any(name in bench.options for bench, _ in benches))
+    if unclaimed:
+        raise SystemExit(f"unilip eval run: no selected benchmark takes --opt {', '.join(unclaimed)} "
+                         "(see `unilip eval list --options`)")
     cache_dir = Path(args.cache_dir) if args.cache_dir else Path.home() / ".cache" / "unilip"
     environment = environment_report()
     environment["world_size"] = world.size
     status = 0
-    for reference in args.bench.split(","):
-        bench, variant = get_benchmark(reference.strip())
-        spec = bench.make_spec(variant, options, adapter)
+    for bench, variant in benches:
+        spec = bench.make_spec(variant, select_options(bench, options), adapter)
         bench_dir = out / spec.name
         if args.fresh and world.is_main and bench_dir.exists():
             shutil.rmtree(bench_dir)

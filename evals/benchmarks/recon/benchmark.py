@@ -56,6 +56,18 @@ class ReconstructionBenchmark(Benchmark):
     version = "1"
     capability = "reconstruct"
     stages = ("produce", "score")
+    options = {
+        "data_kind": "dataset kind: folder, tar, imagenet-val or builtin",
+        "data": "dataset path",
+        "num_images": "evaluate the first N images",
+        "resolution": "evaluation resolution (default: the model's native size)",
+        "inception_weights": "torch-fidelity FID Inception weights (.pth)",
+        "inception_dtype": "Inception internal dtype: float64 (official) or float32",
+        "inception_score": "also compute the Inception Score (default true)",
+        "lpips_nets": "LPIPS backbones (alex, vgg)",
+        "lpips_alex_weights": "torchvision alexnet weights for LPIPS(alex)",
+        "lpips_vgg_weights": "torchvision vgg16 weights for LPIPS(vgg)",
+    }
     variants = {
         "standard": {"quantisation": "round-both", "psnr_data_range": 1.0, "ssim_data_range": 1.0},
         "upstream": {"quantisation": "upstream", "psnr_data_range": 1.0, "ssim_data_range": 2.0},
@@ -63,11 +75,9 @@ class ReconstructionBenchmark(Benchmark):
 
     # ------------------------------------------------------------------ spec
     def make_spec(self, variant: str, options: dict[str, Any], adapter: Any) -> BenchmarkSpec:
-        known = {"data_kind", "data", "num_images", "resolution", "inception_weights", "inception_dtype",
-                 "inception_score", "lpips_nets", "lpips_alex_weights", "lpips_vgg_weights"}
-        unknown = sorted(set(options) - known)
+        unknown = sorted(set(options) - set(self.options))
         if unknown:
-            raise ValueError(f"recon: unknown options {unknown}; known: {sorted(known)}")
+            raise ValueError(f"recon: unknown options {unknown}; known: {sorted(self.options)}")
         kind = options.get("data_kind") or "folder"
         items, identity = list_images(kind, options.get("data"), options.get("num_images"))
         resolution = int(options.get("resolution") or adapter.native_size)
