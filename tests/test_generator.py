@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from unilip import get_variant
-from unilip.generator import (IMG_CONTEXT_ID, IMG_END_ID, IMG_START_ID, GeneratorConfig, build_generator,
-                              connector_attention_mask, position_ids_from_mask)
+from unilip.generator import GeneratorConfig, build_generator, connector_attention_mask, position_ids_from_mask
 
 
 def _tiny(seed=0):
@@ -72,7 +71,8 @@ def test_connector_sees_later_tokens_but_not_padding():
 def test_condition_overwrites_reference_image_positions_with_raw_features():
     model = _tiny()
     n = model.config.image_tokens
-    ids = torch.tensor([[11, 12, IMG_START_ID, *[IMG_CONTEXT_ID] * n, IMG_END_ID, 13, IMG_START_ID]])
+    start, context, end = model.config.image_start_id, model.config.image_context_id, model.config.image_end_id
+    ids = torch.tensor([[11, 12, start, *[context] * n, end, 13, start]])
     mask = torch.ones_like(ids)
     images = torch.rand(1, 3, 56, 56)
     seen = {}
@@ -80,7 +80,7 @@ def test_condition_overwrites_reference_image_positions_with_raw_features():
     with torch.no_grad():
         condition, full_mask = model.condition(ids, mask, images)
         features = model.tokenizer.encode_features(images)
-    positions = (ids[0] == IMG_CONTEXT_ID).nonzero().squeeze(1)
+    positions = (ids[0] == context).nonzero().squeeze(1)
     torch.testing.assert_close(seen["x"][0, positions], features[0])
     assert condition.shape == (1, ids.shape[1] + model.config.n_query, 64) and full_mask.shape == condition.shape[:2]
     with pytest.raises(ValueError, match="no image"):
@@ -89,8 +89,9 @@ def test_condition_overwrites_reference_image_positions_with_raw_features():
 
 def test_left_padding_does_not_change_the_condition():
     model = _tiny()
-    prompt = torch.tensor([[21, 22, 23, IMG_START_ID]])
-    padded = torch.tensor([[0, 0, 21, 22, 23, IMG_START_ID], [31, 32, 33, 34, 35, IMG_START_ID]])
+    start = model.config.image_start_id
+    prompt = torch.tensor([[21, 22, 23, start]])
+    padded = torch.tensor([[0, 0, 21, 22, 23, start], [31, 32, 33, 34, 35, start]])
     padded_mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
     with torch.no_grad():
         alone, _ = model.condition(prompt, torch.ones_like(prompt))

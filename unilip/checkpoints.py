@@ -314,6 +314,60 @@ def from_model_dir_state_dict(state: Mapping[str, torch.Tensor]) -> StateDict:
     return ours
 
 
+# The generator's own parts of a released model directory, by our module name.
+GENERATOR_PARTS = ("language_model.", "latent_queries", "llm_connector.", "projector.", "dit.")
+
+
+def _generator_key(key: str) -> str | None:
+    """A released (current or legacy InternVL) key of the generator's own parts -> ours, or None."""
+    if key in ("lm_head.weight", "language_model.lm_head.weight"):
+        return "lm_head.weight"
+    if key.startswith("language_model.model."):  # legacy InternVL layout of the LLM
+        return "language_model." + key[len("language_model.model."):]
+    bare = key[len("model."):] if key.startswith("model.") else key
+    return bare if bare.startswith(GENERATOR_PARTS) else None
+
+
+def from_released_generator_state_dict(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """A released UniLIP-1B/3B model directory's state dict -> our generator layout.
+
+    The tokenizer parts (``vision_tower``, ``multi_modal_projector``, ``vae_decoder``) go under
+    ``tokenizer.`` through the tokenizer conversion; the LLM, queries, connector, projector, DiT and
+    ``lm_head`` keep their names without ``model.``. Both the current (``model.language_model.*``) and
+    the legacy InternVL layout (``language_model.model.*``) are accepted. Keys that fit nowhere raise.
+    """
+    prefixes = MODEL_DIR_PREFIXES
+    if not any(k.startswith("model.vision_tower.") for k in state) and any(
+            k.startswith(LEGACY_MODEL_DIR_PREFIXES.encoder) for k in state):
+        prefixes = LEGACY_MODEL_DIR_PREFIXES
+    tokenizer_part, unused, generator_keys = tokenizer_state_from_layout(state, prefixes, MODEL_DIR_IGNORABLE)
+    ours: StateDict = {f"tokenizer.{k}": v for k, v in tokenizer_part.items()}
+    for key in generator_keys:
+        mapped = _generator_key(key)
+        if mapped is None:
+            unused.append(key)
+        elif mapped in ours:
+            raise CheckpointKeyError(f"two keys of the file map to {mapped} (one is {key})")
+        else:
+            ours[mapped] = state[key]
+    _raise_on_unused(sorted(unused), f"UniLIP model directory ({prefixes.encoder}* layout)")
+    return ours
+
+
+def to_released_generator_state_dict(state: Mapping[str, torch.Tensor], legacy: bool = False) -> StateDict:
+    """Our generator state dict -> the released model-directory layout (the inverse of the above)."""
+    prefixes = LEGACY_MODEL_DIR_PREFIXES if legacy else MODEL_DIR_PREFIXES
+    out = tokenizer_state_to_layout(_split_prefix(state, "tokenizer."), prefixes)
+    for key, value in state.items():
+        if key == "lm_head.weight":
+            out["language_model.lm_head.weight" if legacy else "lm_head.weight"] = value
+        elif legacy and key.startswith("language_model."):
+            out["language_model.model." + key[len("language_model."):]] = value
+        elif key.startswith(GENERATOR_PARTS):
+            out[("" if legacy else "model.") + key] = value
+    return out
+
+
 def _raise_on_unused(unused: list[str], what: str) -> None:
     if unused:
         raise CheckpointKeyError(f"{len(unused)} key(s) of the {what} have no place in the tokenizer: "
@@ -337,6 +391,24 @@ def is_model_dir_key(key: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------- strict loading
+def check_state_matches(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str,
+                        what: str) -> None:
+    """Raise ``CheckpointKeyError`` listing missing, unexpected and misshapen keys of ``state``."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                        for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or mismatched:
+        parts = [f"cannot load {source} into a {what} of this configuration:"]
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {_preview(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {_preview(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatch in {len(mismatched)} key(s): {_preview(mismatched)}")
+        raise CheckpointKeyError("\n  ".join(parts))
+
+
 def load_strict(config, state: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
                 device: str | torch.device = "cpu", source: str = "state dict"):
     """Build a tokenizer of ``config`` without initialising it and fill every parameter from ``state``.
@@ -347,20 +419,7 @@ def load_strict(config, state: Mapping[str, torch.Tensor], dtype: torch.dtype = 
     from unilip.tokenizer import build_tokenizer
 
     model = build_tokenizer(config, device="meta")
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                        for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or mismatched:
-        parts = [f"cannot load {source} into a tokenizer of this configuration:"]
-        if missing:
-            parts.append(f"missing {len(missing)} key(s): {_preview(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s): {_preview(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatch in {len(mismatched)} key(s): {_preview(mismatched)}")
-        raise CheckpointKeyError("\n  ".join(parts))
+    check_state_matches(model.state_dict(), state, source, "tokenizer")
     converted = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
     model.load_state_dict(converted, strict=True, assign=True)
     model.reset_buffers(device)

@@ -16,7 +16,9 @@ Reads top to bottom like the official model (``unilip/model/unilip_internvl.py``
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,12 +27,13 @@ from torch import nn
 from diffusers import SanaTransformer2DModel
 from transformers import Qwen2Config, Qwen2Model
 
-from unilip.tokenizer import TokenizerConfig, UniLIPTokenizer, check_config_keys
+from unilip.tokenizer import CONFIG_NAME, WEIGHTS_NAME, TokenizerConfig, UniLIPTokenizer, check_config_keys
 
-# InternVL3 tokenizer ids (upstream unilip/constants.py).
+# InternVL3 tokenizer ids (upstream unilip/constants.py); the defaults of GeneratorConfig.
 IMG_START_ID = 151665       # <img>
 IMG_END_ID = 151666         # </img>
 IMG_CONTEXT_ID = 151667     # <IMG_CONTEXT>
+MODEL_TYPE = "unilip_generator"
 # Additive mask value upstream uses for the connector's bidirectional attention.
 MASKED = -100000.0
 
@@ -48,6 +51,9 @@ class GeneratorConfig:
         connector_layers: Qwen2 decoder layers in the connector, copied from the LLM's last ones (6).
         unilip_factor: scale of the tokenizer's latent in the DiT's space (10.6 for 1B, 9.5 for 3B).
         image_tokens: reference-image tokens in the prompt (256 for a 448 px image).
+        image_start_id, image_end_id, image_context_id: ids of ``<img>``, ``</img>`` and
+            ``<IMG_CONTEXT>`` in the text tokenizer (InternVL3's by default; checked against the
+            tokenizer when a pipeline is built).
     """
 
     llm: dict[str, Any]
@@ -56,6 +62,9 @@ class GeneratorConfig:
     connector_layers: int = 6
     unilip_factor: float = 1.0
     image_tokens: int = 256
+    image_start_id: int = IMG_START_ID
+    image_end_id: int = IMG_END_ID
+    image_context_id: int = IMG_CONTEXT_ID
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -119,6 +128,43 @@ class UniLIPGenerator(nn.Module):
         self.llm_connector.embed_tokens = None
         self.dit = SanaTransformer2DModel(**config.dit)
         self.projector = nn.Linear(width, self.dit.config.caption_channels)
+        # Unused for generation; it makes the LLM a chat model for ``answer`` (tied when the LLM ties).
+        self.lm_head = nn.Linear(width, llm_config.vocab_size, bias=False)
+        if llm_config.tie_word_embeddings:
+            self.lm_head.weight = self.language_model.embed_tokens.weight
+        self.weights_source = "random init"
+
+    @property
+    def ties_lm_head(self) -> bool:
+        return bool(self.config.llm.get("tie_word_embeddings", False))
+
+    @property
+    def mllm(self):
+        """transformers' ``InternVLForConditionalGeneration`` over *this* model's modules.
+
+        Its vision tower and projector are the tokenizer's ``encoder`` and ``mlp1``, its language model
+        and ``lm_head`` are this model's: one set of weights, viewed as InternVL3 for chat
+        (``generate``) and ``get_image_features``. It is not a registered sub-module, so state dicts
+        name each tensor once.
+        """
+        cached = self.__dict__.get("_mllm")
+        if cached is None:
+            from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+            mllm_config = InternVLConfig(
+                vision_config=self.tokenizer.encoder.config.to_dict(),
+                text_config={"model_type": "qwen2", **self.config.llm},
+                image_token_id=self.config.image_context_id, downsample_ratio=self.tokenizer.config.downsample_ratio,
+                vision_feature_layer=-1, vision_feature_select_strategy="default", projector_hidden_act="gelu")
+            with torch.device("meta"):
+                cached = InternVLForConditionalGeneration(mllm_config)
+            cached.model.vision_tower = self.tokenizer.encoder
+            cached.model.multi_modal_projector = self.tokenizer.mlp1
+            cached.model.language_model = self.language_model
+            cached.lm_head = self.lm_head
+            cached.eval()
+            self.__dict__["_mllm"] = cached
+        return cached
 
     def init_connector_from_llm(self) -> None:
         """Copy the LLM's last ``connector_layers`` layers and final norm into the connector (upstream init)."""
@@ -131,7 +177,7 @@ class UniLIPGenerator(nn.Module):
     def embed_prompt(self, input_ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with the reference image's features at its ``<IMG_CONTEXT>`` positions."""
         embeds = self.language_model.embed_tokens(input_ids)
-        image_positions = input_ids == IMG_CONTEXT_ID
+        image_positions = input_ids == self.config.image_context_id
         if image_positions.any():
             if image_features is None:
                 raise ValueError("the prompt holds <IMG_CONTEXT> tokens but no image was given")
@@ -164,7 +210,7 @@ class UniLIPGenerator(nn.Module):
         hidden = self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
         if image_features is not None:
             # After the LLM, the reference image's positions carry its raw features again (upstream L263-265).
-            image_positions = torch.cat([input_ids == IMG_CONTEXT_ID,
+            image_positions = torch.cat([input_ids == self.config.image_context_id,
                                          torch.zeros_like(mask[:, -self.config.n_query:], dtype=torch.bool)], dim=1)
             hidden = hidden.masked_scatter(image_positions[..., None], image_features.to(hidden.dtype))
         bidirectional = connector_attention_mask(mask, hidden.dtype)
@@ -178,9 +224,58 @@ class UniLIPGenerator(nn.Module):
         return self.tokenizer.encode(images) * self.config.unilip_factor
 
     def latent_to_image(self, latent: torch.Tensor) -> torch.Tensor:
-        """Decode DiT latents to [0, 1] images at the token stride (448 px for a 16 x 16 latent)."""
-        pixels = self.tokenizer.decode(latent / self.config.unilip_factor)
-        return (pixels.float().clamp(-1, 1) + 1) / 2
+        """Decode DiT latents to [0, 1] images at the token stride (448 px for a 16 x 16 latent).
+
+        As upstream: the pixel decoder's output (512 px) is clamped to [-1, 1] first, then resized
+        bilinearly without antialiasing to 448 px (``cv2.INTER_LINEAR`` there).
+        """
+        decoder = self.tokenizer.decoder
+        pixels = decoder(latent.to(decoder.conv_in.weight.dtype) / self.config.unilip_factor).float().clamp(-1, 1)
+        stride = self.tokenizer.config.token_stride
+        target = (latent.shape[-2] * stride, latent.shape[-1] * stride)
+        if tuple(pixels.shape[-2:]) != target:
+            pixels = torch.nn.functional.interpolate(pixels, size=target, mode="bilinear", align_corners=False)
+        return ((pixels + 1) / 2).clamp(0, 1)
+
+    # ------------------------------------------------------------------ persistence
+    def weights_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict as saved: a tied ``lm_head.weight`` is left out (it is the embedding table)."""
+        state = self.state_dict()
+        if self.ties_lm_head:
+            state.pop("lm_head.weight", None)
+        return state
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (our layout) to ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = {"model_type": MODEL_TYPE, "tokenizer": self.tokenizer.config.to_dict(),
+                   "generator": self.config.to_dict()}
+        (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.weights_state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "layout": "unilip"})
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32,
+                        device: str | torch.device = "cpu") -> "UniLIPGenerator":
+        """Load a directory written by :meth:`save_pretrained`; every parameter must be present."""
+        from unilip.checkpoints import load_safetensors_state_dict
+
+        directory = Path(directory)
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path} not found: a saved UniLIP generator directory holds "
+                                    f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
+        payload = json.loads(config_path.read_text())
+        if payload.get("model_type") != MODEL_TYPE:
+            raise ValueError(f"{config_path} is not a UniLIP generator config (model_type != {MODEL_TYPE})")
+        state = load_safetensors_state_dict(directory / WEIGHTS_NAME)
+        return load_generator_strict(TokenizerConfig.from_dict(payload["tokenizer"]),
+                                     GeneratorConfig.from_dict(payload["generator"]), state, dtype=dtype,
+                                     device=device, source=str(directory))
 
 
 def build_generator(tokenizer_config: TokenizerConfig, config: GeneratorConfig, device: str | torch.device = "cpu",
@@ -192,7 +287,39 @@ def build_generator(tokenizer_config: TokenizerConfig, config: GeneratorConfig, 
         model = UniLIPGenerator(tokenizer_config, config)
     if str(device) != "meta":
         model.init_connector_from_llm()
+        model.weights_source = f"random init (seed {seed})" if seed is not None else "random init"
     return model
+
+
+def load_generator_strict(tokenizer_config: TokenizerConfig, config: GeneratorConfig,
+                          state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+                          device: str | torch.device = "cpu", source: str = "state dict") -> UniLIPGenerator:
+    """Build a generator without initialising its weights and fill every parameter from ``state``.
+
+    ``state`` is in our layout (``unilip.checkpoints.from_released_generator_state_dict`` converts the
+    released one). A tied ``lm_head.weight`` may be absent. Missing, unexpected or misshapen keys raise
+    ``CheckpointKeyError`` naming them; nothing is left at its initial value.
+    """
+    from accelerate import init_empty_weights
+
+    from unilip.checkpoints import CheckpointError, check_state_matches
+
+    # Parameters on meta, buffers (rotary frequencies, SANA's sin-cos table, image statistics) real.
+    with init_empty_weights(include_buffers=False):
+        model = UniLIPGenerator(tokenizer_config, config)
+    expected = model.weights_state_dict()
+    check_state_matches(expected, state, source, "generator")
+    converted = {k: v.to(dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    if model.ties_lm_head:
+        converted["lm_head.weight"] = converted["language_model.embed_tokens.weight"]
+    model.load_state_dict(converted, strict=True, assign=True)
+    if model.ties_lm_head:  # assign=True gave each its own Parameter: tie the head to the embedding again
+        model.lm_head.weight = model.language_model.embed_tokens.weight
+    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"tensors left uninitialised after loading {source}: {leftover[:12]}")
+    model.weights_source = source
+    return model.to(device).eval()
 
 
 # ----------------------------------------------------------------------------------- sampling

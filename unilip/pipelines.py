@@ -1,6 +1,7 @@
 """Inference pipelines: preprocessing, the model call, postprocessing.
 
-For now: reconstruction (``reconstruct_files``), used by ``unilip reconstruct``.
+Reconstruction (``reconstruct_files``, used by ``unilip reconstruct``) and the generator's
+text-to-image, editing and chat (``UniLIPPipeline``, used by ``unilip generate`` / ``unilip edit``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from PIL import Image
 
 from unilip.data import ImageReadError, eval_transform, read_image, to_uint8
 from unilip.tokenizer import UniLIPTokenizer
+
+if TYPE_CHECKING:
+    from unilip.generator import UniLIPGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +92,175 @@ def reconstruct_files(model: UniLIPTokenizer, sources: Iterable[tuple[str, Path 
         records.append(ReconstructionRecord(image=name, status="ok", psnr_db=psnr_uint8(original, recon),
                                             input_path=str(input_path), output_path=str(output_path)))
     return records
+
+
+# ----------------------------------------------------------------------------------- generation
+def pil_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    """A reference image as the generator reads it: RGB, resized straight to ``size`` x ``size``
+    (bicubic, aspect not kept, as upstream's ``PIL.resize((448, 448))``), ``1 x 3 x S x S`` in [0, 1]."""
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """``B x 3 x H x W`` in [0, 1] -> PIL images (``round(x * 255)``, as upstream's ``numpy_to_pil``)."""
+    return [Image.fromarray(array) for array in to_uint8(images.float().cpu()).numpy()]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How to sample: upstream's defaults are 20 DPM-Solver++ steps, CFG 4.5 and flow shift 3.0."""
+
+    steps: int = 20
+    guidance: float = 4.5
+    flow_shift: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1; got {self.steps}")
+        if self.flow_shift <= 0:
+            raise ValueError(f"flow_shift must be > 0; got {self.flow_shift}")
+
+
+class UniLIPPipeline:
+    """Text-to-image, editing and image chat with one UniLIP generator and its text tokenizer.
+
+    Every argument is honoured (upstream fixes the step count at 20 and drops some guidance scales and
+    generators). Each image has its own seed: image ``k`` of a prompt uses ``seed + k`` for its initial
+    noise, shared by the conditional and null branches, so it is the same whatever the batch.
+    """
+
+    def __init__(self, model: "UniLIPGenerator", text_tokenizer, batch_size: int = 8) -> None:
+        from unilip.prompts import IMG_CONTEXT, IMG_END, IMG_START, special_token_ids
+
+        ids = special_token_ids(text_tokenizer)
+        expected = {IMG_START: model.config.image_start_id, IMG_END: model.config.image_end_id,
+                    IMG_CONTEXT: model.config.image_context_id}
+        if ids != expected:
+            raise ValueError(f"the text tokenizer's image tokens {ids} differ from the model's {expected}: "
+                             "this tokenizer does not belong to this model")
+        vocab = model.language_model.embed_tokens.num_embeddings
+        if len(text_tokenizer) > vocab:
+            raise ValueError(f"the text tokenizer has {len(text_tokenizer)} tokens but the LLM's embedding only {vocab}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.model, self.text_tokenizer, self.batch_size = model.eval(), text_tokenizer, batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def image_size(self) -> int:
+        return self.model.tokenizer.config.image_size
+
+    # ------------------------------------------------------------------ the shared sampler
+    @torch.no_grad()
+    def _sample(self, user_texts: list[str], null_texts: list[str], images: torch.Tensor | None, seeds: list[int],
+                settings: SamplerSettings, progress: bool = False) -> torch.Tensor:
+        from unilip.generator import sample_latents
+        from unilip.prompts import generation_prompt, tokenize
+
+        tokens = self.model.config.image_tokens
+        prompts = [generation_prompt(text, tokens) for text in user_texts]
+        nulls = [generation_prompt(text, tokens) for text in null_texts]
+        # One length for both branches, so they stack into one batch.
+        length = max(len(self.text_tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts + nulls)
+        conditional = tokenize(self.text_tokenizer, prompts, pad_to=length).to(self.device)
+        null = tokenize(self.text_tokenizer, nulls, pad_to=length).to(self.device)
+        if images is not None:
+            images = images.to(self.device, next(self.model.tokenizer.encoder.parameters()).dtype)
+        condition, mask = self.model.condition(conditional.input_ids, conditional.attention_mask, images)
+        null_condition, null_mask = self.model.condition(null.input_ids, null.attention_mask, images)
+        latents = sample_latents(self.model.dit, condition, mask, null_condition, null_mask, seeds, steps=settings.steps,
+                                 guidance=settings.guidance, flow_shift=settings.flow_shift, progress=progress)
+        return self.model.latent_to_image(latents)
+
+    def _batches(self, count: int):
+        for start in range(0, count, self.batch_size):
+            yield slice(start, min(count, start + self.batch_size))
+
+    # ------------------------------------------------------------------ public
+    def generate(self, prompts: list[str], n: int = 1, seed: int = 0, steps: int = 20, guidance: float = 4.5,
+                 flow_shift: float = 3.0, progress: bool = False) -> list[list[Image.Image]]:
+        """``n`` images per prompt (448 px for the real models); image ``k`` of a prompt uses ``seed + k``.
+
+        Prompts are captions; the pipeline writes ``"Generate an image: {caption}"`` and the null
+        prompt ``"Generate an image."`` around them.
+        """
+        from unilip.prompts import NULL_T2I_PROMPT, t2i_text
+
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of strings (got one string)")
+        if n < 1:
+            raise ValueError(f"n must be >= 1; got {n}")
+        settings = SamplerSettings(steps, guidance, flow_shift)
+        jobs = [(index, k) for index in range(len(prompts)) for k in range(n)]
+        out: list[list[Image.Image]] = [[] for _ in prompts]
+        for part in self._batches(len(jobs)):
+            chunk = jobs[part]
+            texts = [t2i_text(prompts[index]) for index, _ in chunk]
+            pixels = self._sample(texts, [NULL_T2I_PROMPT] * len(chunk), None, [seed + k for _, k in chunk], settings,
+                                  progress)
+            for (index, _), image in zip(chunk, tensor_to_pil(pixels)):
+                out[index].append(image)
+        return out
+
+    def edit(self, image: Image.Image, instruction: str, seed: int = 0, steps: int = 20, guidance: float = 4.5,
+             flow_shift: float = 3.0, progress: bool = False) -> Image.Image:
+        """One edited image: ``"Edit the image: {instruction}\\n<image>"`` with the reference image,
+        null prompt ``"Edit the image.\\n<image>"`` with the same image (upstream: CFG 4.5; 4.0 for 3B
+        on ImgEdit)."""
+        return self.edit_many([image], [instruction], [seed], steps, guidance, flow_shift, progress)[0]
+
+    def edit_many(self, images: list[Image.Image], instructions: list[str], seeds: list[int], steps: int = 20,
+                  guidance: float = 4.5, flow_shift: float = 3.0, progress: bool = False) -> list[Image.Image]:
+        """Batched :meth:`edit`: one output per (image, instruction, seed)."""
+        from unilip.prompts import NULL_EDIT_PROMPT, edit_text
+
+        if not (len(images) == len(instructions) == len(seeds)):
+            raise ValueError(f"{len(images)} images, {len(instructions)} instructions and {len(seeds)} seeds: "
+                             "give one of each per edit")
+        settings = SamplerSettings(steps, guidance, flow_shift)
+        out: list[Image.Image] = []
+        for part in self._batches(len(images)):
+            pixels = torch.cat([pil_to_tensor(image, self.image_size) for image in images[part]])
+            edited = self._sample([edit_text(text) for text in instructions[part]],
+                                  [NULL_EDIT_PROMPT] * len(pixels), pixels, list(seeds[part]), settings, progress)
+            out.extend(tensor_to_pil(edited))
+        return out
+
+    @torch.no_grad()
+    def answer(self, image: Image.Image | None, question: str, max_new_tokens: int = 64) -> str:
+        """InternVL3 chat about an image through transformers' ``InternVLForConditionalGeneration``,
+        whose vision path is this model's UniLIP encoder; greedy decoding."""
+        from unilip.prompts import chat_prompt, tokenize
+
+        text = chat_prompt(question, self.model.config.image_tokens, with_image=image is not None)
+        batch = tokenize(self.text_tokenizer, [text]).to(self.device)
+        kwargs = {}
+        if image is not None:
+            pixels = pil_to_tensor(image, self.image_size).to(self.device)
+            tokenizer = self.model.tokenizer
+            kwargs["pixel_values"] = ((pixels - tokenizer.image_mean) / tokenizer.image_std).to(
+                next(tokenizer.encoder.parameters()).dtype)
+        output = self.model.mllm.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                          max_new_tokens=max_new_tokens, do_sample=False,
+                                          eos_token_id=self.text_tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                                          pad_token_id=self.text_tokenizer.pad_token_id, **kwargs)
+        return self.text_tokenizer.decode(output[0, batch.input_ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def load_pipeline(name_or_path: str | Path, weights: str | Path | None = None, *, random_init: bool = False,
+                  seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                  batch_size: int = 8) -> UniLIPPipeline:
+    """A pipeline for a generator: a shipped model (``tiny-digits``), a saved or released model
+    directory, or a variant (``random_init`` for tests). See ``unilip.variants.load_generator``."""
+    from unilip.prompts import load_text_tokenizer
+    from unilip.variants import load_generator
+
+    model, text_tokenizer_dir = load_generator(name_or_path, weights, random_init=random_init, seed=seed,
+                                               dtype=dtype, device=device)
+    return UniLIPPipeline(model, load_text_tokenizer(text_tokenizer_dir), batch_size=batch_size)

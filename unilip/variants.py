@@ -37,6 +37,7 @@ class VariantSpec:
     weights: dict[str, Any] | None
     path: Path
     generator: dict[str, Any] | None = None  # validated by unilip.generator.GeneratorConfig when used
+    text_tokenizer: Path | None = None  # a shipped text tokenizer (tiny variants); real ones use the model dir's
 
     @property
     def has_released_weights(self) -> bool:
@@ -54,11 +55,12 @@ def _read_variant(path: Path) -> VariantSpec:
         tokenizer = TokenizerConfig.from_dict(data["tokenizer"])
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: invalid tokenizer section: {error}") from None
-    unknown = sorted(set(data) - {"name", "description", "weights", "tokenizer", "generator"})
+    unknown = sorted(set(data) - {"name", "description", "weights", "tokenizer", "generator", "text_tokenizer"})
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {unknown}")
     return VariantSpec(name=str(data["name"]), description=str(data.get("description", "")),
-                       tokenizer=tokenizer, weights=data.get("weights"), path=path, generator=data.get("generator"))
+                       tokenizer=tokenizer, weights=data.get("weights"), path=path, generator=data.get("generator"),
+                       text_tokenizer=(path.parent / data["text_tokenizer"]) if data.get("text_tokenizer") else None)
 
 
 def _builtin_paths() -> dict[str, Path]:
@@ -177,3 +179,105 @@ def load_tokenizer(name_or_path: str | Path, weights: str | Path | None = None, 
         if config.get("model_type") == "unilip_tokenizer":
             return UniLIPTokenizer.from_pretrained(path, dtype=dtype, device=device)
     return _load_weights_file(None, path, dtype, device)
+
+
+# ----------------------------------------------------------------------------------- generators
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def list_pretrained() -> list[str]:
+    """Names of the small generators trained by this project's own commands and shipped with it."""
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / CONFIG_NAME).is_file()) if PRETRAINED_DIR.is_dir() else []
+
+
+def _default_model_dir(spec: VariantSpec) -> Path:
+    name = spec.weights["model_dir_source"].rsplit("/", 1)[-1]  # "UniLIP-1B"
+    root = os.environ.get(WEIGHTS_ENV)
+    candidate = Path(root) / name if root else Path(name)
+    if not candidate.is_dir():
+        raise checkpoints.CheckpointNotFoundError(
+            f"variant {spec.name} generates with its released model directory {name} (the "
+            f"{spec.weights['model_dir_source']}); looked for {candidate.resolve()}. Pass the directory "
+            f"(--model PATH), or set {WEIGHTS_ENV} to the folder holding {name}. Nothing is downloaded at run time.")
+    return candidate
+
+
+def load_released_generator(directory: Path, spec: VariantSpec | None = None, dtype: torch.dtype = torch.float32,
+                            device: str | torch.device = "cpu"):
+    """A released UniLIP-1B/3B model directory -> ``UniLIPGenerator``, strictly.
+
+    The architecture is the variant's (identified by the LLM width unless given), with what the
+    directory says about itself: ``unilip_factor`` and ``n_query`` from its ``config.json``, the
+    vocabulary size from the embedding in the weights, a tied ``lm_head`` when the weights have none,
+    and the image-token id from the config.
+    """
+    from unilip.generator import GeneratorConfig, load_generator_strict
+
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise checkpoints.missing_file_error(config_path, "the released model directory's config")
+    released = json.loads(config_path.read_text())
+    state = checkpoints.from_released_generator_state_dict(checkpoints.load_safetensors_state_dict(directory))
+    for key in ("tokenizer.mlp1.linear_1.weight", "language_model.embed_tokens.weight", "latent_queries"):
+        if key not in state:
+            raise checkpoints.CheckpointKeyError(f"{directory}: no {key} among the weights: not a UniLIP generator")
+    if spec is None:
+        spec = _variant_for_width(int(state["tokenizer.mlp1.linear_1.weight"].shape[0]), str(directory))
+    if spec.generator is None:
+        raise ValueError(f"variant {spec.name} has no generator section")
+    settings = dict(spec.generator)
+    if "unilip_factor" in released:
+        settings["unilip_factor"] = float(released["unilip_factor"])
+    else:
+        logger.warning("%s: config.json has no unilip_factor; using variant %s's %s", directory, spec.name,
+                       settings["unilip_factor"])
+    settings["n_query"] = int(state["latent_queries"].shape[1])
+    if "image_token_id" in released:
+        settings["image_context_id"] = int(released["image_token_id"])
+    settings["llm"] = {**settings["llm"], "vocab_size": int(state["language_model.embed_tokens.weight"].shape[0]),
+                       "tie_word_embeddings": "lm_head.weight" not in state}
+    return load_generator_strict(spec.tokenizer, GeneratorConfig.from_dict(settings), state, dtype=dtype,
+                                 device=device, source=str(directory))
+
+
+def load_generator(name_or_path: str | Path, weights: str | Path | None = None, *, random_init: bool = False,
+                   seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """Build or load a UniLIP generator, and say where its text tokenizer is.
+
+    Args:
+        name_or_path: a shipped model (``list_pretrained()``, e.g. ``tiny-digits``), a directory written
+            by ``UniLIPGenerator.save_pretrained``, a released UniLIP-1B/3B model directory, or a variant
+            name / YAML with a ``generator`` section.
+        weights: for a variant, its released model directory.
+        random_init: build a variant with random weights (tests; a variant without released weights).
+        seed, dtype, device: as for ``load_tokenizer``.
+
+    Returns:
+        ``(generator, text tokenizer directory)``.
+    """
+    from unilip.generator import MODEL_TYPE, GeneratorConfig, UniLIPGenerator, build_generator
+
+    if str(name_or_path) in list_pretrained():
+        name_or_path = PRETRAINED_DIR / str(name_or_path)
+    path = Path(name_or_path)
+    if path.is_dir():
+        if weights is not None:
+            raise ValueError(f"weights= is only for a variant name or YAML; {path} already names the weights")
+        config_path = path / CONFIG_NAME
+        if not config_path.is_file():
+            raise checkpoints.missing_file_error(config_path, "a generator directory's config")
+        if json.loads(config_path.read_text()).get("model_type") == MODEL_TYPE:
+            return UniLIPGenerator.from_pretrained(path, dtype=dtype, device=device), path
+        return load_released_generator(path, None, dtype, device), path
+    spec = get_variant(name_or_path)
+    if spec.generator is None:
+        raise ValueError(f"variant {spec.name} has no generator section")
+    if weights is not None:
+        return load_released_generator(Path(weights), spec, dtype, device), Path(weights)
+    if random_init or not spec.has_released_weights:
+        model = build_generator(spec.tokenizer, GeneratorConfig.from_dict(spec.generator), seed=seed)
+        if spec.text_tokenizer is None:
+            raise ValueError(f"variant {spec.name} ships no text tokenizer; pass its released model directory")
+        return model.to(device=device, dtype=dtype).eval(), spec.text_tokenizer
+    directory = _default_model_dir(spec)
+    return load_released_generator(directory, spec, dtype, device), directory

@@ -19,18 +19,18 @@ import copy
 import json
 import logging
 import math
-import random
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unilip.tokenizer import UniLIPTokenizer
+from unilip.training.checkpointing import (check_or_write_config, list_checkpoints, load_optimizer, rng_state,
+                                           save_optimizer, set_rng_state, trim_log, write_checkpoint)
 from unilip.training.config import OptimConfig, TrainConfig
 from unilip.training.data import TrainImages, make_batch
 
@@ -153,52 +153,6 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.
     optimizer = torch.optim.AdamW(groups, lr=config.optim.lr, betas=tuple(config.optim.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config.optim))
     return optimizer, scheduler
-
-
-# ----------------------------------------------------------------------------------- checkpoints
-def _save_optimizer(optimizer: torch.optim.Optimizer, directory: Path, name: str) -> None:
-    from safetensors.torch import save_file
-
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            if torch.is_tensor(value):
-                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{index}.{key}"] = value
-    groups = [{k: v for k, v in g.items() if k != "names"} for g in state["param_groups"]]
-    save_file(tensors, str(directory / f"{name}.safetensors"))
-    (directory / f"{name}.json").write_text(json.dumps({"param_groups": groups, "scalars": scalars}))
-
-
-def _load_optimizer(optimizer: torch.optim.Optimizer, directory: Path, name: str) -> None:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(directory / f"{name}.safetensors"))
-    meta = json.loads((directory / f"{name}.json").read_text())
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in {**tensors, **meta["scalars"]}.items():
-        index, _, field = key.partition(".")
-        state.setdefault(int(index), {})[field] = value
-    groups = optimizer.state_dict()["param_groups"]
-    for saved, current in zip(meta["param_groups"], groups):
-        current.update({k: v for k, v in saved.items() if k != "params"})
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _rng_state() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-            "torch": torch.get_rng_state().tolist()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    python = state["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    numpy_state = state["numpy"]
-    np.random.set_state((numpy_state[0], np.array(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
 
 
 # ----------------------------------------------------------------------------------- the trainer
@@ -327,58 +281,40 @@ class TokenizerTrainer:
 
     # ------------------------------------------------------------------ persistence
     def _check_or_write_config(self) -> None:
-        path = self.out_dir / "train_config.json"
-        current = {k: v for k, v in self.config.to_dict().items() if k != "source"}
-        if path.is_file():
-            saved = json.loads(path.read_text())
-            if saved != json.loads(json.dumps(current)):
-                changed = sorted(k for k in current if json.loads(json.dumps(current[k])) != saved.get(k))
-                raise ValueError(f"{self.out_dir} holds a run with another configuration (changed: {changed}); "
-                                 "use another --out, or --fresh to start over")
-        else:
-            path.write_text(json.dumps(current, indent=2))
-
-    def _checkpoints(self) -> list[Path]:
-        return sorted((self.out_dir / "checkpoints").glob("step-*"))
+        check_or_write_config(self.out_dir, {k: v for k, v in self.config.to_dict().items() if k != "source"})
 
     def save_checkpoint(self) -> Path:
         """Weights, EMA, optimizer(s), scheduler, step and RNG states: written whole or not at all."""
-        from safetensors.torch import save_file
-
         if not self.accelerator.is_main_process:
             self.accelerator.wait_for_everyone()
             return self.out_dir
-        final = self.out_dir / "checkpoints" / f"step-{self.step:08d}"
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        final = write_checkpoint(self.out_dir, self.step, self.config.keep_checkpoints, self._write_checkpoint)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def _write_checkpoint(self, tmp: Path) -> None:
+        from safetensors.torch import save_file
+
         names = [name for name, _ in self.model.named_parameters()]
         save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
                   str(tmp / "model.safetensors"))
         save_file({n: s.detach().contiguous().cpu() for n, s in zip(names, self.ema.shadow_params)},
                   str(tmp / "ema.safetensors"))
-        _save_optimizer(self.optimizer, tmp, "optimizer")
-        state = {"step": self.step, "scheduler": self.scheduler.state_dict(), "rng": _rng_state(),
+        save_optimizer(self.optimizer, tmp, "optimizer")
+        state = {"step": self.step, "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
                  "ema_optimization_step": self.ema.optimization_step}
         if self.discriminator is not None:
             unwrapped = self.accelerator.unwrap_model(self.discriminator)
             save_file({k: v.detach().contiguous().cpu() for k, v in
                        {**unwrapped.state_dict(), **{f"lecam.{k}": v for k, v in self.lecam.state_dict().items()}}.items()},
                       str(tmp / "discriminator.safetensors"))
-            _save_optimizer(self.disc_optimizer, tmp, "disc_optimizer")
+            save_optimizer(self.disc_optimizer, tmp, "disc_optimizer")
         (tmp / "state.json").write_text(json.dumps(state))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        for old in self._checkpoints()[:-self.config.keep_checkpoints]:
-            shutil.rmtree(old)
-        self.accelerator.wait_for_everyone()
-        return final
 
     def _resume(self) -> None:
         from safetensors.torch import load_file
 
-        checkpoints = [c for c in self._checkpoints() if not c.name.endswith(".tmp")]
+        checkpoints = list_checkpoints(self.out_dir)
         if not checkpoints:
             return
         latest = checkpoints[-1]
@@ -390,7 +326,7 @@ class TokenizerTrainer:
             raise ValueError(f"{latest}: EMA weights do not match the model's parameters")
         self.ema.shadow_params = [ema[n].to(self.accelerator.device) for n in names]
         self.ema.optimization_step = state["ema_optimization_step"]
-        _load_optimizer(self.optimizer, latest, "optimizer")
+        load_optimizer(self.optimizer, latest, "optimizer")
         self.scheduler.load_state_dict(state["scheduler"])
         if self.discriminator is not None:
             saved = load_file(str(latest / "discriminator.safetensors"))
@@ -398,18 +334,11 @@ class TokenizerTrainer:
             self.accelerator.unwrap_model(self.discriminator).load_state_dict(
                 {k: v for k, v in saved.items() if not k.startswith("lecam.")}, strict=True)
             self.lecam.load_state_dict(lecam, strict=True)
-            _load_optimizer(self.disc_optimizer, latest, "disc_optimizer")
-        _set_rng_state(state["rng"])
+            load_optimizer(self.disc_optimizer, latest, "disc_optimizer")
+        set_rng_state(state["rng"])
         self.step = state["step"]
-        self._trim_log(self.step)
+        trim_log(self.out_dir, self.step)
         logger.info("resumed %s from %s (step %d)", self.config.name, latest, self.step)
-
-    def _trim_log(self, step: int) -> None:
-        # Steps after the checkpoint will be run again: drop their lines so the log has each step once.
-        path = self.out_dir / "log.jsonl"
-        if path.is_file():
-            lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            path.write_text("".join(line + "\n" for line in lines))
 
     def save_final(self) -> Path:
         """Save the EMA weights as a tokenizer directory (``out_dir/final``) with the run's provenance."""
