@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(default: the variant's native size)")
     recon.add_argument("--no-progress", action="store_true", help="no progress bar")
     recon.set_defaults(func=_cmd_reconstruct)
-    train = sub.add_parser("train", help="train the tokenizer (stages 1-3) or run the distillation sweep")
+    train = sub.add_parser("train", help="train the tokenizer or the generator (stages 1-3), or run the studies")
     train_sub = train.add_subparsers(dest="train_command", required=True)
     tok = train_sub.add_parser("tokenizer", help="one stage of tokenizer training (resumes from OUT)")
     tok.add_argument("--config", required=True, help="training YAML, or a built-in recipe name "
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--fresh", action="store_true", help="start over instead of reusing finished phases")
     quick.add_argument("--no-progress", action="store_true")
     quick.set_defaults(func=_cmd_quickstart)
+    from unilip import generation_cli
+
+    generation_cli.register(sub, train_sub)
     _add_plugin_commands(sub)
     return parser
 

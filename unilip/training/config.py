@@ -123,3 +123,108 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
         else:
             raise ValueError(f"unknown override {key!r}")
     return TrainConfig(**raw, data=data, optim=optim, losses=losses, source=str(path))
+
+
+# ----------------------------------------------------------------------------------- the generator
+@dataclass
+class GeneratorDataConfig:
+    """Generator training data: single-task batches (all text-to-image or all edit), as upstream."""
+
+    dataset: str = "digits"           # "digits" (scikit-learn's, captions from labels) or "jsonl"
+    path: str | None = None           # jsonl: lines {"image", "caption"} or {"image", "source", "instruction"}
+    size: int = 448                   # image side the tokenizer reads (448 for the real models)
+    batch_size: int = 32              # global batch
+    edit_fraction: float = 0.0        # share of steps whose batch is an edit batch
+    null_prompt_prob: float = 0.1     # upstream replaces 10 % of prompts by the CFG null prompt
+    max_caption_chars: int = 1000     # upstream resamples longer captions
+
+
+@dataclass
+class GeneratorOptimConfig:
+    """AdamW (torch), warm-up then cosine to ``end_lr``, clipping 1.0: upstream's HF Trainer settings."""
+
+    lr: float = 1e-4
+    end_lr: float = 1e-5
+    warmup_steps: int = 100
+    max_steps: int = 10_000
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+
+
+@dataclass
+class GeneratorTrainConfig:
+    """One stage of generator training (spec 4.8).
+
+    Stage 1 trains queries, connector and projector against DC-AE latents (``dcae``) with the DiT
+    frozen; stage 2 also trains the DiT, on UniLIP latents, and loads the UniLIP tokenizer
+    (``tokenizer``) explicitly and strictly (upstream's stage-1 -> 2 hand-off skips it); stage 3 is
+    supervised fine-tuning with the same objective. The LLM, encoder, ``mlp1`` and pixel decoder are
+    frozen throughout.
+    """
+
+    name: str
+    variant: str                      # architecture: a variant name or YAML with a generator section
+    stage: int = 2
+    init: str | None = None           # a saved generator directory to start from (stage 1 -> 2 -> 3)
+    tokenizer: str | None = None      # UniLIP tokenizer (saved directory or released weights) for stages 2-3
+    llm_init: str | None = None       # InternVL3-xB-hf directory: the frozen LLM (stage 1 from scratch)
+    dit_init: str | None = None       # SANA diffusers directory (with transformer/): the DiT's start
+    dcae: str | None = None           # stage 1 targets: a diffusers AutoencoderDC directory
+    dcae_scale: float = 0.41407       # DC-AE f32c32-sana-1.1 latent scale (upstream)
+    dcae_size: int = 512              # stage 1 target images are 512 px
+    seed: int = 42
+    data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
+    optim: GeneratorOptimConfig = field(default_factory=GeneratorOptimConfig)
+    mixed_precision: str = "no"
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2, 3):
+            raise ValueError(f"stage must be 1, 2 or 3; got {self.stage}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no, bf16 or fp16; got {self.mixed_precision!r}")
+        if self.data.dataset not in ("digits", "jsonl"):
+            raise ValueError(f"data.dataset must be digits or jsonl; got {self.data.dataset!r}")
+        if self.data.dataset == "jsonl" and not self.data.path:
+            raise ValueError("data.dataset jsonl needs data.path (a .jsonl file of examples)")
+        if not 0 <= self.data.edit_fraction <= 1 or not 0 <= self.data.null_prompt_prob <= 1:
+            raise ValueError("data.edit_fraction and data.null_prompt_prob must be in [0, 1]")
+        if self.stage == 1 and self.data.edit_fraction > 0:
+            raise ValueError("stage 1 is text-to-image only (upstream): set data.edit_fraction to 0")
+        if self.stage == 1 and not self.dcae:
+            raise ValueError("stage 1 learns DC-AE latents: set dcae to a diffusers AutoencoderDC directory")
+        if self.optim.max_steps <= 0 or self.optim.warmup_steps < 0 or self.data.batch_size <= 0:
+            raise ValueError("optim.max_steps and data.batch_size must be > 0, optim.warmup_steps >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_generator_train_config(path: str | Path, **overrides: Any) -> GeneratorTrainConfig:
+    """Read a generator training YAML; ``overrides`` (stage, init, tokenizer, seed, max_steps) replace values."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config {path} does not exist; the recipes are in unilip/configs/train/")
+    raw = dict(yaml.safe_load(path.read_text()) or {})
+    known = {f.name for f in fields(GeneratorTrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+    data = _build(GeneratorDataConfig, raw.pop("data", None), f"{path}: data")
+    optim = _build(GeneratorOptimConfig, raw.pop("optim", None), f"{path}: optim")
+    optim.betas = tuple(optim.betas)
+    if "name" not in raw or "variant" not in raw:
+        raise ValueError(f"{path}: needs 'name' and 'variant'")
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "max_steps":
+            optim.max_steps = int(value)
+        elif key in ("stage", "init", "tokenizer", "seed"):
+            raw[key] = value
+        else:
+            raise ValueError(f"unknown override {key!r}")
+    return GeneratorTrainConfig(**raw, data=data, optim=optim, source=str(path))

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,18 @@ def evaluate_reconstruction(model_dir: Path, data: Path, out: Path, batch_size: 
     return json.loads(results.read_text())
 
 
+def run_phase(name: str, done: bool, work: Callable[[], Any], summary: Callable[[], str],
+              timings: dict[str, float]) -> None:
+    """Run one phase of a study unless its output is already there (then say it was reused)."""
+    if done:
+        _say(f"{name}: reused (already done): {summary()}")
+        return
+    started = time.perf_counter()
+    work()
+    timings[name] = time.perf_counter() - started
+    _say(f"{name}: {summary()} ({timings[name]:.1f} s)")
+
+
 def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: str | Path, *,
               stage1_steps: int | None = None, stage2_steps: int | None = None, teacher_steps: int = 300,
               head_steps: int = 300, fresh: bool = False, progress: bool = True) -> dict[str, Path]:
@@ -75,13 +87,7 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
     timings: dict[str, float] = {}
 
     def phase(name: str, done: bool, work, summary) -> None:
-        if done:
-            _say(f"{name}: reused (already done): {summary()}")
-            return
-        started = time.perf_counter()
-        work()
-        timings[name] = time.perf_counter() - started
-        _say(f"{name}: {summary()} ({timings[name]:.1f} s)")
+        run_phase(name, done, work, summary, timings)
 
     def read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())

@@ -1,0 +1,151 @@
+"""``unilip generate``, ``unilip edit``, ``unilip train generator`` and ``unilip train generator-study``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+GENERATOR_MODEL_HELP = ("generator: a shipped model (tiny-digits), a saved or released UniLIP-1B/3B model directory, "
+                        "or a variant name with --random-init")
+
+
+def _add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help=GENERATOR_MODEL_HELP)
+    parser.add_argument("--weights", help="for a variant name: its released model directory")
+    parser.add_argument("--random-init", action="store_true", help="random weights (testing only)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of image k is SEED + k (default 0)")
+    parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps (default 20, as upstream)")
+    parser.add_argument("--guidance", type=float, default=4.5, help="classifier-free guidance scale (default 4.5)")
+    parser.add_argument("--flow-shift", type=float, default=3.0, help="flow-sigma shift (default 3.0)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                        help="weights dtype; the pixel decoder stays float32 as upstream")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _pipeline(args: argparse.Namespace):
+    import torch
+
+    from unilip.pipelines import load_pipeline
+
+    pipeline = load_pipeline(args.model, args.weights, random_init=args.random_init, seed=args.seed,
+                             dtype=getattr(torch, args.dtype), device=args.device, batch_size=args.batch_size)
+    pipeline.model.tokenizer.decoder.float()  # upstream decodes in float32 whatever the rest runs in
+    return pipeline
+
+
+def _write_run(out: Path, args: argparse.Namespace, pipeline, outputs: list[dict]) -> None:
+    from unilip.provenance import environment_report
+
+    (out / "run.json").write_text(json.dumps({
+        "command": sys.argv, "model": args.model, "weights_source": pipeline.model.weights_source,
+        "settings": {"seed": args.seed, "steps": args.steps, "guidance": args.guidance, "flow_shift": args.flow_shift,
+                     "dtype": args.dtype}, "outputs": outputs, "environment": environment_report()}, indent=2) + "\n")
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+    if not prompts:
+        print("unilip generate: give --prompt TEXT (repeatable) or --prompts-file FILE", file=sys.stderr)
+        return 2
+    pipeline = _pipeline(args)
+    images = pipeline.generate(prompts, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
+                               flow_shift=args.flow_shift, progress=not args.no_progress)
+    out = Path(args.out)
+    outputs = []
+    for index, (prompt, row) in enumerate(zip(prompts, images)):
+        for k, image in enumerate(row):
+            path = out / f"{index:05d}" / f"{k:05d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+            record = {"prompt": prompt, "index": index, "k": k, "seed": args.seed + k, "path": str(path)}
+            outputs.append(record)
+            print(json.dumps(record), flush=True)
+    _write_run(out, args, pipeline, outputs)
+    return 0
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    from unilip.data import read_image
+
+    pipeline = _pipeline(args)
+    image = read_image(Path(args.image))
+    edited = pipeline.edit(image, args.instruction, seed=args.seed, steps=args.steps, guidance=args.guidance,
+                           flow_shift=args.flow_shift, progress=not args.no_progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{Path(args.image).stem}-edited.png"
+    edited.save(path)
+    record = {"image": args.image, "instruction": args.instruction, "seed": args.seed, "path": str(path)}
+    print(json.dumps(record), flush=True)
+    _write_run(out, args, pipeline, [record])
+    return 0
+
+
+def _cmd_train_generator(args: argparse.Namespace) -> int:
+    from unilip.cli import _train_config_path
+    from unilip.training.config import load_generator_train_config
+    from unilip.training.generator_trainer import train_generator
+
+    config = load_generator_train_config(_train_config_path(args.config), stage=args.stage, init=args.init,
+                                         tokenizer=args.tokenizer, max_steps=args.max_steps)
+    final = train_generator(config, args.out, progress=not args.no_progress, fresh=args.fresh)
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps({"final": str(final), "stage": config.stage}))
+    return 0
+
+
+def _cmd_generator_study(args: argparse.Namespace) -> int:
+    from unilip.training.generator_study import run_generator_study
+
+    summary = run_generator_study(args.out, generator_steps=args.generator_steps, tokenizer_steps=args.tokenizer_steps,
+                                  seeds_per_digit=args.seeds_per_digit, edits=args.edits, fresh=args.fresh,
+                                  progress=not args.no_progress)
+    sys.stdout.write((Path(args.out) / "report" / "generator.md").read_text())
+    print(json.dumps({k: summary[k]["value"] for k in ("t2i_accuracy", "edit_accuracy")}))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
+    """Add the generation commands to the ``unilip`` parser and its ``train`` group."""
+    generate = sub.add_parser("generate", help="text-to-image with a UniLIP generator")
+    _add_generator_arguments(generate)
+    generate.add_argument("--prompt", action="append", help="a caption (repeatable)")
+    generate.add_argument("--prompts-file", help="one caption per line")
+    generate.add_argument("-n", type=int, default=1, help="images per prompt (default 1)")
+    generate.set_defaults(func=_cmd_generate)
+
+    edit = sub.add_parser("edit", help="edit an image with a UniLIP generator")
+    _add_generator_arguments(edit)
+    edit.add_argument("--image", required=True)
+    edit.add_argument("--instruction", required=True)
+    edit.set_defaults(func=_cmd_edit)
+
+    train = train_sub.add_parser("generator", help="one stage of generator training (resumes from OUT)")
+    train.add_argument("--config", required=True, help="training YAML or built-in recipe name")
+    train.add_argument("--stage", type=int, choices=[1, 2, 3])
+    train.add_argument("--init", help="saved generator directory to start from")
+    train.add_argument("--tokenizer", help="UniLIP tokenizer to load strictly (stages 2-3)")
+    train.add_argument("--out", required=True)
+    train.add_argument("--max-steps", type=int)
+    train.add_argument("--fresh", action="store_true")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=_cmd_train_generator)
+
+    study = train_sub.add_parser("generator-study", help="the tiny digits generator on the CPU, trained and measured "
+                                                         "with the tokenizer study's frozen classifier")
+    study.add_argument("--out", default="runs/generator-study")
+    study.add_argument("--generator-steps", type=int)
+    study.add_argument("--tokenizer-steps", type=int)
+    study.add_argument("--seeds-per-digit", type=int, default=20)
+    study.add_argument("--edits", type=int, default=200)
+    study.add_argument("--fresh", action="store_true")
+    study.add_argument("--no-progress", action="store_true")
+    study.set_defaults(func=_cmd_generator_study)
