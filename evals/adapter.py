@@ -66,7 +66,7 @@ def state_dict_digest(module: torch.nn.Module) -> str:
 
 
 class UniLIPAdapter(ModelAdapter):
-    """A UniLIP tokenizer behind the protocol (reconstruction; the generator adds the rest)."""
+    """A UniLIP tokenizer behind the protocol (reconstruction; ``UniLIPGeneratorAdapter`` adds the rest)."""
 
     capabilities = frozenset({"reconstruct"})
 
@@ -93,6 +93,40 @@ class UniLIPAdapter(ModelAdapter):
         return out.float().cpu()
 
 
+class UniLIPGeneratorAdapter(UniLIPAdapter):
+    """A UniLIP generator behind the protocol: generation, editing, chat, and its tokenizer's reconstruction.
+
+    Sampler settings (steps, guidance, flow shift) are the adapter's and appear in ``describe()``, so
+    they enter every stage fingerprint: results made with other settings are never mixed.
+    """
+
+    capabilities = frozenset({"reconstruct", "generate", "edit", "answer"})
+
+    def __init__(self, pipeline: Any, model_ref: str, steps: int = 20, guidance: float = 4.5,
+                 flow_shift: float = 3.0) -> None:
+        super().__init__(pipeline.model.tokenizer, model_ref)
+        self.pipeline = pipeline
+        self.sampler = {"steps": int(steps), "guidance": float(guidance), "flow_shift": float(flow_shift)}
+
+    def describe(self) -> dict[str, Any]:
+        if self._digest is None:
+            self._digest = state_dict_digest(self.pipeline.model)
+        model = self.pipeline.model
+        return {"adapter": "unilip-generator", "model": self.model_ref, "weights_source": model.weights_source,
+                "weights_sha256": self._digest, "config": {"tokenizer": model.tokenizer.config.to_dict(),
+                                                           "generator": model.config.to_dict()},
+                "native_size": model.tokenizer.config.image_size, "sampler": self.sampler}
+
+    def generate(self, prompts: list[str], n: int, seed: int) -> list[list[Any]]:
+        return self.pipeline.generate(prompts, n=n, seed=seed, **self.sampler)
+
+    def edit(self, image: Any, instruction: str, seed: int) -> Any:
+        return self.pipeline.edit(image, instruction, seed=seed, **self.sampler)
+
+    def answer(self, image: Any, question: str) -> str:
+        return self.pipeline.answer(image, question)
+
+
 AdapterFactory = Callable[..., ModelAdapter]
 _ADAPTERS: dict[str, AdapterFactory] = {}
 
@@ -104,8 +138,34 @@ def register_adapter(name: str, factory: AdapterFactory) -> None:
     _ADAPTERS[name] = factory
 
 
+def _is_generator_ref(model: str) -> bool:
+    """A shipped generator, a saved generator directory or a released UniLIP model directory."""
+    import json
+    from pathlib import Path
+
+    from unilip.variants import list_pretrained
+
+    if model in list_pretrained():
+        return True
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        return False
+    model_type = json.loads(config.read_text()).get("model_type")
+    return model_type in ("unilip_generator", "unilip_internvl")
+
+
 def _unilip_factory(model: str, weights: str | None = None, random_init: bool = False, seed: int = 0,
-                    device: str = "cpu", dtype: str = "float32") -> UniLIPAdapter:
+                    device: str = "cpu", dtype: str = "float32", steps: int | None = None,
+                    guidance: float | None = None, flow_shift: float | None = None) -> UniLIPAdapter:
+    sampler = {k: v for k, v in {"steps": steps, "guidance": guidance, "flow_shift": flow_shift}.items() if v is not None}
+    if _is_generator_ref(model):
+        from unilip.pipelines import load_pipeline
+
+        pipeline = load_pipeline(model, random_init=random_init, seed=seed, dtype=getattr(torch, dtype), device=device)
+        pipeline.model.tokenizer.decoder.float()  # upstream decodes in float32
+        return UniLIPGeneratorAdapter(pipeline, model, **sampler)
+    if sampler:
+        raise ValueError(f"{model} is a tokenizer (reconstruction only): sampler settings {sorted(sampler)} do not apply")
     from unilip import load_tokenizer
 
     tokenizer = load_tokenizer(model, weights=weights, random_init=random_init, seed=seed,

@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
                      help="a benchmark option (repeatable; the value is read as YAML: 5, true, [a, b]); "
                           "`unilip eval list --options` shows each benchmark's options")
+    run.add_argument("--steps", type=int, help="generators: sampling steps (default 20, as upstream)")
+    run.add_argument("--guidance", type=float, help="generators: CFG scale (default 4.5; upstream ImgEdit 3B: 4.0)")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--device", default="cpu")
     run.add_argument("--cache-dir", default=None, help="cache of real-image features (default ~/.cache/unilip)")
@@ -68,6 +70,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gate.add_argument("--rules", required=True, help="rules YAML")
     gate.add_argument("--json", help="write the JSON verdict here (default RUN/gate.json)")
     gate.set_defaults(func=_cmd_gate)
+
+    import importlib
+
+    judge_plan = importlib.import_module("evals.judges.plan")  # the module (the package exports a function of that name)
+
+    dry = sub.add_parser("plan", help="judge dry run: the judge calls a run would make, and how many are cached")
+    judge_plan.add_arguments(dry)
+    dry.set_defaults(func=judge_plan.run)
 
     listing = sub.add_parser("list", help="list benchmarks and their variants")
     listing.add_argument("--options", action="store_true", help="also list each benchmark's options")
@@ -111,13 +121,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from unilip.provenance import environment_report
 
     world = init_world()
+    sampler = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance}.items() if v is not None}
     adapter = load_adapter(args.model, weights=args.weights, random_init=args.random_init, seed=args.seed,
-                           device=args.device)
+                           device=args.device, **sampler)
     out = Path(args.out)
     if args.data == "builtin" and not Path("builtin").exists():
         args.dataset, args.data = "builtin", None
     kind = args.dataset or ("folder" if args.data else "builtin")
-    options: dict[str, Any] = {"data_kind": kind, "data": args.data, "num_images": args.num_images,
+    options: dict[str, Any] = {"seed": args.seed, "data_kind": kind, "data": args.data, "num_images": args.num_images,
                                "resolution": args.size, "inception_weights": args.inception_weights,
                                "inception_dtype": args.inception_dtype,
                                "lpips_alex_weights": args.lpips_alex_weights, "lpips_vgg_weights": args.lpips_vgg_weights}

@@ -62,3 +62,8 @@ def canonical_hash(payload: Any, length: int = 16) -> str:
     """Stable hash of a JSON-able payload (sorted keys), for fingerprints."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def item_seed(run_seed: int, item_id: str) -> int:
+    """A per-item seed from the run seed and the item id: the same whatever the batching or sharding."""
+    return int(canonical_hash({"seed": int(run_seed), "item": item_id}), 16) % (2 ** 31)

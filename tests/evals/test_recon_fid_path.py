@@ -1,6 +1,5 @@
 """The harness's rFID / IS / LPIPS path end to end, with random weights of the real architectures."""
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image

@@ -2,7 +2,7 @@
 
 import copy
 import json
-from pathlib import Path
+
 
 import pytest
 

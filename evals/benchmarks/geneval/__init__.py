@@ -1,0 +1,9 @@
+"""GenEval (object-focused text-to-image alignment): the official prompts, layout, rules and aggregation.
+
+Variants: ``geneval@hf-mask2former`` (scored in process with transformers Mask2Former + CLIP; not the
+official mmdetection stack) and ``geneval@official`` (the official scorer run in the user's environment).
+"""
+
+from evals.benchmarks.geneval.benchmark import GenEvalBenchmark, item_seed
+
+__all__ = ["GenEvalBenchmark", "item_seed"]

@@ -1,0 +1,338 @@
+"""The GenEval benchmark (object-focused text-to-image alignment) and its two scoring runtimes.
+
+Items are the 553 official prompts (``limit`` keeps the first N). Stage ``produce`` asks the model for
+``n_samples`` images per prompt and writes them in the official layout, which the official scorer reads
+as is::
+
+    <bench_dir>/images/<prompt index, 00000..00552>/metadata.jsonl   the prompt record, one JSON line
+    <bench_dir>/images/<index>/samples/<k, 00000..>.png              image k of the prompt
+
+Each prompt's seed is derived from the run seed and the prompt's index only, so images do not depend on
+batching, sharding or resuming. Stage ``score`` judges every image with the official rules:
+
+* ``geneval@hf-mask2former``: in process, transformers Mask2Former + CLIP ViT-L/14 from local directories
+  (options ``detector`` and ``clip``). **Not the official mmdetection stack**: see :mod:`.detector` and
+  :mod:`.color` for every known difference; the results carry this note in their spec.
+* ``geneval@official``: the official ``evaluate_images.py`` in the user's GenEval environment
+  (options ``official_scorer``, ``official_repo``, ``detector``), see :mod:`.official`.
+
+The aggregate is that of ``summary_scores.py``: per-task means over images, overall = mean of the task
+means; ``scored_images.jsonl`` beside ``results.json`` holds one official-format row per scored image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from PIL import Image, ImageOps
+
+from evals.benchmark import Benchmark, BenchmarkSpec, Item, StageContext, StageResult, register_benchmark
+from evals.benchmarks.geneval.aggregate import ImageOutcome, summarize
+from evals.benchmarks.geneval.protocol import (ScoringRules, load_color_protocol, load_object_names, load_prompts,
+                                               prompts_identity)
+from evals.runtime.records import atomic_write_bytes, canonical_hash, item_seed
+
+logger = logging.getLogger(__name__)
+
+IMAGES_DIR = "images"
+SCORED_IMAGES = "scored_images.jsonl"
+LAYOUT = "official: images/<index:05d>/metadata.jsonl + samples/<k:05d>.png"
+HF_NOTE = ("transformers Mask2Former (detectron2-trained Swin-S COCO-instance weights) + transformers CLIP "
+           "ViT-L/14: NOT the official mmdetection 2.x / open_clip scorer; expect scores to differ from "
+           "published GenEval numbers (see evals/benchmarks/geneval/detector.py for the differences)")
+OFFICIAL_NOTE = ("the official GenEval scorer (evaluation/evaluate_images.py: mmdetection 2.x Mask2Former + "
+                 "open_clip CLIP ViT-L/14) run in the user's environment")
+
+
+def sample_name(k: int) -> str:
+    """File name of image k of a prompt (the official scorer reads files matching ``\\d+.png``)."""
+    return f"{k:05d}.png"
+
+
+def _int_option(options: dict[str, Any], name: str, default: int | None, minimum: int) -> int | None:
+    value = options.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().lstrip("-").isdigit():
+        raise ValueError(f"geneval: option {name} must be an integer, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"geneval: option {name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@register_benchmark
+class GenEvalBenchmark(Benchmark):
+    name = "geneval"
+    version = "1"
+    capability = "generate"
+    stages = ("produce", "score")
+    options = {
+        "limit": "score only the first N of the 553 prompts (default: all)",
+        "n_samples": "images per prompt (default 4, as the official protocol)",
+        "seed": "run seed; each prompt's seed is derived from it and the prompt index (default 0)",
+        "detector": "@hf-mask2former: local transformers Mask2Former Swin-S COCO-instance directory "
+                    "(facebook/mask2former-swin-small-coco-instance); @official: the folder holding "
+                    "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth (the official --model-path)",
+        "clip": "@hf-mask2former: local transformers CLIP ViT-L/14 directory (openai/clip-vit-large-patch14)",
+        "scorer_device": "@hf-mask2former: torch device of the detector and CLIP (default cuda if available)",
+        "official_scorer": "@official: the Python interpreter of your GenEval environment",
+        "official_repo": "@official: your djghosh13/geneval checkout",
+    }
+    variants = {
+        "hf-mask2former": {"runtime": "transformers", "stack": HF_NOTE},
+        "official": {"runtime": "official", "stack": OFFICIAL_NOTE},
+    }
+
+    def __init__(self) -> None:
+        self._items: dict[str, list[Item]] = {}
+        self._scorer_options: dict[str, dict[str, Any]] = {}
+        self._scorers: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ spec
+    def make_spec(self, variant: str, options: dict[str, Any], adapter: Any) -> BenchmarkSpec:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(f"geneval: unknown options {unknown}; known: {sorted(self.options)}")
+        limit = _int_option(options, "limit", None, 1)
+        n_samples = _int_option(options, "n_samples", 4, 1)
+        seed = _int_option(options, "seed", 0, 0)
+        runtime = self.variants[variant]["runtime"]
+        knobs: dict[str, Any] = {
+            **self.variants[variant],
+            "prompts": prompts_identity(limit),
+            "n_samples": n_samples,
+            "seed": seed,
+            "seed_derivation": "per prompt: int(canonical_hash({seed, item: index}), 16) % 2**31",
+            "layout": LAYOUT,
+            "rules": ScoringRules().to_dict(),
+            "color": load_color_protocol().to_dict(),
+            "aggregation": "task = mean over images; overall = unweighted mean of the task means (summary_scores.py)",
+        }
+        scorer_options: dict[str, Any] = {}
+        if runtime == "transformers":
+            from evals.benchmarks.geneval.color import CLIP_SOURCE
+            from evals.benchmarks.geneval.detector import DETECTOR_SOURCE, detector_knobs
+            from evals.benchmarks.geneval.weights import directory_fingerprint, require_dir
+
+            ignored = sorted(name for name in ("official_scorer", "official_repo") if options.get(name))
+            detector_dir = require_dir(options.get("detector"), "detector", "Mask2Former weights", DETECTOR_SOURCE)
+            clip_dir = require_dir(options.get("clip"), "clip", "CLIP ViT-L/14 weights", CLIP_SOURCE)
+            knobs["detector"] = {**directory_fingerprint(detector_dir), **detector_knobs()}
+            knobs["clip"] = {**directory_fingerprint(clip_dir), "dtype": "float32",
+                             "preprocess": "open_clip eval transform (torchvision on PIL), sizes and mean/std "
+                                           "from the directory's preprocessor_config.json"}
+            import torch
+
+            device = options.get("scorer_device") or ("cuda" if torch.cuda.is_available() else "cpu")
+            scorer_options = {"detector": detector_dir, "clip": clip_dir, "device": str(device)}
+        else:
+            from evals.benchmarks.geneval.official import OfficialScorer
+
+            ignored = sorted(name for name in ("clip", "scorer_device") if options.get(name))
+            scorer = OfficialScorer.from_options(options.get("official_scorer"), options.get("official_repo"),
+                                                 options.get("detector"))
+            knobs["official"] = scorer.fingerprint()
+            scorer_options = {"scorer": scorer}
+        if ignored:
+            logger.info("geneval@%s does not use the options %s", variant, ", ".join(ignored))
+        spec = BenchmarkSpec(self.name, variant, self.version, knobs)
+        prompts = load_prompts()[:limit] if limit else load_prompts()
+        self._items[spec.fingerprint] = [Item(id=f"{index:05d}", source=record) for index, record in enumerate(prompts)]
+        self._scorer_options[spec.fingerprint] = scorer_options
+        return spec
+
+    def list_items(self, spec: BenchmarkSpec) -> list[Item]:
+        return self._items[spec.fingerprint]
+
+    def stage_fingerprint(self, stage: str, spec: BenchmarkSpec, model: dict[str, Any]) -> str:
+        # Everything the model's description holds except where its weights were read from: a sampler
+        # setting (steps, guidance) changes the images, a moved checkpoint does not.
+        identity = {key: value for key, value in model.items() if key != "weights_source"}
+        produce = canonical_hash({"model": identity, "n_samples": spec.knobs["n_samples"], "seed": spec.knobs["seed"],
+                                  "seed_derivation": spec.knobs["seed_derivation"], "layout": LAYOUT,
+                                  "prompts": spec.knobs["prompts"]["sha256"]})
+        if stage == "produce":
+            return produce
+        return canonical_hash({"produce": produce, "spec": spec.fingerprint})
+
+    # ------------------------------------------------------------------ stages
+    def run_stage(self, stage: str, spec: BenchmarkSpec, items: list[Item],
+                  ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+        if not items:
+            return
+        if stage == "produce":
+            yield from self._produce(spec, items, ctx)
+        elif spec.knobs["runtime"] == "transformers":
+            yield from self._score_in_process(spec, items, ctx)
+        else:
+            yield from self._score_official(spec, items, ctx)
+
+    def _produce(self, spec: BenchmarkSpec, items: list[Item], ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+        from tqdm.auto import tqdm
+
+        n = spec.knobs["n_samples"]
+        for item in tqdm(items, desc=f"{spec.name} produce", unit="prompt", disable=not ctx.progress):
+            seed = item_seed(spec.knobs["seed"], item.id)
+            images = ctx.adapter.generate([item.source["prompt"]], n, seed)
+            problem = _check_generated(images, n)
+            if problem:
+                yield item, StageResult.failed(f"the model's generate() {problem}")
+                continue
+            folder = Path(IMAGES_DIR) / item.id
+            atomic_write_bytes(ctx.bench_dir / folder / "metadata.jsonl", (json.dumps(item.source) + "\n").encode())
+            samples = []
+            for k, image in enumerate(images[0]):
+                relative = folder / "samples" / sample_name(k)
+                atomic_write_bytes(ctx.bench_dir / relative, _png_bytes(image))
+                samples.append(relative.as_posix())
+            yield item, StageResult(status="ok", payload={"seed": seed, "samples": samples,
+                                                          "sizes": [list(image.size) for image in images[0]]})
+
+    def _load_samples(self, spec: BenchmarkSpec, item: Item, bench_dir: Path) -> tuple[list[str], str | None]:
+        """The item's expected sample files, and a reason when one is missing."""
+        folder = Path(IMAGES_DIR) / item.id / "samples"
+        files = [(folder / sample_name(k)).as_posix() for k in range(spec.knobs["n_samples"])]
+        missing = [f for f in files if not (bench_dir / f).is_file()]
+        return files, (f"missing image(s): {', '.join(missing)}" if missing else None)
+
+    def _score_in_process(self, spec: BenchmarkSpec, items: list[Item],
+                          ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+        from tqdm.auto import tqdm
+
+        from evals.benchmarks.geneval.rules import score_image
+
+        scorer = self._in_process_scorer(spec)
+        detector, colors = scorer["detector"], scorer["clip"]
+        rules = ScoringRules(**spec.knobs["rules"])
+        for item in tqdm(items, desc=f"{spec.name} score", unit="prompt", disable=not ctx.progress):
+            files, problem = self._load_samples(spec, item, ctx.bench_dir)
+            if problem:
+                yield item, StageResult.failed(problem)
+                continue
+            rows = []
+            try:
+                for file in files:
+                    with Image.open(ctx.bench_dir / file) as handle:
+                        image = ImageOps.exif_transpose(handle).convert("RGB")
+                    detections = detector.detect(image)
+                    verdict = score_image(item.source, detections,
+                                          lambda name, found, image=image: colors.classify(image, name, found), rules)
+                    rows.append({"file": file, **verdict})
+            except Exception as error:  # a scorer failure is this item's failed record, never a wrong image score
+                logger.exception("geneval: scoring %s failed", item.id)
+                yield item, StageResult.failed(f"scoring failed: {type(error).__name__}: {error}")
+                continue
+            yield item, StageResult(status="ok", payload=_score_payload(item, rows, device=scorer["device"]))
+
+    def _in_process_scorer(self, spec: BenchmarkSpec) -> dict[str, Any]:
+        if spec.fingerprint not in self._scorers:
+            from evals.benchmarks.geneval.color import CLIPColorClassifier
+            from evals.benchmarks.geneval.detector import Mask2FormerDetector
+
+            options = self._scorer_options[spec.fingerprint]
+            device = _local_device(options["device"])
+            logger.info("geneval: loading the detector from %s and CLIP from %s on %s", options["detector"],
+                        options["clip"], device)
+            self._scorers[spec.fingerprint] = {
+                "detector": Mask2FormerDetector(options["detector"], load_object_names(), device),
+                "clip": CLIPColorClassifier(options["clip"], load_color_protocol(), device),
+                "device": device,
+            }
+        return self._scorers[spec.fingerprint]
+
+    def _score_official(self, spec: BenchmarkSpec, items: list[Item],
+                        ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+        from evals.benchmarks.geneval.official import OfficialScorerError
+
+        scorer = self._scorer_options[spec.fingerprint]["scorer"]
+        ready: list[tuple[Item, list[str]]] = []
+        for item in items:
+            files, problem = self._load_samples(spec, item, ctx.bench_dir)
+            if problem:
+                yield item, StageResult.failed(problem)
+            else:
+                ready.append((item, files))
+        if not ready:
+            return
+        try:
+            rows_by_folder = scorer.score(ctx.bench_dir / IMAGES_DIR, [item.id for item, _ in ready],
+                                          ctx.bench_dir / "official")
+        except (OfficialScorerError, OSError, ValueError) as error:
+            for item, _ in ready:
+                yield item, StageResult.failed(f"official scorer: {error}")
+            return
+        for item, files in ready:
+            yield item, _official_record(item, files, rows_by_folder[item.id])
+
+    # ------------------------------------------------------------------ aggregate
+    def aggregate(self, spec: BenchmarkSpec, records: dict[str, dict[str, Any]], bench_dir: Path) -> dict[str, Any]:
+        if not records:
+            return {"overall": {"status": "not_computed", "reason": "no prompt was scored"}}
+        outcomes, rows = [], []
+        for item_id, record in records.items():
+            for image in record["images"]:
+                outcomes.append(ImageOutcome(tag=record["tag"], prompt_key=item_id, correct=image["correct"]))
+                rows.append({"filename": image["file"], "tag": record["tag"], "prompt": record["prompt"],
+                             "correct": image["correct"], "reason": image["reason"],
+                             "metadata": json.dumps(record["metadata"]), "details": json.dumps(image["details"])})
+        atomic_write_bytes(bench_dir / SCORED_IMAGES, "".join(json.dumps(row) + "\n" for row in rows).encode())
+        return summarize(outcomes)
+
+
+def _local_device(device: str) -> str:
+    """A bare ``cuda`` means this process's GPU under torchrun (``LOCAL_RANK``), not every process on GPU 0."""
+    local_rank = os.environ.get("LOCAL_RANK")
+    if device != "cuda" or local_rank is None:
+        return device
+    import torch
+
+    return f"cuda:{int(local_rank) % max(torch.cuda.device_count(), 1)}"
+
+
+def _check_generated(images: Any, n: int) -> str | None:
+    """Why a ``generate([prompt], n, seed)`` answer is unusable, or None."""
+    if not isinstance(images, (list, tuple)) or len(images) != 1:
+        return f"returned {type(images).__name__} of length {len(images) if hasattr(images, '__len__') else '?'} " \
+               "for 1 prompt"
+    if not isinstance(images[0], (list, tuple)) or len(images[0]) != n:
+        return f"returned {len(images[0]) if hasattr(images[0], '__len__') else '?'} images, {n} were asked"
+    wrong = [type(image).__name__ for image in images[0] if not isinstance(image, Image.Image)]
+    return f"returned non-PIL images ({', '.join(wrong)})" if wrong else None
+
+
+def _score_payload(item: Item, rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"tag": item.source["tag"], "prompt": item.source["prompt"], "metadata": item.source,
+            "images": rows, "correct": sum(bool(row["correct"]) for row in rows), "n": len(rows), **extra}
+
+
+def _official_record(item: Item, files: list[str], rows: list[dict[str, Any]]) -> StageResult:
+    """One item's official rows -> its record; a missing or mismatched image is a failure, never a 0."""
+    # The scorer's file names are "<index>/samples/<k>.png"; ours carry the images/ prefix. Rows for files
+    # beyond n_samples (left in the folder by something else) are ignored: only the expected files count.
+    by_file = {row["filename"]: row for row in rows}
+    missing = [file for file in files if file.split("/", 1)[1] not in by_file]
+    if missing:
+        return StageResult.failed(f"the official scorer returned no result for {', '.join(missing)}")
+    scored = []
+    for file in files:
+        row = by_file[file.split("/", 1)[1]]
+        if row.get("tag") != item.source["tag"] or row.get("prompt") != item.source["prompt"]:
+            return StageResult.failed(f"the official scorer's row for {file} is for another prompt "
+                                      f"({row.get('tag')!r}, {row.get('prompt')!r})")
+        if not isinstance(row.get("correct"), bool):
+            return StageResult.failed(f"the official scorer's row for {file} has no boolean 'correct'")
+        details = row.get("details", "{}")
+        scored.append({"file": file, "correct": row["correct"], "reason": row.get("reason", ""),
+                       "details": json.loads(details) if isinstance(details, str) else details})
+    return StageResult(status="ok", payload=_score_payload(item, scored))

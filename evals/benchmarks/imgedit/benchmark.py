@@ -1,0 +1,174 @@
+"""ImgEdit-Bench with a judge: ``imgedit@basic`` (737 single-turn edits, 9 types) and ``imgedit@uge``.
+
+Basic: one edited image per edit via ``adapter.edit(image, instruction, seed)``, saved as
+``images/<key>.png``; the judge sees the type's prompt from the user's ``prompts.json`` (instruction
+put in place of ``<edit_prompt>``), then the source image, then the edited one, and answers three
+1-5 axes; the sample score is their mean, the type score the mean over its samples, the overall the
+mean of the type scores (:mod:`evals.benchmarks.imgedit.scoring`). The default judge is the
+GPT-4.1 snapshot the paper's leaderboard used (the official script's ``gpt-4o`` is one option away),
+with no temperature or token limit sent, as the official script.
+
+UGE: 47 edits, one overall 1-5 score each, with our judge prompt by default (``judge_template`` takes
+another, such as the official one) and the official script's ``gpt-4o`` judge.
+
+Images go to the judge as their exact bytes with their real MIME type (the official scripts label
+every image ``image/png``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from evals.benchmark import BenchmarkSpec, Item, StageContext, StageResult, register_benchmark
+from evals.benchmarks.imgedit.data import (BASIC_EDITS, BASIC_PROMPTS, IMAGES_SOURCE, IMGEDIT_COMMIT, PINNED,
+                                           PROMPT_PLACEHOLDER, UGE_EDITS, EditItem, locate_files, read_edits,
+                                           read_judge_prompts, source_identity)
+from evals.benchmarks.imgedit.scoring import aggregate_types, parse_axis_scores
+from evals.judges.bench import (IMAGES_DIR, JUDGE_OPTIONS, JudgedBenchmark, JudgeTemplate, Prepared, check_pinned,
+                                mean_se, not_computed, save_png, take_first)
+from evals.judges.request import JudgeImage, JudgeRequest
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+EXPECTED_TYPES = 9  # the paper's nine single-turn edit types
+
+
+@dataclass(frozen=True)
+class _Source:
+    edit: EditItem
+    path: Path  # the source image
+
+
+@register_benchmark
+class ImgEditBenchmark(JudgedBenchmark):
+    """ImgEdit-Bench with a judge; variants ``basic`` and ``uge`` (see the module docstring)."""
+
+    name = "imgedit"
+    version = "1"
+    capability = "edit"
+    variants = {
+        "basic": {"judge": {"model": "gpt-4.1-2025-04-14", "temperature": None, "max_tokens": None}},
+        "uge": {"judge": {"model": "gpt-4o", "temperature": None, "max_tokens": None}},
+    }
+    options = {
+        "data": "local copy of github.com/PKU-YuanGroup/ImgEdit (the clone, its Benchmark folder, or the "
+                "JSONs' folder)",
+        "imgedit_data": "the same as data, for ImgEdit only (when several benchmarks run in one command)",
+        "imgedit_images": f"folder the edit list's image paths are relative to (from {IMAGES_SOURCE}); "
+                          "default: the data folder",
+        "limit": "only the first N edits (a smoke test: the overall then needs every edit type)",
+        "seed": "run seed from which each edit's seed is derived (default 0)",
+        **JUDGE_OPTIONS,
+    }
+
+    def prepare(self, variant: str, options: dict[str, Any]) -> Prepared:
+        root = options.get("imgedit_data") or options.get("data")
+        if not root:
+            raise ValueError(f"imgedit@{variant} needs data=PATH: a local clone of "
+                             f"https://github.com/PKU-YuanGroup/ImgEdit (commit {IMGEDIT_COMMIT[:12]}); its files "
+                             "are not redistributable, so none ship here")
+        wanted = [BASIC_EDITS, BASIC_PROMPTS] if variant == "basic" else [UGE_EDITS]
+        found = locate_files(Path(str(root)), wanted)
+        identity, warnings = check_pinned(found, {name: PINNED[name] for name in wanted}, "ImgEdit data")
+        edits = read_edits(found[wanted[0]], typed=variant == "basic")
+        edits, limit, limited = take_first(edits, options.get("limit"), "edits")
+        warnings += limited
+        images_root = Path(str(options.get("imgedit_images") or root)).expanduser()
+        images, missing = source_identity(images_root, edits)
+        if len(missing) == len(edits):
+            raise ValueError(f"imgedit: none of the {len(edits)} source images is under {images_root} (first: "
+                             f"{edits[0].image}); pass imgedit_images=PATH, the folder holding them ({IMAGES_SOURCE})")
+        if missing:
+            warnings.append(f"{len(missing)} source images are missing under {images_root} (e.g. edit "
+                            f"{missing[0]}); those edits end as missing_image")
+            logger.warning("imgedit@%s: %s", variant, warnings[-1])
+        templates = self._templates(variant, options, edits, found, warnings)
+        knobs = {
+            "protocol": ("ImgEdit basic: per-type prompts, 3 axes 1-5, overall = mean of type means"
+                         if variant == "basic" else "ImgEdit UGE: one 1-5 score, mean over samples"),
+            "data": {**identity, "num_edits": len(edits), "source_images": images},
+            "produce": {"data": {name: entry["sha256"] for name, entry in identity["files"].items()},
+                        "source_images": images["identity"], "limit": limit,
+                        "input": "source image as RGB PIL image"},
+            "score": {"sample": "mean of 'Axis: n' values rounded to 2 decimals", "scale": [1, 5]},
+        }
+        items = [Item(id=edit.key, source=_Source(edit, images_root / edit.image)) for edit in edits]
+        return Prepared(items=items, knobs=knobs, templates=templates, parser=parse_axis_scores, parse_attempts=1,
+                        warnings=warnings)
+
+    def _templates(self, variant: str, options: dict[str, Any], edits: list[EditItem], found: dict[str, Path],
+                   warnings: list[str]) -> dict[str, JudgeTemplate]:
+        if variant == "uge":
+            if options.get("judge_template"):
+                return {"uge": JudgeTemplate.load(str(options["judge_template"]), (PROMPT_PLACEHOLDER,))}
+            return {"uge": JudgeTemplate.load(TEMPLATES / "uge.yaml", (PROMPT_PLACEHOLDER,),
+                                              source="builtin:imgedit/uge.yaml")}
+        if options.get("judge_template"):
+            raise ValueError("imgedit@basic takes its judge prompts from prompts.json (one per edit type); "
+                             "judge_template applies to imgedit@uge")
+        prompts = read_judge_prompts(found[BASIC_PROMPTS])
+        types = sorted({edit.edit_type for edit in edits})
+        absent = [t for t in types if t not in prompts]
+        if absent:
+            raise ValueError(f"ImgEdit prompts.json has no judge prompt for edit types {absent} "
+                             f"(it has: {', '.join(sorted(prompts))})")
+        if len(types) != EXPECTED_TYPES and options.get("limit") is None:
+            warnings.append(f"the data has {len(types)} edit types, not the benchmark's {EXPECTED_TYPES}")
+            logger.warning("imgedit@basic: %s", warnings[-1])
+        templates = {}
+        for edit_type in types:
+            template = JudgeTemplate(user=prompts[edit_type], source=f"prompts.json:{edit_type}")
+            template.require((PROMPT_PLACEHOLDER,))
+            templates[edit_type] = template
+        return templates
+
+    def produce(self, spec: BenchmarkSpec, item: Item, ctx: StageContext, seed: int) -> StageResult:
+        from PIL import Image, UnidentifiedImageError
+
+        source: _Source = item.source
+        try:
+            with Image.open(source.path) as opened:
+                image = opened.convert("RGB")
+        except FileNotFoundError:
+            return StageResult(status="failed", payload={"state": "missing_image"},
+                               error=f"missing_image: source image {source.edit.image} is absent")
+        except (UnidentifiedImageError, OSError) as error:
+            return StageResult(status="failed", payload={"state": "missing_image"},
+                               error=f"missing_image: source image {source.edit.image} is unreadable ({error})")
+        edited = ctx.adapter.edit(image, source.edit.instruction, seed)
+        relative = f"{IMAGES_DIR}/{item.id}.png"  # the official layout: <key>.png
+        try:
+            digest = save_png(edited, ctx.bench_dir / relative)
+        except TypeError as error:
+            return StageResult.failed(str(error))
+        return StageResult(status="ok", payload={"image": relative, "seed": seed, "image_sha256": digest})
+
+    def build_request(self, spec: BenchmarkSpec, item: Item, bench_dir: Path) -> JudgeRequest:
+        source: _Source = item.source
+        templates = self._state(spec).prepared.templates
+        template = templates["uge"] if spec.variant == "uge" else templates[source.edit.edit_type]
+        request = template.render({PROMPT_PLACEHOLDER: source.edit.instruction})
+        original = JudgeImage.from_file(source.path)
+        edited = JudgeImage.from_file(bench_dir / IMAGES_DIR / f"{item.id}.png")
+        return replace(request, images=(original, edited))
+
+    def describe_scores(self, spec: BenchmarkSpec, item: Item, scores: dict[str, Any]) -> dict[str, Any]:
+        source: _Source = item.source
+        return {"edit_type": source.edit.edit_type} if source.edit.edit_type else {}
+
+    def score(self, spec: BenchmarkSpec, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        if spec.variant == "uge":
+            values = [float(record["scores"]["score"]) for record in records.values()]
+            if not values:
+                return {"overall": not_computed("no sample was judged")}
+            return {"overall": {**mean_se(values), "value_rounded": round(sum(values) / len(values), 2)}}
+        by_type: dict[str, list[float]] = {}
+        types = sorted(self._state(spec).prepared.templates)
+        items = {item.id: item for item in self.list_items(spec)}
+        for item_id, record in records.items():
+            by_type.setdefault(items[item_id].source.edit.edit_type, []).append(float(record["scores"]["score"]))
+        return aggregate_types(by_type, types)

@@ -1,0 +1,111 @@
+"""ImgEdit-Bench edit lists, judge prompts and source images from the user's local copies.
+
+Nothing ships here (no license): the JSON files come from a clone of
+https://github.com/PKU-YuanGroup/ImgEdit (``data=PATH``: the clone, its ``Benchmark`` folder, or the
+folder holding the files) and the source images from ``Benchmark.tar`` of the Hugging Face dataset
+``sysuyy/ImgEdit`` (``imgedit_images=PATH``: the folder the edit list's image paths are relative to).
+The JSON files are checked against the sha256 values of commit 547185d12c08.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from evals.runtime.records import canonical_hash
+
+IMGEDIT_REPOSITORY = "https://github.com/PKU-YuanGroup/ImgEdit"
+IMGEDIT_COMMIT = "547185d12c08267a862b94248576e1746e479937"
+IMAGES_SOURCE = "Benchmark.tar of https://huggingface.co/datasets/sysuyy/ImgEdit"
+
+# Path in the repository at IMGEDIT_COMMIT -> sha256 (shared/benchmarks/imgedit/LICENSE-NOTE.md).
+BASIC_EDITS = "Benchmark/Basic/basic_edit.json"
+BASIC_PROMPTS = "Benchmark/Basic/prompts.json"
+UGE_EDITS = "Benchmark/UGE/UGE_edit.json"
+PINNED = {
+    BASIC_EDITS: "5ee9b7d61e918692416f79896300f738598c83adff8de737b25be4aaff72dc69",
+    BASIC_PROMPTS: "f9468dc848776ee0a6c2e2c31e678c7224e9cb61b013747c8c52d4a05627b5a0",
+    UGE_EDITS: "807817d8765f8fc45397be9afbf638b00fad91e37c1d44fabd5103df73074d16",
+}
+PROMPT_PLACEHOLDER = "<edit_prompt>"
+
+
+@dataclass(frozen=True)
+class EditItem:
+    """One edit: its key (also the output file name), the source image path, the instruction, its type."""
+
+    key: str
+    image: str
+    instruction: str
+    edit_type: str | None = None
+
+
+def locate_files(root: str | Path, files: list[str]) -> dict[str, Path]:
+    """Find each repository path of ``files`` under ``root`` (the clone, ``Benchmark/``, or the file's folder)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"ImgEdit data {root}: no such folder (clone {IMGEDIT_REPOSITORY} and pass its path)")
+    found: dict[str, Path] = {}
+    missing = []
+    for relative in files:
+        inside_benchmark = Path(relative).relative_to("Benchmark")
+        candidates = [root / relative, root / inside_benchmark, root / Path(relative).name]
+        hit = next((path for path in candidates if path.is_file()), None)
+        if hit is None:
+            missing.append(relative)
+        else:
+            found[relative] = hit
+    if missing:
+        raise ValueError(f"ImgEdit data {root}: cannot find {', '.join(missing)}. Clone {IMGEDIT_REPOSITORY} "
+                         f"(commit {IMGEDIT_COMMIT[:12]}) and pass the clone's path")
+    return found
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"ImgEdit data {path}: not JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"ImgEdit data {path}: want a JSON object keyed by edit")
+    return data
+
+
+def _order(key: str) -> tuple[int, int | str]:
+    return (0, int(key)) if key.isdigit() else (1, key)
+
+
+def read_edits(path: Path, typed: bool) -> list[EditItem]:
+    """The edits of an edit list (``key -> {id, prompt[, edit_type]}``), sorted by numeric key."""
+    data = _read_json_object(path)
+    wanted = ("id", "prompt", "edit_type") if typed else ("id", "prompt")
+    edits = []
+    for key, entry in data.items():
+        absent = [name for name in wanted if not isinstance(entry, dict) or name not in entry]
+        if absent:
+            raise ValueError(f"ImgEdit data {path}: edit {key!r} lacks {', '.join(absent)}")
+        edits.append(EditItem(str(key), str(entry["id"]), str(entry["prompt"]),
+                              str(entry["edit_type"]) if typed else None))
+    return sorted(edits, key=lambda edit: _order(edit.key))
+
+
+def read_judge_prompts(path: Path) -> dict[str, str]:
+    """``prompts.json``: one judge prompt per edit type, each with the ``<edit_prompt>`` placeholder."""
+    data = _read_json_object(path)
+    for edit_type, text in data.items():
+        if not isinstance(text, str):
+            raise ValueError(f"ImgEdit judge prompts {path}: the prompt for {edit_type!r} is not text")
+    return data
+
+
+def source_identity(images_root: Path, edits: list[EditItem]) -> tuple[dict[str, object], list[str]]:
+    """A cheap identity of the source images (paths and byte sizes, hashed) and the edits whose image is absent."""
+    entries, missing = [], []
+    for edit in edits:
+        path = images_root / edit.image
+        if path.is_file():
+            entries.append([edit.image, path.stat().st_size])
+        else:
+            missing.append(edit.key)
+    return {"identity": canonical_hash(entries), "present": len(entries), "missing": len(missing)}, missing

@@ -1,0 +1,142 @@
+"""WISE (world-knowledge text-to-image) with a judge: ``wise@legacy`` and ``wise@verified``.
+
+``wise@legacy`` is the protocol of the published 2025 numbers and UniLIP's own evaluation: the 1000
+prompts of the three legacy files, one image per prompt, a GPT-4o-2024-05-13 judge (temperature 0,
+max_tokens 2000) giving consistency, realism and aesthetic quality 0-2, WiScore and the weighted
+overall (see :mod:`evals.benchmarks.wise.scoring`). ``wise@verified`` is the 2026 revision: the
+verified prompt file, a binary judgement (Qwen3.5-35B-A3B served locally by default). Their numbers
+are not comparable, hence two variants.
+
+The judge prompt is ours by default (``templates/``); ``judge_template=FILE`` uses another (such as the
+official wording), and its sha256 is part of the spec either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from evals.benchmark import BenchmarkSpec, Item, StageContext, StageResult, register_benchmark
+from evals.benchmarks.wise.data import LEGACY_FILES, VERIFIED_FILES, WISE_COMMIT, WisePrompt, locate_files, read_prompts
+from evals.benchmarks.wise.scoring import (LEGACY_RANGES, LEGACY_WEIGHTS, VERIFIED_RANGES, VERIFIED_WEIGHTS,
+                                           WISCORE_WEIGHTS, aggregate_wise, category_of, parse_legacy, parse_verified,
+                                           wiscore)
+from evals.judges.bench import (IMAGES_DIR, JUDGE_OPTIONS, JudgedBenchmark, JudgeTemplate, Prepared, check_pinned,
+                                mean_se, save_png, take_first)
+from evals.judges.request import JudgeImage, JudgeRequest
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+PLACEHOLDERS = ("{prompt}", "{explanation}")
+
+
+@dataclass(frozen=True)
+class _Protocol:
+    files: dict[str, str]
+    ranges: tuple[tuple[str, int, int], ...]
+    weights: dict[str, float]
+    parser: Callable[[str], dict[str, int]]
+    parse_attempts: int
+    template: str
+    description: str
+
+
+_PROTOCOLS = {
+    "legacy": _Protocol(LEGACY_FILES, LEGACY_RANGES, LEGACY_WEIGHTS, parse_legacy, 3, "legacy.yaml",
+                        "WISE legacy: consistency/realism/aesthetic 0-2, WiScore (0.7C+0.2R+0.1A)/2"),
+    # The verified scripts' re-ask policy is not documented in our notes: one answer per item by default.
+    "verified": _Protocol(VERIFIED_FILES, VERIFIED_RANGES, VERIFIED_WEIGHTS, parse_verified, 1, "verified.yaml",
+                          "WISE verified: binary score 0/1"),
+}
+
+
+@register_benchmark
+class WiseBenchmark(JudgedBenchmark):
+    """WISE with a judge; variants ``legacy`` and ``verified`` (see the module docstring)."""
+
+    name = "wise"
+    version = "1"
+    capability = "generate"
+    variants = {
+        "legacy": {"judge": {"model": "gpt-4o-2024-05-13", "temperature": 0.0, "max_tokens": 2000}},
+        "verified": {"judge": {"model": "Qwen/Qwen3.5-35B-A3B", "base_url": "http://127.0.0.1:8000/v1",
+                               "temperature": 0.0, "max_tokens": 500}},
+    }
+    options = {
+        "data": "local copy of github.com/PKU-YuanGroup/WISE (the clone, or the folder holding the JSON files)",
+        "wise_data": "the same as data, for WISE only (when several benchmarks run in one command)",
+        "limit": "only the first N prompts (a smoke test: the overall then needs every category)",
+        "seed": "run seed from which each prompt's seed is derived (default 0)",
+        **JUDGE_OPTIONS,
+    }
+
+    def prepare(self, variant: str, options: dict[str, Any]) -> Prepared:
+        protocol = _PROTOCOLS[variant]
+        root = options.get("wise_data") or options.get("data")
+        if not root:
+            raise ValueError(f"wise@{variant} needs data=PATH: a local clone of https://github.com/PKU-YuanGroup/WISE "
+                             f"(commit {WISE_COMMIT[:12]}); its prompts are not redistributable, so none ship here")
+        found = locate_files(Path(str(root)), list(protocol.files))
+        identity, warnings = check_pinned(found, protocol.files, "WISE data")
+        prompts = read_prompts(found)
+        for prompt in prompts:
+            category_of(prompt.prompt_id, protocol.ranges)  # fail now on an id the protocol cannot place
+        prompts, limit, limited = take_first(prompts, options.get("limit"), "prompts")
+        warnings += limited
+        if options.get("judge_template"):
+            template = JudgeTemplate.load(str(options["judge_template"]), PLACEHOLDERS)
+        else:
+            template = JudgeTemplate.load(TEMPLATES / protocol.template, PLACEHOLDERS,
+                                          source=f"builtin:wise/{protocol.template}")
+        data_knobs = {name: entry["sha256"] for name, entry in identity["files"].items()}
+        knobs = {
+            "protocol": protocol.description,
+            "data": {**identity, "num_prompts": len(prompts)},
+            "produce": {"data": data_knobs, "limit": limit, "images_per_prompt": 1},
+            "score": {"category_ranges": [list(r) for r in protocol.ranges], "category_weights": protocol.weights,
+                      **({"wiscore_weights": WISCORE_WEIGHTS} if variant == "legacy" else {})},
+        }
+        items = [Item(id=str(prompt.prompt_id), source=prompt) for prompt in prompts]
+        return Prepared(items=items, knobs=knobs, templates={"judge": template}, parser=protocol.parser,
+                        parse_attempts=protocol.parse_attempts, warnings=warnings)
+
+    def produce(self, spec: BenchmarkSpec, item: Item, ctx: StageContext, seed: int) -> StageResult:
+        prompt: WisePrompt = item.source
+        # The raw prompt: any model-specific prompt convention is the adapter's business.
+        images = ctx.adapter.generate([prompt.prompt], 1, seed)
+        if not (isinstance(images, list) and len(images) == 1 and isinstance(images[0], list) and len(images[0]) == 1):
+            return StageResult.failed(f"adapter.generate returned {type(images).__name__} of unexpected shape; "
+                                      "want [[image]] for one prompt and n=1")
+        relative = f"{IMAGES_DIR}/{item.id}.png"  # the official layout: <prompt_id>.png
+        try:
+            digest = save_png(images[0][0], ctx.bench_dir / relative)
+        except TypeError as error:
+            return StageResult.failed(str(error))
+        return StageResult(status="ok", payload={"image": relative, "seed": seed, "image_sha256": digest})
+
+    def build_request(self, spec: BenchmarkSpec, item: Item, bench_dir: Path) -> JudgeRequest:
+        prompt: WisePrompt = item.source
+        template = self._state(spec).prepared.templates["judge"]
+        request = template.render({"{prompt}": prompt.prompt, "{explanation}": prompt.explanation})
+        return replace(request, images=(JudgeImage.from_file(bench_dir / IMAGES_DIR / f"{item.id}.png"),))
+
+    def _item_score(self, spec: BenchmarkSpec, scores: dict[str, Any]) -> float:
+        if spec.variant == "legacy":
+            return wiscore(scores["consistency"], scores["realism"], scores["aesthetic_quality"])
+        return float(scores["score"])
+
+    def describe_scores(self, spec: BenchmarkSpec, item: Item, scores: dict[str, Any]) -> dict[str, Any]:
+        ranges = _PROTOCOLS[spec.variant].ranges
+        return {"wiscore": self._item_score(spec, scores), "category": category_of(int(item.id), ranges)}
+
+    def score(self, spec: BenchmarkSpec, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        protocol = _PROTOCOLS[spec.variant]
+        item_scores = {int(item_id): self._item_score(spec, record["scores"]) for item_id, record in records.items()}
+        metrics = aggregate_wise(item_scores, protocol.ranges, protocol.weights)
+        if spec.variant == "legacy" and records:
+            for axis in WISCORE_WEIGHTS:  # the raw 0-2 means, for comparison with papers that list them
+                metrics[axis] = mean_se([float(record["scores"][axis]) for record in records.values()])
+        return metrics

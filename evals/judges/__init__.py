@@ -1,0 +1,25 @@
+"""Vision-language judges behind an OpenAI-compatible chat-completions API, for judge-scored benchmarks.
+
+- :class:`JudgeClient`: retries with backoff, ``Retry-After``, a rate limit, bounded concurrency, and one
+  explicit state per judged item (``ok``, ``parse_failed``, ``judge_error``, ``content_filtered``,
+  ``missing_image``).
+- :class:`JudgeCache`: answers on disk keyed on judge, template, text, image hashes and decoding.
+- :func:`resolve_judge_config`: variant defaults, environment, config file and options into a
+  :class:`JudgeConfig` (the key stays in the environment).
+- :func:`plan` (``python -m evals.judges plan``): the dry run, counting calls and cache hits.
+"""
+
+from evals.judges.cache import JudgeCache, cache_key
+from evals.judges.client import JudgeClient, RateLimiter, backoff_delay, parse_retry_after
+from evals.judges.config import JudgeConfig, JudgeConfigError, api_key_from_env, resolve_judge_config
+from evals.judges.plan import plan
+from evals.judges.request import JudgeImage, JudgeRequest
+from evals.judges.states import (CONTENT_FILTERED, JUDGE_ERROR, MISSING_IMAGE, OK, PARSE_FAILED, STATES, Judgement,
+                                 MissingImage, ParseError)
+
+__all__ = [
+    "CONTENT_FILTERED", "JUDGE_ERROR", "MISSING_IMAGE", "OK", "PARSE_FAILED", "STATES",
+    "JudgeCache", "JudgeClient", "JudgeConfig", "JudgeConfigError", "JudgeImage", "JudgeRequest", "Judgement",
+    "MissingImage", "ParseError", "RateLimiter", "api_key_from_env", "backoff_delay", "cache_key", "parse_retry_after",
+    "plan", "resolve_judge_config",
+]

@@ -1,0 +1,3 @@
+from evals.judges.plan import main
+
+raise SystemExit(main())

@@ -1,0 +1,346 @@
+"""WISE: answer parsing, WiScore and the weighted overall, and whole runs against a loopback judge."""
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness_helpers import ROOT
+from judge_server import JudgeServer, answer, content_filter
+from evals.adapter import ModelAdapter, register_adapter
+from evals.benchmark import get_benchmark
+from evals.benchmarks.wise.scoring import (LEGACY_RANGES, LEGACY_WEIGHTS, VERIFIED_RANGES, VERIFIED_WEIGHTS,
+                                           aggregate_wise, parse_legacy, parse_verified, wiscore)
+from evals.judges import ParseError, plan
+from evals.judges.bench import item_seed
+from evals.judges.plan import main as plan_main
+from evals.runtime.distributed import World
+from evals.runtime.runner import run_benchmark
+
+SECRET = "sk-wise-test-0c4d8e2f6a1b3c5d7e9f0a2b4c6d8e0f"
+
+
+# ---------------------------------------------------------------------- parsing
+@pytest.mark.parametrize("text, expected", [
+    ("Consistency: 2\nRealism: 1\nAesthetic Quality: 0", (2, 1, 0)),
+    ("**Consistency**: 1\n**Realism**: 2\n**Aesthetic Quality**: 1", (1, 2, 1)),
+    ("consistency：2 realism 0 AESTHETIC QUALITY:1", (2, 0, 1)),  # full-width colon, no colon, any case
+    ("Consistency: 0\nRealism: 0\nAesthetic Quality: 0\nOn reflection, Consistency: 1", (1, 0, 0)),  # later wins
+    ("The scores are:\n1\n2\n0\n", (1, 2, 0)),  # fallback: lines holding one digit 0-2
+    ("<think>Consistency: 0 maybe</think>\nConsistency: 2\nRealism: 2\nAesthetic Quality: 2", (2, 2, 2)),
+])
+def test_legacy_answers_parse_as_the_official_script(text, expected):
+    assert tuple(parse_legacy(text).values()) == expected and list(parse_legacy(text)) == [
+        "consistency", "realism", "aesthetic_quality"]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("Consistency: 2\nAesthetic Quality: 1", "no score for realism"),
+    ("I cannot rate this image.", "no score for consistency, realism, aesthetic_quality"),
+    ("1\n2\n", "no score"),  # two digit lines are not three scores
+    ("Consistency: 5\nRealism: 1\nAesthetic Quality: 1", "outside 0-2"),
+    ("Consistency: 2\n3\n", "no score for realism"),  # a partial match disables the fallback
+])
+def test_malformed_legacy_answers_raise(text, problem):
+    with pytest.raises(ParseError, match=problem):
+        parse_legacy(text)
+
+
+def test_verified_answers_parse_and_malformed_ones_raise():
+    assert parse_verified("The image shows the right thing.\nScore: 1") == {"score": 1}
+    assert parse_verified("<think>Score: 1?</think>\nreasoning...\n0\n") == {"score": 0}
+    for bad in ("Score: 10", "Score: yes", "The answer is one."):
+        with pytest.raises(ParseError):
+            parse_verified(bad)
+
+
+# ---------------------------------------------------------------------- scores
+# (prompt id, consistency, realism, aesthetic) -> WiScore computed by hand: (0.7 C + 0.2 R + 0.1 A) / 2.
+SYNTHETIC = {1: (2, 2, 2, 1.0), 2: (1, 0, 1, 0.4), 401: (2, 1, 0, 0.8), 568: (0, 0, 0, 0.0),
+             701: (1, 1, 1, 0.5), 801: (2, 0, 2, 0.8), 901: (0, 2, 1, 0.25)}
+# 0.4 * mean(1.0, 0.4) + 0.167 * 0.8 + 0.133 * 0 + 0.1 * (0.5 + 0.8 + 0.25)
+SYNTHETIC_OVERALL = 0.5686
+
+
+def test_wiscore_and_weighted_overall_on_a_hand_computed_set():
+    for c, r, a, expected in SYNTHETIC.values():
+        assert wiscore(c, r, a) == pytest.approx(expected)
+    metrics = aggregate_wise({pid: v[3] for pid, v in SYNTHETIC.items()}, LEGACY_RANGES, LEGACY_WEIGHTS)
+    assert metrics["overall"]["value"] == pytest.approx(SYNTHETIC_OVERALL)
+    assert metrics["culture"] == {"value": pytest.approx(0.7), "se": pytest.approx(0.3), "n": 2}
+    assert metrics["time"]["value"] == 0.8 and metrics["time"]["se"] is None
+    assert metrics["overall"]["se"] is None  # single-item categories have no standard error
+    assert sum(LEGACY_WEIGHTS.values()) == pytest.approx(1.0) and sum(VERIFIED_WEIGHTS.values()) == pytest.approx(1.0)
+
+
+def test_overall_needs_every_category_and_verified_uses_its_own_ranges_and_weights():
+    partial = aggregate_wise({1: 1.0, 401: 0.5}, LEGACY_RANGES, LEGACY_WEIGHTS)
+    assert partial["overall"]["status"] == "not_computed" and "space" in partial["overall"]["reason"]
+    # Verified: ids 521 and 640 are space, 641 biology; overall = 0.4 culture + 0.12 x the rest.
+    scores = {1: 1, 2: 0, 401: 1, 521: 0, 640: 1, 641: 1, 761: 0, 881: 1}
+    metrics = aggregate_wise(scores, VERIFIED_RANGES, VERIFIED_WEIGHTS)
+    assert metrics["space"]["value"] == 0.5 and metrics["biology"]["n"] == 1
+    assert metrics["overall"]["value"] == pytest.approx(0.4 * 0.5 + 0.12 * (1 + 0.5 + 1 + 0 + 1))
+
+
+# ---------------------------------------------------------------------- whole runs
+PROMPTS = {
+    1: "A mooncake-shaped pastry eaten at the Mid-Autumn Festival",
+    2: "The animal that symbolises Australia's national airline",
+    3: "A traditional Dutch wooden shoe",
+    4: "The flower associated with remembrance in Britain",
+    401: "A maple tree in Quebec three months after the leaves turn red",
+    568: "A ship seen from the shore, shortly before it disappears over the horizon",
+    701: "A caterpillar after metamorphosis",
+    801: "A stick half in a glass of water, seen from the side",
+    901: "Copper wire after hours in silver nitrate solution",
+}
+# What the judge says per prompt id: scores as in SYNTHETIC; 3 never parses; 4 is filtered.
+GOOD = {pid: f"Consistency: {v[0]}\nRealism: {v[1]}\nAesthetic Quality: {v[2]}" for pid, v in SYNTHETIC.items()}
+
+
+def write_wise_repo(root: Path) -> Path:
+    """A fake clone in the repository layout: the three legacy files, with our own prompts."""
+    files = {"cultural_common_sense.json": [1, 2, 3, 4], "spatio-temporal_reasoning.json": [401, 568],
+             "natural_science.json": [701, 801, 901]}
+    for name, ids in files.items():
+        records = [{"prompt_id": pid, "Prompt": PROMPTS[pid], "Explanation": f"explanation {pid}",
+                    "Category": "test", "Subcategory": "test"} for pid in ids]
+        path = root / "WISE_legacy" / "data" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(records, indent=1))
+    return root
+
+
+class FakeGenerator(ModelAdapter):
+    """Deterministic images from (prompt, seed); records every call."""
+
+    capabilities = frozenset({"generate"})
+
+    def __init__(self):
+        self.calls = []
+
+    def describe(self):
+        return {"adapter": "fake-generator", "model": "fake", "weights_sha256": "f" * 64}
+
+    def generate(self, prompts, n, seed):
+        self.calls.append((list(prompts), n, seed))
+        images = []
+        for prompt in prompts:
+            digest = hashlib.sha256(f"{prompt}|{seed}".encode()).digest()
+            rng = np.random.default_rng(list(digest[:8]))
+            images.append([Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)) for _ in range(n)])
+        return images
+
+
+register_adapter("fake-wise", lambda model, **options: FakeGenerator())
+
+
+def prompt_id_of(call):
+    return next(pid for pid, prompt in PROMPTS.items() if f"PROMPT: {prompt}\n" in call.text)
+
+
+def wise_judge(call, fixed=()):
+    pid = prompt_id_of(call)
+    if pid == 3 and 3 not in fixed:
+        return answer("This image is lovely.")
+    if pid == 4:
+        return content_filter() if 4 not in fixed else answer("Consistency: 1\nRealism: 1\nAesthetic Quality: 1")
+    return answer(GOOD[pid] if pid in GOOD else "Consistency: 1\nRealism: 1\nAesthetic Quality: 1")
+
+
+def run_wise(data, out, server, adapter=None, wrap=None, retry_failed=False, **options):
+    adapter = adapter or FakeGenerator()
+    real, variant = get_benchmark("wise@legacy")
+    bench = wrap(real) if wrap else real
+    options = {"data": str(data), "judge_base_url": server.base_url, "judge_max_retries": 1,
+               "judge_concurrency": 3, "judge_config": {"backoff_base_s": 0.01, "backoff_max_s": 0.02}, **options}
+    spec = real.make_spec(variant, options, adapter)
+    results = run_benchmark(bench, spec, adapter, Path(out) / spec.name, World(0, 1), 1,
+                            Path(out) / "cache", progress=False, retry_failed=retry_failed)
+    return results, spec, adapter
+
+
+def test_run_scores_what_parses_counts_the_rest_and_reports_the_data_mismatch(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("UNILIP_JUDGE_API_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    data = write_wise_repo(tmp_path / "WISE")
+    with JudgeServer(wise_judge, api_key=SECRET) as server:
+        results, spec, adapter = run_wise(data, tmp_path / "run", server)
+        # Item 3's answers never parse: asked 3 times (the legacy policy); item 4 is filtered once.
+        per_item = {prompt_id_of(call): count for call, count in
+                    ((next(c for c in server.history if c.key == key), n) for key, n in server.calls.items())}
+        assert per_item == {1: 1, 2: 1, 3: 3, 4: 1, 401: 1, 568: 1, 701: 1, 801: 1, 901: 1}
+
+        overall = results["metrics"]["overall"]
+        assert overall["value"] == pytest.approx(SYNTHETIC_OVERALL)  # failures are not zeros: culture = mean(1.0, 0.4)
+        assert overall["judge_states"] == {"ok": 7, "parse_failed": 1, "judge_error": 0, "content_filtered": 1,
+                                           "missing_image": 0, "pending": 0}
+        assert results["coverage"] == {"expected": 9, "ok": 7, "failed": 2, "missing": 0, "fraction": 7 / 9}
+        assert results["failures"]["3"].startswith("judge: parse_failed: ")
+        assert results["failures"]["4"].startswith("judge: content_filtered: ")
+        assert results["metrics"]["culture"]["n"] == 2 and results["metrics"]["consistency"]["n"] == 7
+
+        # The data differ from the pinned release: said in the spec and the results, not silently.
+        assert spec.knobs["data"]["matches_pinned"] is False
+        assert any("differs from the pinned release" in w for w in overall["warnings"])
+        assert "differs from the pinned release" in caplog.text
+
+        # One image per prompt, the raw prompt, a per-item seed; saved as <prompt_id>.png and sent as is.
+        bench_dir = tmp_path / "run" / "wise@legacy"
+        assert sorted(adapter.calls) == sorted(([p], 1, item_seed(0, str(pid))) for pid, p in PROMPTS.items())
+        assert sorted(p.name for p in (bench_dir / "images").iterdir()) == sorted(f"{pid}.png" for pid in PROMPTS)
+        sent = next(c for c in server.history if prompt_id_of(c) == 401)
+        assert sent.images == [(bench_dir / "images" / "401.png").read_bytes()]
+        assert sent.body["model"] == "gpt-4o-2024-05-13" and sent.body["temperature"] == 0.0
+        assert sent.body["max_tokens"] == 2000 and "explanation 401" in sent.text
+
+        # Retrying the failed items in place, once the judge behaves: only they are asked again.
+        server.responder = lambda call: wise_judge(call, fixed=(3, 4))
+        before = server.total_calls
+        retried, _, adapter2 = run_wise(data, tmp_path / "run", server, retry_failed=True)
+        assert server.total_calls - before == 2 and adapter2.calls == []
+        assert retried["metrics"]["overall"]["judge_states"]["ok"] == 9 and retried["failures"] == {}
+        # culture now mean(1.0, 0.4, 0.5, 0.5) = 0.6
+        assert retried["metrics"]["overall"]["value"] == pytest.approx(SYNTHETIC_OVERALL - 0.4 * 0.1)
+
+    # The key reached the server's header and nothing else.
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert leaked == [] and SECRET not in caplog.text and SECRET not in json.dumps(results)
+
+
+class InterruptJudging:
+    """Wraps the benchmark: its judge stage dies after ``after`` results, as a Ctrl-C would stop it."""
+
+    def __init__(self, bench, after):
+        self.bench, self.after = bench, after
+
+    def __getattr__(self, name):
+        return getattr(self.bench, name)
+
+    def run_stage(self, stage, spec, items, ctx):
+        with closing(self.bench.run_stage(stage, spec, items, ctx)) as results:
+            for count, pair in enumerate(results):
+                if stage == "judge" and count == self.after:
+                    raise KeyboardInterrupt("simulated interrupt while judging")
+                yield pair
+
+
+def test_interrupted_judging_resumes_without_asking_any_request_twice(tmp_path):
+    data = write_wise_repo(tmp_path / "WISE")
+    slow_judge = lambda call: answer(GOOD.get(prompt_id_of(call), "Consistency: 1\nRealism: 1\nAesthetic Quality: 1"),
+                                     delay_s=0.05)
+    with JudgeServer(slow_judge) as server:
+        with pytest.raises(KeyboardInterrupt):
+            run_wise(data, tmp_path / "run", server, wrap=lambda bench: InterruptJudging(bench, after=3),
+                     judge_concurrency=2)
+        asked_before = server.total_calls
+        assert 3 <= asked_before < len(PROMPTS)  # stopped partway; queued requests never went out
+        judged = list((tmp_path / "run" / "wise@legacy" / "judge").glob("*.json"))
+        assert len(judged) == 3
+        results, _, _ = run_wise(data, tmp_path / "run", server, judge_concurrency=2)
+        assert len(server.calls) == len(PROMPTS) and set(server.calls.values()) == {1}
+    assert results["coverage"]["ok"] == len(PROMPTS)
+    # 3 and 4 answer 1/1/1 here (WiScore 0.5): culture = mean(1.0, 0.4, 0.5, 0.5)
+    assert results["metrics"]["overall"]["value"] == pytest.approx(SYNTHETIC_OVERALL - 0.4 * 0.1)
+
+
+def test_dry_run_plan_counts_calls_and_cache_hits_without_calling(tmp_path, capsys):
+    data = write_wise_repo(tmp_path / "WISE")
+    with JudgeServer(lambda call: answer(GOOD.get(prompt_id_of(call), "1\n1\n1"))) as server:
+        options = {"data": str(data), "judge_base_url": server.base_url, "judge_max_retries": 1}
+        before, = plan(["wise@legacy"], tmp_path / "run", options, cache_dir=tmp_path / "run" / "cache")
+        assert (before["awaiting_generation"], before["judge_calls"], before["cached"]) == (9, 9, 0)
+        assert before["judge_calls_at_most"] == 9 * 3 * 2  # 3 answers per item at most, 2 tries per answer
+        run_wise(data, tmp_path / "run", server, judge_max_retries=1)
+        calls = server.total_calls
+        bench_dir = tmp_path / "run" / "wise@legacy"
+        for record in (bench_dir / "judge").glob("*.json"):  # records lost, answers still cached
+            record.unlink()
+        next((tmp_path / "run" / "cache" / "judge").rglob("*.json")).unlink()  # and one cached answer lost
+        after, = plan(["wise@legacy"], tmp_path / "run", options, cache_dir=tmp_path / "run" / "cache")
+        assert (after["cached"], after["judge_calls"], after["awaiting_generation"]) == (8, 1, 0)
+        capsys.readouterr()
+        assert plan_main(["plan", "--bench", "wise@legacy", "--out", str(tmp_path / "run"), "--data", str(data),
+                          "--cache-dir", str(tmp_path / "run" / "cache"), "--json",
+                          "--opt", f"judge_base_url={server.base_url}", "--opt", "judge_max_retries=1"]) == 0
+        assert json.loads(capsys.readouterr().out) == [after]
+        assert plan_main(["plan", "--bench", "recon@standard", "--out", str(tmp_path / "run")]) == 2
+        assert "not scored by a judge" in capsys.readouterr().err
+        assert server.total_calls == calls  # planning made no call
+
+
+def test_cli_run_routes_options_and_keeps_the_key_out_of_everything(tmp_path):
+    data = write_wise_repo(tmp_path / "WISE")
+    with JudgeServer(wise_judge, api_key=SECRET) as server:
+        code = ("import sys; sys.path.insert(0, 'tests/evals'); import test_wise; from unilip.cli import main; "
+                "raise SystemExit(main(sys.argv[1:]))")
+        args = ["eval", "run", "--model", "fake-wise:x", "--bench", "wise@legacy", "--data", str(data),
+                "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+                "--opt", f"judge_base_url={server.base_url}", "--opt", "judge_concurrency=2",
+                "--opt", "judge_config={backoff_base_s: 0.01, backoff_max_s: 0.02}", "--opt", "judge_max_retries=1"]
+
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "UNILIP_JUDGE_API_KEY": SECRET}, timeout=300)
+    assert done.returncode == 1, done.stderr  # exit 1: items 3 and 4 are not ok
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["coverage"]["ok"] == 7 and summary["metrics"]["overall"]["value"] == pytest.approx(SYNTHETIC_OVERALL)
+    assert "parse" in done.stderr and "differs from the pinned release" in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+
+
+def test_missing_data_and_bad_template_are_explained(tmp_path):
+    bench, variant = get_benchmark("wise@legacy")
+    with pytest.raises(ValueError, match="needs data=PATH"):
+        bench.make_spec(variant, {}, None)
+    with pytest.raises(ValueError, match="cannot find WISE_legacy/data/cultural_common_sense.json"):
+        bench.make_spec(variant, {"data": str(tmp_path)}, None)
+    data = write_wise_repo(tmp_path / "WISE")
+    template = tmp_path / "official.yaml"
+    template.write_text("user: 'Rate the image for {prompt}.'\n")
+    with pytest.raises(ValueError, match="does not use {explanation}"):
+        bench.make_spec(variant, {"data": str(data), "judge_template": str(template)}, None)
+    template.write_text("system: auditor\nuser: 'Rate the image for {prompt} ({explanation}).'\n")
+    ours = bench.make_spec(variant, {"data": str(data)}, None)
+    theirs = bench.make_spec(variant, {"data": str(data), "judge_template": str(template)}, None)
+    assert ours.fingerprint != theirs.fingerprint
+    assert theirs.knobs["judge"]["templates"]["judge"]["source"] == "file:official.yaml"
+    assert ours.knobs["produce"] == theirs.knobs["produce"]  # a template change re-judges, never regenerates
+    limited = bench.make_spec(variant, {"data": str(data), "limit": 2}, None)
+    assert [item.id for item in bench.list_items(limited)] == ["1", "2"] and limited.knobs["produce"]["limit"] == 2
+    with pytest.raises(ValueError, match="limit must be between 1 and 9"):
+        bench.make_spec(variant, {"data": str(data), "limit": 0}, None)
+
+
+def test_verified_variant_runs_with_its_file_binary_judge_and_weights(tmp_path):
+    ids = {1: 1, 2: 0, 401: 1, 521: 0, 641: 1, 761: 1, 881: 0}  # prompt id -> the judge's 0/1
+    path = tmp_path / "WISE" / "data_verified" / "merge.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps([{"prompt_id": pid, "Prompt": f"verified prompt {pid}", "Explanation": "e",
+                                 "Category": "c", "Subcategory": "s"} for pid in ids]))
+    def responder(call):
+        pid = int(call.text.split("verified prompt ")[1].split()[0])
+        return answer(f"<think>Score: 1?</think>Reasoning.\nScore: {ids[pid]}")
+
+    with JudgeServer(responder) as server:
+        bench, variant = get_benchmark("wise@verified")
+        adapter = FakeGenerator()
+        spec = bench.make_spec(variant, {"data": str(tmp_path / "WISE"), "judge_base_url": server.base_url}, adapter)
+        results = run_benchmark(bench, spec, adapter, tmp_path / "run" / spec.name, World(0, 1), 1,
+                                tmp_path / "run" / "cache", progress=False)
+        assert server.history[0].body["model"] == "Qwen/Qwen3.5-35B-A3B" and server.history[0].body["max_tokens"] == 500
+    metrics = results["metrics"]
+    # 0.4 * culture mean(1, 0) + 0.12 * (time 1 + space 0 + biology 1 + physics 1 + chemistry 0)
+    assert metrics["overall"]["value"] == pytest.approx(0.4 * 0.5 + 0.12 * 3)
+    assert metrics["overall"]["judge_states"]["ok"] == 7 and "consistency" not in metrics
+    assert spec.knobs["judge"]["templates"]["judge"]["source"] == "builtin:wise/verified.yaml"
+    assert spec.knobs["judge"]["parse_attempts"] == 1
