@@ -137,3 +137,64 @@ def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path, tokenizer_dir)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_jsonl_examples_are_read_lazily_and_batches_are_single_task(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from unilip.training.config import GeneratorDataConfig
+    from unilip.training.generator_data import GenerationData
+
+    for name, value in (("a", 0), ("b", 128), ("c", 255)):
+        Image.fromarray(np.full((30, 40, 3), value, np.uint8)).save(tmp_path / f"{name}.png")
+    lines = [{"image": "a.png", "caption": "black"}, {"image": "b.png", "caption": "grey"},
+             {"image": "c.png", "caption": "white"}, {"image": "c.png", "source": "a.png", "instruction": "invert"},
+             {"image": "a.png", "source": "c.png", "instruction": "invert"}]
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    data = GenerationData(GeneratorDataConfig(dataset="jsonl", path=str(path), size=56, edit_fraction=None))
+    assert len(data) == 5 and data.edit_fraction == pytest.approx(0.4)
+    tasks = set()
+    for step in range(12):
+        batch = data.batch(step, 4, seed=0)
+        tasks.add(batch.task)
+        assert batch.targets.shape == (4, 3, 56, 56)
+        assert (batch.sources is not None) == (batch.task == "edit")
+        repeat = data.batch(step, 4, seed=0)
+        assert repeat.texts == batch.texts and torch.equal(repeat.targets, batch.targets)  # deterministic
+    assert tasks == {"t2i", "edit"}
+    path.write_text('{"image": "a.png"}\n')
+    with pytest.raises(ValueError, match=r"data.jsonl:1: not a generator example"):
+        GenerationData(GeneratorDataConfig(dataset="jsonl", path=str(path), size=56))
+
+
+@pytest.mark.parametrize("size", ["1b", "3b"])
+def test_real_generator_recipes_parse_and_name_what_is_missing(size, tmp_path, monkeypatch):
+    from unilip.cli import _train_config_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.jsonl").write_text("")
+    stages = [load_generator_train_config(_train_config_path(f"unilip-{size}-generator-stage{n}"),
+                                          data_path="data.jsonl") for n in (1, 2, 3)]
+    assert [c.stage for c in stages] == [1, 2, 3]
+    assert stages[0].data.edit_fraction == 0 and stages[1].data.edit_fraction is None
+    assert all(c.optim.epochs == 5 and c.optim.warmup_ratio == 0.003 and c.optim.lr == 1e-4 for c in stages)
+    with pytest.raises(FileNotFoundError, match="OpenGVLab/InternVL3"):
+        GeneratorTrainer(stages[0], tmp_path / "run", progress=False)
+
+
+def test_tiny_llm_pretraining_lowers_its_loss_then_freezes_it_and_seeds_the_connector():
+    from unilip.prompts import load_text_tokenizer
+    from unilip.training.tiny_llm import digit_corpus, pretrain_llm
+    from unilip.variants import load_generator
+
+    model, text_dir = load_generator("tiny", random_init=True, seed=0)
+    corpus = digit_corpus(model.config.image_tokens)
+    assert len(corpus) == 20 and corpus[7].endswith("<img>3<|im_end|>") and "seven" not in corpus[7]
+    assert all(text.count("<img>") == 1 for text in corpus)  # no reference image in the pretraining text
+    summary = pretrain_llm(model, load_text_tokenizer(text_dir), corpus, steps=40, progress=False)
+    assert summary["last_loss"] < 0.5 * summary["first_loss"]
+    assert not any(p.requires_grad for p in model.language_model.parameters())
+    last = model.language_model.layers[-1].state_dict()
+    assert all(torch.equal(v, model.llm_connector.layers[-1].state_dict()[k]) for k, v in last.items())

@@ -95,7 +95,7 @@ def _cmd_train_generator(args: argparse.Namespace) -> int:
     from unilip.training.generator_trainer import train_generator
 
     config = load_generator_train_config(_train_config_path(args.config), stage=args.stage, init=args.init,
-                                         tokenizer=args.tokenizer, max_steps=args.max_steps)
+                                         tokenizer=args.tokenizer, max_steps=args.max_steps, data_path=args.data)
     final = train_generator(config, args.out, progress=not args.no_progress, fresh=args.fresh)
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps({"final": str(final), "stage": config.stage}))
@@ -133,6 +133,7 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     train.add_argument("--stage", type=int, choices=[1, 2, 3])
     train.add_argument("--init", help="saved generator directory to start from")
     train.add_argument("--tokenizer", help="UniLIP tokenizer to load strictly (stages 2-3)")
+    train.add_argument("--data", help="training examples (.jsonl) for recipes with data.dataset jsonl")
     train.add_argument("--out", required=True)
     train.add_argument("--max-steps", type=int)
     train.add_argument("--fresh", action="store_true")

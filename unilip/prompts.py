@@ -119,7 +119,16 @@ def load_text_tokenizer(directory: str | Path) -> Any:
     if not any((directory / name).is_file() for name in files):
         raise FileNotFoundError(f"{directory} holds no text tokenizer ({', '.join(files)}); a UniLIP model "
                                 "directory ships InternVL3's tokenizer files beside the weights")
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    from transformers.utils import logging as transformers_logging
+
+    # AutoTokenizer reads the directory's config.json to pick a class; ours names a model type transformers
+    # does not know, which it reports as a (harmless) warning: keep that one quiet.
+    previous = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    finally:
+        transformers_logging.set_verbosity(previous)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = "<|endoftext|>"
     return tokenizer

@@ -134,7 +134,7 @@ class GeneratorDataConfig:
     path: str | None = None           # jsonl: lines {"image", "caption"} or {"image", "source", "instruction"}
     size: int = 448                   # image side the tokenizer reads (448 for the real models)
     batch_size: int = 32              # global batch
-    edit_fraction: float = 0.0        # share of steps whose batch is an edit batch
+    edit_fraction: float | None = 0.0  # share of edit batches; null: the edit examples' share of the data
     null_prompt_prob: float = 0.1     # upstream replaces 10 % of prompts by the CFG null prompt
     max_caption_chars: int = 1000     # upstream resamples longer captions
 
@@ -150,6 +150,10 @@ class GeneratorOptimConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
+    # Upstream counts in epochs (5) with a warm-up ratio (0.003); when set, these replace max_steps and
+    # warmup_steps once the data is read (steps = ceil(epochs x examples / batch)).
+    epochs: float | None = None
+    warmup_ratio: float | None = None
 
 
 @dataclass
@@ -173,6 +177,10 @@ class GeneratorTrainConfig:
     dcae: str | None = None           # stage 1 targets: a diffusers AutoencoderDC directory
     dcae_scale: float = 0.41407       # DC-AE f32c32-sana-1.1 latent scale (upstream)
     dcae_size: int = 512              # stage 1 target images are 512 px
+    # Latent scale in the DiT's space: null keeps the variant's (10.6 / 9.5, upstream's constants);
+    # "auto" sets 1 / std of the tokenizer's latents over (up to 1024) training images, for a new
+    # tokenizer (the tiny one), and the saved generator records the value.
+    unilip_factor: float | str | None = None
     seed: int = 42
     data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
     optim: GeneratorOptimConfig = field(default_factory=GeneratorOptimConfig)
@@ -190,21 +198,26 @@ class GeneratorTrainConfig:
             raise ValueError(f"data.dataset must be digits or jsonl; got {self.data.dataset!r}")
         if self.data.dataset == "jsonl" and not self.data.path:
             raise ValueError("data.dataset jsonl needs data.path (a .jsonl file of examples)")
-        if not 0 <= self.data.edit_fraction <= 1 or not 0 <= self.data.null_prompt_prob <= 1:
+        if not 0 <= (self.data.edit_fraction or 0) <= 1 or not 0 <= self.data.null_prompt_prob <= 1:
             raise ValueError("data.edit_fraction and data.null_prompt_prob must be in [0, 1]")
-        if self.stage == 1 and self.data.edit_fraction > 0:
+        if self.stage == 1 and self.data.edit_fraction != 0:
             raise ValueError("stage 1 is text-to-image only (upstream): set data.edit_fraction to 0")
         if self.stage == 1 and not self.dcae:
             raise ValueError("stage 1 learns DC-AE latents: set dcae to a diffusers AutoencoderDC directory")
         if self.optim.max_steps <= 0 or self.optim.warmup_steps < 0 or self.data.batch_size <= 0:
             raise ValueError("optim.max_steps and data.batch_size must be > 0, optim.warmup_steps >= 0")
+        if isinstance(self.unilip_factor, str) and self.unilip_factor != "auto":
+            raise ValueError(f"unilip_factor must be a number, 'auto' or null; got {self.unilip_factor!r}")
+        if self.unilip_factor == "auto" and self.stage == 1:
+            raise ValueError("unilip_factor scales UniLIP latents, which stage 1 does not use (it learns DC-AE latents)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def load_generator_train_config(path: str | Path, **overrides: Any) -> GeneratorTrainConfig:
-    """Read a generator training YAML; ``overrides`` (stage, init, tokenizer, seed, max_steps) replace values."""
+    """Read a generator training YAML; ``overrides`` (stage, init, tokenizer, seed, max_steps, data_path)
+    replace its values (``max_steps`` also replaces ``optim.epochs``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training config {path} does not exist; the recipes are in unilip/configs/train/")
@@ -222,7 +235,9 @@ def load_generator_train_config(path: str | Path, **overrides: Any) -> Generator
         if value is None:
             continue
         if key == "max_steps":
-            optim.max_steps = int(value)
+            optim.max_steps, optim.epochs = int(value), None
+        elif key == "data_path":
+            data.path = str(value)
         elif key in ("stage", "init", "tokenizer", "seed"):
             raw[key] = value
         else:

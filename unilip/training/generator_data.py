@@ -64,11 +64,10 @@ class GenerationData:
 
     def __init__(self, config: GeneratorDataConfig, seed: int = 0) -> None:
         self.config = config
-        self.t2i_images: torch.Tensor
-        self.t2i_texts: list[str]
-        self.edit_sources: torch.Tensor | None = None
-        self.edit_targets: torch.Tensor | None = None
+        self.t2i_images: torch.Tensor | None = None  # digits only: all images in memory (1,437 tiny ones)
+        self.t2i_texts: list[str] = []
         self.edit_texts: list[str] = []
+        self.has_edits = False
         self.digit_labels: torch.Tensor | None = None
         if config.dataset == "digits":
             from unilip.training.digits import load_digits_split
@@ -76,59 +75,78 @@ class GenerationData:
             images, labels = load_digits_split("train", size=config.size, seed=0)
             self.t2i_images, self.digit_labels = images, labels
             self.t2i_texts = [digit_caption(int(label)) for label in labels]
+            self.has_edits = True  # edits are made from the labels
         else:
             self._read_jsonl(Path(config.path))
-        if config.edit_fraction > 0 and self.edit_sources is None and self.digit_labels is None:
-            raise ValueError(f"data.edit_fraction is {config.edit_fraction} but {config.path} holds no edit examples")
-        if not len(self.t2i_texts) and config.edit_fraction < 1:
+        # null: batches drawn in proportion to the examples, as upstream's concatenated datasets are.
+        self.edit_fraction = (config.edit_fraction if config.edit_fraction is not None
+                              else len(self.edit_texts) / max(1, len(self)))
+        if self.edit_fraction > 0 and not self.has_edits:
+            raise ValueError(f"data.edit_fraction is {self.edit_fraction} but {config.path} holds no edit examples")
+        if not len(self.t2i_texts) and self.edit_fraction < 1:
             raise ValueError(f"{config.path} holds no text-to-image examples but data.edit_fraction < 1")
 
     def _read_jsonl(self, path: Path) -> None:
+        # Only the records are held; images are read when a batch needs them (datasets are large).
         if not path.is_file():
             raise FileNotFoundError(f"data.path {path} does not exist")
-        t2i_images, t2i_texts, sources, targets, instructions = [], [], [], [], []
+        self.t2i_paths: list[Path] = []
+        self.edit_paths: list[tuple[Path, Path]] = []
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-                target = _read_resized(path.parent / record["image"], self.config.size)
+                target = path.parent / record["image"]
                 if "source" in record:
-                    sources.append(_read_resized(path.parent / record["source"], self.config.size))
-                    targets.append(target)
-                    instructions.append(str(record["instruction"]))
+                    self.edit_paths.append((path.parent / record["source"], target))
+                    self.edit_texts.append(str(record["instruction"]))
                 else:
                     caption = str(record["caption"])
                     if len(caption) > self.config.max_caption_chars:
                         continue  # upstream resamples captions over 1000 characters; we leave them out
-                    t2i_images.append(target)
-                    t2i_texts.append(caption)
-            except (KeyError, json.JSONDecodeError) as error:
-                raise ValueError(f"{path}:{number}: not a generator example ({error}); expected "
+                    self.t2i_paths.append(target)
+                    self.t2i_texts.append(caption)
+            except (KeyError, TypeError, json.JSONDecodeError) as error:
+                raise ValueError(f"{path}:{number}: not a generator example ({error!r}); expected "
                                  '{"image", "caption"} or {"image", "source", "instruction"}') from None
-        self.t2i_images = torch.stack(t2i_images) if t2i_images else torch.empty(0)
-        self.t2i_texts = t2i_texts
-        if sources:
-            self.edit_sources, self.edit_targets = torch.stack(sources), torch.stack(targets)
-            self.edit_texts = instructions
+        self.has_edits = bool(self.edit_paths)
+
+    def _images(self, paths: list[Path]) -> torch.Tensor:
+        return torch.stack([_read_resized(p, self.config.size) for p in paths])
+
+    def t2i_targets(self, index: list[int]) -> torch.Tensor:
+        """Text-to-image target images by example index."""
+        if self.digit_labels is not None:
+            return self.t2i_images[index]
+        return self._images([self.t2i_paths[i] for i in index])
+
+    def scale_images(self, limit: int = 1024) -> torch.Tensor:
+        """The first ``limit`` text-to-image targets (for measuring the latent scale)."""
+        return self.t2i_targets(list(range(min(limit, len(self.t2i_texts)))))
+
+    def __len__(self) -> int:
+        """Examples of both tasks (what an epoch counts)."""
+        return len(self.t2i_texts) + len(self.edit_texts)
 
     def batch(self, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> GenerationBatch:
         """This process's share of step ``step``'s global batch, the same on every rerun."""
         generator = torch.Generator().manual_seed(_stream_seed(seed, step, "examples", rank))
         # The task is drawn from (seed, step) only, so every process trains the same task at a step.
         task_draw = torch.Generator().manual_seed(_stream_seed(seed, step, "task"))
-        is_edit = float(torch.rand((), generator=task_draw)) < self.config.edit_fraction
+        is_edit = float(torch.rand((), generator=task_draw)) < self.edit_fraction
         local = max(1, batch_size // world)
         null = torch.rand(local, generator=generator) < self.config.null_prompt_prob
         if not is_edit:
-            index = torch.randint(len(self.t2i_texts), (local,), generator=generator)
-            texts = [NULL_T2I_PROMPT if null[i] else t2i_text(self.t2i_texts[int(j)]) for i, j in enumerate(index)]
-            return GenerationBatch(texts, self.t2i_images[index], None, "t2i")
+            index = torch.randint(len(self.t2i_texts), (local,), generator=generator).tolist()
+            texts = [NULL_T2I_PROMPT if null[i] else t2i_text(self.t2i_texts[j]) for i, j in enumerate(index)]
+            return GenerationBatch(texts, self.t2i_targets(index), None, "t2i")
         if self.digit_labels is not None:
             return self._digit_edit_batch(local, null, generator)
-        index = torch.randint(len(self.edit_texts), (local,), generator=generator)
-        texts = [NULL_EDIT_PROMPT if null[i] else edit_text(self.edit_texts[int(j)]) for i, j in enumerate(index)]
-        return GenerationBatch(texts, self.edit_targets[index], self.edit_sources[index], "edit")
+        index = torch.randint(len(self.edit_texts), (local,), generator=generator).tolist()
+        texts = [NULL_EDIT_PROMPT if null[i] else edit_text(self.edit_texts[j]) for i, j in enumerate(index)]
+        sources = self._images([self.edit_paths[j][0] for j in index])
+        return GenerationBatch(texts, self._images([self.edit_paths[j][1] for j in index]), sources, "edit")
 
     def _digit_edit_batch(self, local: int, null: torch.Tensor, generator: torch.Generator) -> GenerationBatch:
         labels = self.digit_labels

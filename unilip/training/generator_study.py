@@ -11,10 +11,11 @@ Phases (each skipped when its output exists, so a rerun resumes; ``fresh`` start
 
 1. teacher: the tiny encoder trained to classify digits; frozen head on its features (the classifier);
 2. tokenizer stage 1: bridge and pixel decoder trained on the frozen teacher encoder (the latent space);
-3. generator stage 2: queries, connector, projector and DiT trained by flow matching on UniLIP
-   latents, text-to-image and editing, from the recipe (the tiny LLM is random and frozen, as the
-   real one is pretrained and frozen);
-4. evaluation, report (JSON, Markdown, sample grid) and export of a self-contained model directory
+3. tiny LLM pretraining: a random LLM carries nothing a generator could follow, so it gets a little
+   causal-LM pretraining on the digit prompts first (``unilip.training.tiny_llm``), then stays frozen;
+4. generator stage 2: queries, connector, projector and DiT trained by flow matching on UniLIP
+   latents, text-to-image and editing, from the recipe;
+5. evaluation, report (JSON, Markdown, sample grid) and export of a self-contained model directory
    (generator, text tokenizer, classifier head) that ``unilip generate --model DIR`` reads.
 """
 
@@ -139,8 +140,11 @@ def sample_grid(generated, edit_pairs, path: Path, columns: int = 8) -> Path:
     axes[0].set_title("text-to-image: \"a handwritten digit ...\" (8 seeds)", fontsize=9)
     if edit_rows:
         axes[1].imshow(np.concatenate(edit_rows, axis=0))
-        labels = [f"→{DIGIT_NAMES[t]}" for _, _, t in pairs]
-        axes[1].set_xticks([size * (2 * i + 1.5) for i in range(columns // 2)], labels[: columns // 2], fontsize=8)
+        per_row = columns // 2
+        for number, (_, _, target) in enumerate(pairs):  # each edit's request, under its result
+            axes[1].text(size * (2 * (number % per_row) + 1.5), size * (number // per_row + 1) - 2,
+                         f"→{DIGIT_NAMES[target]}", color="yellow", ha="center", va="bottom", fontsize=7)
+        axes[1].set_xticks([])
         axes[1].set_yticks([])
         axes[1].set_title("editing: source, then \"make it the digit ...\"", fontsize=9)
     figure.tight_layout()
@@ -148,6 +152,23 @@ def sample_grid(generated, edit_pairs, path: Path, columns: int = 8) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def pretrain_tiny_llm(out: Path, config, steps: int) -> Path:
+    """The generator's starting point: its variant with random weights, then the tiny LLM pretrained
+    (``unilip.training.tiny_llm``) and copied into the connector; saved with its text tokenizer."""
+    from unilip.prompts import load_text_tokenizer
+    from unilip.training.tiny_llm import digit_corpus, pretrain_llm
+    from unilip.variants import load_generator
+
+    model, text_dir = load_generator(config.variant, random_init=True, seed=config.seed)
+    text_tokenizer = load_text_tokenizer(text_dir)
+    summary = pretrain_llm(model, text_tokenizer, digit_corpus(model.config.image_tokens), steps=steps, seed=config.seed,
+                           progress=False)
+    model.save_pretrained(out)
+    text_tokenizer.save_pretrained(str(out))
+    (out / "pretraining.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return out
 
 
 def export_model(generator_dir: Path, classifier: Path, out: Path, provenance: dict[str, Any]) -> Path:
@@ -164,6 +185,7 @@ def export_model(generator_dir: Path, classifier: Path, out: Path, provenance: d
 def run_generator_study(out_dir: str | Path, *, recipe: str | Path = DEFAULT_GENERATOR_RECIPE,
                         tokenizer_recipe: str | Path = DEFAULT_TOKENIZER_RECIPE, generator_steps: int | None = None,
                         tokenizer_steps: int | None = None, teacher_steps: int = 300, head_steps: int = 300,
+                        llm_steps: int = 300,
                         seeds_per_digit: int = 20, edits: int = 200, fresh: bool = False,
                         progress: bool = True) -> dict[str, Any]:
     """Every phase of the study (see the module docstring); returns the evaluation summary."""
@@ -186,22 +208,27 @@ def run_generator_study(out_dir: str | Path, *, recipe: str | Path = DEFAULT_GEN
               lambda: train_teacher(teacher_dir, variant=tokenizer_config.variant, steps=teacher_steps,
                                     seed=tokenizer_config.seed, size=size, progress=progress),
               lambda: f"test accuracy {json.loads((teacher_dir / 'teacher.json').read_text())['test_accuracy']:.3f}",
-              timings)
+              timings, _say)
     run_phase("classifier head", head_path.is_file(),
               lambda: train_frozen_head(teacher_dir, head_path, steps=head_steps, seed=tokenizer_config.seed, size=size),
               lambda: f"test accuracy {json.loads(head_path.with_suffix('.json').read_text())['test_accuracy']:.3f}",
-              timings)
+              timings, _say)
     tokenizer_dir = out / "tokenizer"
     stage1 = dataclasses.replace(tokenizer_config, stage=1, init=str(teacher_dir))
     run_phase("tokenizer stage 1", (tokenizer_dir / "final" / "training.json").is_file(),
               lambda: train_tokenizer(stage1, tokenizer_dir, max_steps=tokenizer_steps, progress=progress),
-              lambda: "bridge and decoder on the frozen teacher encoder", timings)
-    generator_config = load_generator_train_config(recipe, tokenizer=str(tokenizer_dir / "final"))
+              lambda: "bridge and decoder on the frozen teacher encoder", timings, _say)
+    llm_dir = out / "llm"
+    run_phase("tiny LLM pretraining", (llm_dir / "pretraining.json").is_file(),
+              lambda: pretrain_tiny_llm(llm_dir, load_generator_train_config(recipe), llm_steps),
+              lambda: "causal LM on the digit prompts, loss {first_loss:.3f} -> {last_loss:.3f}".format(
+                  **json.loads((llm_dir / "pretraining.json").read_text())), timings, _say)
+    generator_config = load_generator_train_config(recipe, tokenizer=str(tokenizer_dir / "final"), init=str(llm_dir))
     generator_dir = out / "generator"
     run_phase("generator stage 2", (generator_dir / "final" / "training.json").is_file(),
               lambda: train_generator(generator_config, generator_dir, max_steps=generator_steps, progress=progress),
               lambda: f"final loss {json.loads((generator_dir / 'log.jsonl').read_text().splitlines()[-1])['loss']:.4f}",
-              timings)
+              timings, _say)
     started = time.perf_counter()
     results = evaluate_generator(generator_dir / "final", head_path, seeds_per_digit=seeds_per_digit, edits=edits,
                                  seed=0)
@@ -214,7 +241,7 @@ def run_generator_study(out_dir: str | Path, *, recipe: str | Path = DEFAULT_GEN
     log = [json.loads(line) for line in (generator_dir / "log.jsonl").read_text().splitlines() if line]
     provenance = {"command": sys.argv, "recipe": str(recipe), "recipe_text": Path(recipe).read_text(),
                   "tokenizer_recipe": str(tokenizer_recipe),
-                  "steps": {"teacher": teacher_steps, "classifier head": head_steps,
+                  "steps": {"teacher": teacher_steps, "classifier head": head_steps, "tiny LLM": llm_steps,
                             "tokenizer stage 1": tokenizer_steps or tokenizer_config.optim.max_steps,
                             "generator": generator_steps or generator_config.optim.max_steps},
                   "loss_first_last_50": [float(np.mean([r["loss"] for r in log[:50]])),

@@ -13,8 +13,10 @@ Differences from upstream, on purpose: stage 2 loads the UniLIP tokenizer strict
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -83,9 +85,24 @@ def load_tokenizer_weights(model: UniLIPGenerator, reference: str | Path) -> Non
     _load_component(model.tokenizer, tokenizer.state_dict(), str(reference), "tokenizer")
 
 
+def require_directory(path: str | Path, what: str, source: str) -> Path:
+    """``path`` as a Path, or a FileNotFoundError naming what it should be and where to get it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {path} is not a directory; download {source} on a machine with internet "
+                                "access and give its local path (nothing is downloaded at run time)")
+    return path
+
+
 def build_initial_generator(config: GeneratorTrainConfig) -> tuple[UniLIPGenerator, Path]:
     """The generator a stage starts from, and the directory of its text tokenizer."""
     from unilip.variants import get_variant, load_generator
+
+    if config.llm_init:
+        require_directory(config.llm_init, "llm_init", "OpenGVLab/InternVL3-1B-hf (or -2B-hf for 3B)")
+    if config.dit_init:
+        require_directory(config.dit_init, "dit_init", "Efficient-Large-Model/Sana_600M_512px_diffusers "
+                                                       "(or Sana_1600M_512px_diffusers for 3B)")
 
     if config.init is not None:
         model, text_dir = load_generator(config.init)
@@ -127,10 +144,7 @@ class DCAETargets(nn.Module):
         super().__init__()
         from diffusers import AutoencoderDC
 
-        path = Path(directory)
-        if not path.is_dir():
-            raise FileNotFoundError(f"dcae {path} is not a directory; stage 1 needs the diffusers DC-AE "
-                                    "(mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers) on local disk")
+        path = require_directory(directory, "dcae", "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers")
         self.encoder = AutoencoderDC.from_pretrained(str(path), local_files_only=True).encoder.eval().requires_grad_(False)
         self.scale, self.size = scale, size
 
@@ -138,6 +152,16 @@ class DCAETargets(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         images = F.interpolate(images, size=(self.size, self.size), mode="bicubic", align_corners=False).clamp(0, 1)
         return self.encoder(images * 2 - 1) * self.scale  # upstream normalises with mean = std = 0.5
+
+
+@torch.no_grad()
+def latent_scale(model: UniLIPGenerator, images: torch.Tensor, limit: int = 1024, batch_size: int = 128) -> float:
+    """1 / std of the tokenizer's latents over the first ``limit`` images: puts the DiT's data at unit scale,
+    what ``unilip_factor`` (10.6, 9.5) does for the released tokenizers. Deterministic for given images."""
+    device = next(model.parameters()).device
+    latents = [model.tokenizer.encode(images[start:start + batch_size].to(device)).float().cpu()
+               for start in range(0, min(limit, len(images)), batch_size)]
+    return float(1.0 / torch.cat(latents).std())
 
 
 # ----------------------------------------------------------------------------------- the objective
@@ -184,10 +208,22 @@ class GeneratorTrainer:
         torch.manual_seed(config.seed)
         self.model, self.text_dir = build_initial_generator(config)
         self.model.to(self.accelerator.device)
-        self.text_tokenizer = load_text_tokenizer(self.text_dir)
         if self.model.tokenizer.config.image_size != config.data.size and config.stage >= 2:
             raise ValueError(f"data.size {config.data.size} differs from the tokenizer's image size "
                              f"{self.model.tokenizer.config.image_size}: the latent grid would not match the DiT's")
+        self.data = GenerationData(config.data, config.seed)
+        if config.optim.epochs is not None:  # upstream's epochs and warm-up ratio, in steps of this data
+            steps = math.ceil(config.optim.epochs * len(self.data) / config.data.batch_size)
+            warmup = math.ceil((config.optim.warmup_ratio or 0.0) * steps)
+            config = self.config = dataclasses.replace(
+                config, optim=dataclasses.replace(config.optim, max_steps=steps, warmup_steps=warmup))
+            logger.info("%s epochs of %d examples: %d steps, %d warm-up", config.optim.epochs, len(self.data), steps, warmup)
+        if config.unilip_factor is not None:
+            factor = (latent_scale(self.model, self.data.scale_images()) if config.unilip_factor == "auto"
+                      else float(config.unilip_factor))
+            self.model.config = dataclasses.replace(self.model.config, unilip_factor=factor)
+            logger.info("unilip_factor = %.4f (%s)", factor, config.unilip_factor)
+        self.text_tokenizer = load_text_tokenizer(self.text_dir)
         self.trainable = configure_trainable(self.model, config.stage)
         # Frozen parts run in eval mode (no dropout); the trained ones have none either.
         self.model.eval()
@@ -202,7 +238,6 @@ class GeneratorTrainer:
             lr=config.optim.lr, betas=tuple(config.optim.betas))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, config.optim))
         self.forward_model, self.optimizer = self.accelerator.prepare(_TrainForward(self.model), self.optimizer)
-        self.data: GenerationData | None = None
         self.step = 0
 
     # ------------------------------------------------------------------ one step
@@ -244,8 +279,6 @@ class GeneratorTrainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         check_or_write_config(self.out_dir, {k: v for k, v in self.config.to_dict().items() if k != "source"})
         self._resume()
-        if self.data is None:
-            self.data = GenerationData(self.config.data, self.config.seed)
         bar = tqdm(total=total, initial=self.step, desc=f"{self.config.name} stage {self.config.stage}", unit="step",
                    disable=not (self.progress and self.accelerator.is_main_process))
         with (self.out_dir / "log.jsonl").open("a") as log:

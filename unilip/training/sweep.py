@@ -54,15 +54,15 @@ def evaluate_reconstruction(model_dir: Path, data: Path, out: Path, batch_size: 
 
 
 def run_phase(name: str, done: bool, work: Callable[[], Any], summary: Callable[[], str],
-              timings: dict[str, float]) -> None:
+              timings: dict[str, float], say: Callable[[str], None] = _say) -> None:
     """Run one phase of a study unless its output is already there (then say it was reused)."""
     if done:
-        _say(f"{name}: reused (already done): {summary()}")
+        say(f"{name}: reused (already done): {summary()}")
         return
     started = time.perf_counter()
     work()
     timings[name] = time.perf_counter() - started
-    _say(f"{name}: {summary()} ({timings[name]:.1f} s)")
+    say(f"{name}: {summary()} ({timings[name]:.1f} s)")
 
 
 def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: str | Path, *,
