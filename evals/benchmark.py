@@ -151,6 +151,18 @@ def get_benchmark(reference: str) -> tuple[Benchmark, str]:
     return cls(), variant
 
 
+def model_identity(model: dict[str, Any]) -> dict[str, Any]:
+    """An adapter's description minus where its weights were read from: a moved checkpoint is the same
+    model, a sampler setting (steps, guidance) is not."""
+    return {key: value for key, value in model.items() if key != "weights_source"}
+
+
+def produce_then_score_fingerprint(stage: str, produce: str, spec: BenchmarkSpec) -> str:
+    """Fingerprints of a two-stage benchmark: ``produce`` for the produce stage; every later stage also
+    depends on the whole spec (changing a scorer setting redoes scoring, never generation)."""
+    return produce if stage == "produce" else canonical_hash({"produce": produce, "spec": spec.fingerprint})
+
+
 def select_options(bench: Benchmark, given: dict[str, Any]) -> dict[str, Any]:
     """The options of ``given`` that ``bench`` declares, leaving out those not set (None)."""
     return {name: value for name, value in given.items() if name in bench.options and value is not None}

@@ -27,7 +27,8 @@ from torch import nn
 from diffusers import SanaTransformer2DModel
 from transformers import Qwen2Config, Qwen2Model
 
-from unilip.tokenizer import CONFIG_NAME, WEIGHTS_NAME, TokenizerConfig, UniLIPTokenizer, check_config_keys
+from unilip.tokenizer import (CONFIG_NAME, WEIGHTS_NAME, TokenizerConfig, UniLIPTokenizer, check_config_keys,
+                              read_saved_config)
 
 # InternVL3 tokenizer ids (upstream unilip/constants.py); the defaults of GeneratorConfig.
 IMG_START_ID = 151665       # <img>
@@ -265,13 +266,7 @@ class UniLIPGenerator(nn.Module):
         from unilip.checkpoints import load_safetensors_state_dict
 
         directory = Path(directory)
-        config_path = directory / CONFIG_NAME
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path} not found: a saved UniLIP generator directory holds "
-                                    f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
-        payload = json.loads(config_path.read_text())
-        if payload.get("model_type") != MODEL_TYPE:
-            raise ValueError(f"{config_path} is not a UniLIP generator config (model_type != {MODEL_TYPE})")
+        payload = read_saved_config(directory, MODEL_TYPE, "generator")
         state = load_safetensors_state_dict(directory / WEIGHTS_NAME)
         return load_generator_strict(TokenizerConfig.from_dict(payload["tokenizer"]),
                                      GeneratorConfig.from_dict(payload["generator"]), state, dtype=dtype,

@@ -39,6 +39,19 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+def read_saved_config(directory: Path, model_type: str, what: str) -> dict[str, Any]:
+    """The ``config.json`` of a directory written by ``save_pretrained`` (``model_type`` removed), or a
+    clear error when it is missing or belongs to another kind of model."""
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: a saved UniLIP {what} directory holds "
+                                f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
+    payload = json.loads(config_path.read_text())
+    if payload.pop("model_type", None) != model_type:
+        raise ValueError(f"{config_path} is not a UniLIP {what} config (model_type != {model_type})")
+    return payload
+
+
 def check_config_keys(cls: type, data: dict[str, Any], what: str) -> None:
     """Refuse keys a config dataclass does not have, naming them and the known ones."""
     known = set(cls.__dataclass_fields__)
@@ -312,13 +325,7 @@ class UniLIPTokenizer(nn.Module):
         from unilip.checkpoints import load_safetensors_state_dict, load_strict
 
         directory = Path(directory)
-        config_path = directory / CONFIG_NAME
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path} not found: a saved UniLIP tokenizer directory holds "
-                                    f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
-        payload = json.loads(config_path.read_text())
-        if payload.pop("model_type", None) != "unilip_tokenizer":
-            raise ValueError(f"{config_path} is not a UniLIP tokenizer config (model_type != unilip_tokenizer)")
+        payload = read_saved_config(directory, "unilip_tokenizer", "tokenizer")
         payload.pop("format_version", None)
         config = TokenizerConfig.from_dict(payload)
         state = load_safetensors_state_dict(directory / WEIGHTS_NAME)

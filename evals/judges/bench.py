@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping
 
-from evals.benchmark import Benchmark, BenchmarkSpec, Item, StageContext, StageResult
+from evals.benchmark import (Benchmark, BenchmarkSpec, Item, StageContext, StageResult, model_identity,
+                             produce_then_score_fingerprint)
 from evals.judges.cache import JudgeCache, cache_key
 from evals.judges.client import JudgeClient
 from evals.judges.config import JudgeConfig, resolve_judge_config
@@ -285,13 +286,8 @@ class JudgedBenchmark(Benchmark):
 
     def stage_fingerprint(self, stage: str, spec: BenchmarkSpec, model: dict[str, Any]) -> str:
         # The produce stage depends on the model and the prompts/seed only: changing the judge re-judges.
-        # All of the model's description but where its weights were read from: a sampler setting (steps,
-        # guidance) changes the images, a moved checkpoint does not.
-        identity = {key: value for key, value in model.items() if key != "weights_source"}
-        produce = canonical_hash({"model": identity, "produce": spec.knobs["produce"]})
-        if stage == "produce":
-            return produce
-        return canonical_hash({"produce": produce, "spec": spec.fingerprint})
+        produce = canonical_hash({"model": model_identity(model), "produce": spec.knobs["produce"]})
+        return produce_then_score_fingerprint(stage, produce, spec)
 
     # ------------------------------------------------------------------ stages
     def run_stage(self, stage: str, spec: BenchmarkSpec, items: list[Item],

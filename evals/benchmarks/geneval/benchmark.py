@@ -31,7 +31,8 @@ from typing import Any, Iterator
 
 from PIL import Image, ImageOps
 
-from evals.benchmark import Benchmark, BenchmarkSpec, Item, StageContext, StageResult, register_benchmark
+from evals.benchmark import (Benchmark, BenchmarkSpec, Item, StageContext, StageResult, model_identity,
+                             produce_then_score_fingerprint, register_benchmark)
 from evals.benchmarks.geneval.aggregate import ImageOutcome, summarize
 from evals.benchmarks.geneval.protocol import (ScoringRules, load_color_protocol, load_object_names, load_prompts,
                                                prompts_identity)
@@ -156,15 +157,10 @@ class GenEvalBenchmark(Benchmark):
         return self._items[spec.fingerprint]
 
     def stage_fingerprint(self, stage: str, spec: BenchmarkSpec, model: dict[str, Any]) -> str:
-        # Everything the model's description holds except where its weights were read from: a sampler
-        # setting (steps, guidance) changes the images, a moved checkpoint does not.
-        identity = {key: value for key, value in model.items() if key != "weights_source"}
-        produce = canonical_hash({"model": identity, "n_samples": spec.knobs["n_samples"], "seed": spec.knobs["seed"],
-                                  "seed_derivation": spec.knobs["seed_derivation"], "layout": LAYOUT,
-                                  "prompts": spec.knobs["prompts"]["sha256"]})
-        if stage == "produce":
-            return produce
-        return canonical_hash({"produce": produce, "spec": spec.fingerprint})
+        produce = canonical_hash({"model": model_identity(model), "n_samples": spec.knobs["n_samples"],
+                                  "seed": spec.knobs["seed"], "seed_derivation": spec.knobs["seed_derivation"],
+                                  "layout": LAYOUT, "prompts": spec.knobs["prompts"]["sha256"]})
+        return produce_then_score_fingerprint(stage, produce, spec)
 
     # ------------------------------------------------------------------ stages
     def run_stage(self, stage: str, spec: BenchmarkSpec, items: list[Item],

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evals.benchmark import Benchmark, BenchmarkSpec, Item, StageContext, StageResult, register_benchmark
+from evals.benchmark import (Benchmark, BenchmarkSpec, Item, StageContext, StageResult,
+                             produce_then_score_fingerprint, register_benchmark)
 from evals.benchmarks.recon.data import ImageLoader, list_images
 from evals.metrics import (FeatureStats, InceptionExtractor, InceptionScoreStats, LPIPSMetric, MetricUnavailable,
                            frechet_distance, psnr_per_image, ssim_per_image)
@@ -122,9 +123,7 @@ class ReconstructionBenchmark(Benchmark):
     def stage_fingerprint(self, stage: str, spec: BenchmarkSpec, model: dict[str, Any]) -> str:
         produce = canonical_hash({"model": model["weights_sha256"], "resolution": spec.knobs["resolution"],
                                   "dataset": spec.knobs["dataset"], "preprocessing": spec.knobs["preprocessing"]})
-        if stage == "produce":
-            return produce
-        return canonical_hash({"produce": produce, "spec": spec.fingerprint})
+        return produce_then_score_fingerprint(stage, produce, spec)
 
     # ------------------------------------------------------------------ stages
     def run_stage(self, stage: str, spec: BenchmarkSpec, items: list[Item],
