@@ -175,3 +175,29 @@ def test_real_variant_without_its_directory_says_where_to_get_it(monkeypatch, tm
     monkeypatch.setenv("UNILIP_WEIGHTS", str(tmp_path))
     with pytest.raises(checkpoints.CheckpointNotFoundError, match="kanashi6/UniLIP-1B"):
         load_generator("unilip-1b")
+
+
+def test_answer_is_greedy_internvl_chat_over_the_unilip_encoder(tiny_pipeline):
+    from PIL import Image
+
+    from unilip.pipelines import pil_to_tensor
+    from unilip.prompts import chat_prompt
+
+    model, text = tiny_pipeline.model, tiny_pipeline.text_tokenizer
+    images = [Image.fromarray(np.full((56, 56, 3), value, np.uint8)) for value in (0, 255)]
+    batch = tokenize(text, [chat_prompt("Which digit is this?", model.config.image_tokens)])
+    first_tokens = []
+    for image in images:
+        pixels = (pil_to_tensor(image, 56) - model.tokenizer.image_mean) / model.tokenizer.image_std
+        with torch.no_grad():
+            logits = model.mllm(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                pixel_values=pixels).logits[0, -1]
+        first_tokens.append(int(logits.argmax()))
+        expected = text.decode([first_tokens[-1]], skip_special_tokens=True).strip()
+        assert tiny_pipeline.answer(image, "Which digit is this?", max_new_tokens=1) == expected
+    with torch.no_grad():  # the image reaches the LLM: two images, two different next-token distributions
+        def probabilities(image):
+            pixels = (pil_to_tensor(image, 56) - model.tokenizer.image_mean) / model.tokenizer.image_std
+            return model.mllm(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                              pixel_values=pixels).logits[0, -1].softmax(-1)
+        assert not torch.allclose(probabilities(images[0]), probabilities(images[1]))

@@ -186,7 +186,7 @@ def test_missing_perceptual_weights_fail_at_start_up(tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "log.jsonl").exists()
 
 
-@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("unilip-*.yaml")))
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("unilip-*.yaml") if "generator" not in p.name))
 def test_real_recipes_build_their_optimizers_on_meta(recipe):
     from unilip import load_tokenizer
 

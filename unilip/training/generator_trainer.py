@@ -94,15 +94,22 @@ def require_directory(path: str | Path, what: str, source: str) -> Path:
     return path
 
 
-def build_initial_generator(config: GeneratorTrainConfig) -> tuple[UniLIPGenerator, Path]:
-    """The generator a stage starts from, and the directory of its text tokenizer."""
-    from unilip.variants import get_variant, load_generator
-
+def check_local_inputs(config: GeneratorTrainConfig) -> None:
+    """Every directory the recipe names exists, before anything is built (errors say where to get them)."""
     if config.llm_init:
         require_directory(config.llm_init, "llm_init", "OpenGVLab/InternVL3-1B-hf (or -2B-hf for 3B)")
     if config.dit_init:
         require_directory(config.dit_init, "dit_init", "Efficient-Large-Model/Sana_600M_512px_diffusers "
                                                        "(or Sana_1600M_512px_diffusers for 3B)")
+    if config.stage == 1 and config.dcae:
+        require_directory(config.dcae, "dcae", "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers")
+
+
+def build_initial_generator(config: GeneratorTrainConfig) -> tuple[UniLIPGenerator, Path]:
+    """The generator a stage starts from, and the directory of its text tokenizer."""
+    from unilip.variants import get_variant, load_generator
+
+    check_local_inputs(config)
 
     if config.init is not None:
         model, text_dir = load_generator(config.init)
@@ -204,6 +211,7 @@ class GeneratorTrainer:
         from unilip.prompts import load_text_tokenizer
 
         self.config, self.out_dir, self.progress = config, Path(out_dir), progress
+        check_local_inputs(config)
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
         torch.manual_seed(config.seed)
         self.model, self.text_dir = build_initial_generator(config)
