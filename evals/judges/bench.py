@@ -62,6 +62,31 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def find_release_files(root: str | Path, files: list[str], candidates: Callable[[Path, str], list[Path]],
+                       what: str, repository: str, commit: str) -> dict[str, Path]:
+    """Find each repository path of ``files`` in a user's copy of a benchmark release.
+
+    ``candidates(root, relative)`` lists where a file may be (the clone's layout, a sub-folder, the file
+    alone); the first that exists wins. A missing folder or file raises, naming what to clone.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"{what} data {root}: no such folder (clone {repository} and pass its path)")
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for relative in files:
+        hit = next((path for path in candidates(root, relative) if path.is_file()), None)
+        if hit is None:
+            missing.append(relative)
+        else:
+            found[relative] = hit
+    if missing:
+        tried = "; ".join(str(path) for relative in missing for path in candidates(root, relative))
+        raise ValueError(f"{what} data {root}: cannot find {', '.join(missing)} (looked for {tried}). Clone "
+                         f"{repository} (commit {commit[:12]}) and pass the clone's path")
+    return found
+
+
 def check_pinned(found: Mapping[str, Path], pinned: Mapping[str, str], what: str) -> tuple[dict[str, Any], list[str]]:
     """Compare user-supplied files with the sha256 values of the pinned release.
 

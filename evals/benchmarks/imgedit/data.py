@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from evals.judges.bench import find_release_files
+
 from evals.runtime.records import canonical_hash
 
 IMGEDIT_REPOSITORY = "https://github.com/PKU-YuanGroup/ImgEdit"
@@ -41,25 +43,14 @@ class EditItem:
     edit_type: str | None = None
 
 
+def _candidates(root: Path, relative: str) -> list[Path]:
+    # The clone, its Benchmark/ folder, or the folder holding the file.
+    return [root / relative, root / Path(relative).relative_to("Benchmark"), root / Path(relative).name]
+
+
 def locate_files(root: str | Path, files: list[str]) -> dict[str, Path]:
     """Find each repository path of ``files`` under ``root`` (the clone, ``Benchmark/``, or the file's folder)."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise ValueError(f"ImgEdit data {root}: no such folder (clone {IMGEDIT_REPOSITORY} and pass its path)")
-    found: dict[str, Path] = {}
-    missing = []
-    for relative in files:
-        inside_benchmark = Path(relative).relative_to("Benchmark")
-        candidates = [root / relative, root / inside_benchmark, root / Path(relative).name]
-        hit = next((path for path in candidates if path.is_file()), None)
-        if hit is None:
-            missing.append(relative)
-        else:
-            found[relative] = hit
-    if missing:
-        raise ValueError(f"ImgEdit data {root}: cannot find {', '.join(missing)}. Clone {IMGEDIT_REPOSITORY} "
-                         f"(commit {IMGEDIT_COMMIT[:12]}) and pass the clone's path")
-    return found
+    return find_release_files(root, files, _candidates, "ImgEdit", IMGEDIT_REPOSITORY, IMGEDIT_COMMIT)
 
 
 def _read_json_object(path: Path) -> dict:

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from evals.judges.bench import find_release_files
+
 WISE_REPOSITORY = "https://github.com/PKU-YuanGroup/WISE"
 WISE_COMMIT = "eb51174483a5de2e34e8614cf9dfb3319ee7fcd0"
 
@@ -49,22 +51,7 @@ def _candidates(root: Path, relative: str) -> list[Path]:
 
 def locate_files(root: str | Path, files: list[str]) -> dict[str, Path]:
     """Find each file of ``files`` (repository paths) under ``root``; explain what is missing."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise ValueError(f"WISE data {root}: no such folder (clone {WISE_REPOSITORY} and pass its path)")
-    found: dict[str, Path] = {}
-    missing: list[str] = []
-    for relative in files:
-        hit = next((path for path in _candidates(root, relative) if path.is_file()), None)
-        if hit is None:
-            missing.append(relative)
-        else:
-            found[relative] = hit
-    if missing:
-        raise ValueError(f"WISE data {root}: cannot find {', '.join(missing)} (looked for the repository layout, "
-                         f"the files themselves, and data/). Clone {WISE_REPOSITORY} (commit {WISE_COMMIT[:12]}) "
-                         "and pass the clone's path")
-    return found
+    return find_release_files(root, files, _candidates, "WISE", WISE_REPOSITORY, WISE_COMMIT)
 
 
 def read_prompts(found: dict[str, Path]) -> list[WisePrompt]:
