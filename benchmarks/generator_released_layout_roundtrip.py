@@ -5,8 +5,12 @@ compare every tensor. Needs ~8 GB (1B) / ~14 GB (3B) of memory, no GPU; not a CI
 
     python benchmarks/generator_released_layout_roundtrip.py unilip-1b /tmp/UniLIP-1B-synth
 """
-import time, json, torch, sys
+import json
+import sys
+import time
 from pathlib import Path
+
+import torch
 from safetensors.torch import save_file
 from unilip import get_variant, checkpoints
 from unilip.generator import GeneratorConfig, build_generator
@@ -17,11 +21,12 @@ spec = get_variant(name)
 model = build_generator(spec.tokenizer, GeneratorConfig.from_dict(spec.generator), seed=0).to(torch.bfloat16)
 print("built", round(time.time() - t, 1), flush=True)
 state = {k: v.contiguous() for k, v in checkpoints.to_released_generator_state_dict(model.weights_state_dict()).items()}
-keys = sorted(state); shards = 2; weight_map = {}
+keys, shards, weight_map = sorted(state), 2, {}
 out.mkdir(parents=True, exist_ok=True)
 for i in range(shards):
-    part = keys[i::shards]; fname = f"model-{i+1:05d}-of-{shards:05d}.safetensors"
-    save_file({k: state[k] for k in part}, str(out / fname)); weight_map.update({k: fname for k in part})
+    part, fname = keys[i::shards], f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+    save_file({k: state[k] for k in part}, str(out / fname))
+    weight_map.update({k: fname for k in part})
 (out / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
 (out / "config.json").write_text(json.dumps({"model_type": "unilip_internvl", "unilip_factor": spec.generator["unilip_factor"], "image_token_id": 151667}))
 print("saved", len(keys), "keys", round(time.time() - t, 1), flush=True)
