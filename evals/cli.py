@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--device", default="cpu")
     run.add_argument("--cache-dir", default=None, help="cache of real-image features (default ~/.cache/unilip)")
     run.add_argument("--retry-failed", action="store_true", help="redo items whose records say failed")
+    run.add_argument("--rescore", action="store_true", help="accept changed scoring options (judge, template, "
+                                                             "scorer) in an existing run: only the stages that "
+                                                             "depend on them are redone, images are kept")
     run.add_argument("--fresh", action="store_true", help="discard what the run directory holds for these benchmarks")
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=_cmd_run)
@@ -152,7 +155,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             atomic_write_json(out / "run.json", {"model_ref": args.model, "options": {**vars(args), "func": None},
                                                  "model": adapter.describe(), "environment": environment})
         results = run_benchmark(bench, spec, adapter, bench_dir, world, args.batch_size, cache_dir,
-                                progress=not args.no_progress, retry_failed=args.retry_failed,
+                                progress=not args.no_progress, retry_failed=args.retry_failed, rescore=args.rescore,
                                 extra_results={"seed": args.seed, "batch_size": args.batch_size,
                                                "data_path": args.data, "environment": environment})
         if results is not None:

@@ -49,8 +49,13 @@ def load_arrays(bench_dir: Path, stage: str, item_id: str) -> dict[str, np.ndarr
         return {k: data[k] for k in data.files}
 
 
-def write_manifest(bench_dir: Path, spec: BenchmarkSpec, items: list[Item]) -> None:
-    """Write the manifest, or check that an existing one describes the same spec and items."""
+def write_manifest(bench_dir: Path, spec: BenchmarkSpec, items: list[Item], rescore: bool = False) -> None:
+    """Write the manifest, or check that an existing one describes the same spec and items.
+
+    ``rescore`` accepts a changed spec for the same items: every record carries its stage fingerprint, so
+    the stages whose inputs changed (a judge, a template, a scorer) are redone and the others (the
+    generated images) are kept.
+    """
     path = bench_dir / MANIFEST
     payload = {"spec": spec.to_dict(), "items": [item.id for item in items]}
     if path.is_file():
@@ -58,9 +63,15 @@ def write_manifest(bench_dir: Path, spec: BenchmarkSpec, items: list[Item]) -> N
         if existing["spec"]["fingerprint"] != spec.fingerprint:
             changed = sorted(k for k in set(existing["spec"]["knobs"]) | set(spec.knobs)
                              if existing["spec"]["knobs"].get(k) != spec.knobs.get(k))
+            if rescore and existing["items"] == payload["items"]:
+                logger.info("%s: spec changed (%s); redoing the stages that depend on it", spec.name,
+                            ", ".join(changed) or "version")
+                atomic_write_json(path, payload)
+                return
             raise RunDirectoryError(
                 f"{bench_dir} was started with another {spec.name} spec (changed: {', '.join(changed) or 'version'}); "
-                "resume with the same options, or use a new --out (or --fresh to discard it)")
+                "resume with the same options, --rescore to redo only the stages that depend on what changed, "
+                "a new --out, or --fresh to discard it")
         if existing["items"] != payload["items"]:
             raise RunDirectoryError(f"{bench_dir}: the data now lists other items than the run's manifest "
                                     f"({len(existing['items'])} before, {len(items)} now); use a new --out")
@@ -98,7 +109,7 @@ def stage_status(bench_dir: Path, stages: tuple[str, ...], item_ids: list[str],
 
 def run_benchmark(bench: Benchmark, spec: BenchmarkSpec, adapter: Any, bench_dir: Path, world: World,
                   batch_size: int, cache_dir: Path, progress: bool = True, retry_failed: bool = False,
-                  extra_results: dict[str, Any] | None = None) -> dict[str, Any] | None:
+                  extra_results: dict[str, Any] | None = None, rescore: bool = False) -> dict[str, Any] | None:
     """Run every stage of ``spec`` for this process's shard, then (main process) aggregate.
 
     Returns the aggregate on the main process, None on the others.
@@ -108,7 +119,7 @@ def run_benchmark(bench: Benchmark, spec: BenchmarkSpec, adapter: Any, bench_dir
     items = bench.list_items(spec)
     if world.is_main:
         bench_dir.mkdir(parents=True, exist_ok=True)
-        write_manifest(bench_dir, spec, items)
+        write_manifest(bench_dir, spec, items, rescore=rescore)
     world.barrier()
     ctx = StageContext(adapter=adapter, bench_dir=bench_dir, batch_size=batch_size, cache_dir=cache_dir,
                        progress=progress and world.is_main, rank=world.rank)
