@@ -62,7 +62,7 @@ def _read_resized(path: Path, size: int) -> torch.Tensor:
 class GenerationData:
     """Examples of one configuration, held in memory (images as [0, 1] tensors at ``size``)."""
 
-    def __init__(self, config: GeneratorDataConfig, seed: int = 0) -> None:
+    def __init__(self, config: GeneratorDataConfig) -> None:
         self.config = config
         self.t2i_images: torch.Tensor | None = None  # digits only: all images in memory (1,437 tiny ones)
         self.t2i_texts: list[str] = []

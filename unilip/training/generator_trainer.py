@@ -20,7 +20,6 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -219,7 +218,7 @@ class GeneratorTrainer:
         if self.model.tokenizer.config.image_size != config.data.size and config.stage >= 2:
             raise ValueError(f"data.size {config.data.size} differs from the tokenizer's image size "
                              f"{self.model.tokenizer.config.image_size}: the latent grid would not match the DiT's")
-        self.data = GenerationData(config.data, config.seed)
+        self.data = GenerationData(config.data)
         if config.optim.epochs is not None:  # upstream's epochs and warm-up ratio, in steps of this data
             steps = math.ceil(config.optim.epochs * len(self.data) / config.data.batch_size)
             warmup = math.ceil((config.optim.warmup_ratio or 0.0) * steps)
@@ -372,8 +371,3 @@ def train_generator(config: GeneratorTrainConfig, out_dir: str | Path, *, max_st
         shutil.rmtree(out_dir)
     return GeneratorTrainer(config, out_dir, progress=progress).train(max_steps)
 
-
-def loss_curve(out_dir: str | Path) -> list[dict[str, Any]]:
-    """The JSONL loss log of a run."""
-    path = Path(out_dir) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
