@@ -161,15 +161,16 @@ class UniLIPPipeline:
     def _sample(self, user_texts: list[str], null_texts: list[str], images: torch.Tensor | None, seeds: list[int],
                 settings: SamplerSettings, progress: bool = False) -> torch.Tensor:
         from unilip.generator import sample_latents
-        from unilip.prompts import generation_prompt, tokenize
+        from unilip.prompts import TokenizedPrompts, generation_prompt, tokenize
 
         tokens = self.model.config.image_tokens
         prompts = [generation_prompt(text, tokens) for text in user_texts]
         nulls = [generation_prompt(text, tokens) for text in null_texts]
-        # One length for both branches, so they stack into one batch.
-        length = max(len(self.text_tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts + nulls)
-        conditional = tokenize(self.text_tokenizer, prompts, pad_to=length).to(self.device)
-        null = tokenize(self.text_tokenizer, nulls, pad_to=length).to(self.device)
+        # Tokenised together: one padded length for both branches, so they stack into one batch.
+        both = tokenize(self.text_tokenizer, prompts + nulls).to(self.device)
+        count = len(prompts)
+        conditional = TokenizedPrompts(both.input_ids[:count], both.attention_mask[:count])
+        null = TokenizedPrompts(both.input_ids[count:], both.attention_mask[count:])
         if images is not None:
             images = images.to(self.device, next(self.model.tokenizer.encoder.parameters()).dtype)
         condition, mask = self.model.condition(conditional.input_ids, conditional.attention_mask, images)

@@ -77,16 +77,15 @@ class TokenizedPrompts:
         return TokenizedPrompts(self.input_ids.to(device), self.attention_mask.to(device))
 
 
-def tokenize(text_tokenizer: Any, texts: list[str], pad_to: int | None = None) -> TokenizedPrompts:
+def tokenize(text_tokenizer: Any, texts: list[str]) -> TokenizedPrompts:
     """Tokenise whole prompt strings (special tokens written in them are parsed as such), right-padded.
 
     Args:
         text_tokenizer: a transformers tokenizer with the special tokens of ``SPECIAL_TOKENS``.
         texts: prompt strings from :func:`generation_prompt` or :func:`chat_prompt`.
-        pad_to: pad to at least this length (so a conditional and a null batch share one length).
     """
     encoded = [text_tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-    length = max([len(ids) for ids in encoded] + [pad_to or 0])
+    length = max(len(ids) for ids in encoded)
     pad_id = text_tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError("the text tokenizer has no pad token (InternVL3's is <|endoftext|>)")

@@ -123,10 +123,15 @@ def _load_weights_file(spec: VariantSpec | None, weights: Path, dtype: torch.dty
     return checkpoints.load_strict(spec.tokenizer, state, dtype=dtype, device=device, source=str(weights))
 
 
+def _under_weights_root(name: str) -> Path:
+    """Where a released file or directory is looked for: under ``$UNILIP_WEIGHTS``, else the working directory."""
+    root = os.environ.get(WEIGHTS_ENV)
+    return Path(root) / name if root else Path(name)
+
+
 def _default_weights(spec: VariantSpec) -> Path:
     filename = spec.weights["tokenizer_file"]
-    root = os.environ.get(WEIGHTS_ENV)
-    candidate = Path(root) / filename if root else Path(filename)
+    candidate = _under_weights_root(filename)
     if not candidate.exists():
         raise checkpoints.CheckpointNotFoundError(
             f"variant {spec.name} needs its released weights, file {filename} (from the "
@@ -192,8 +197,7 @@ def list_pretrained() -> list[str]:
 
 def _default_model_dir(spec: VariantSpec) -> Path:
     name = spec.weights["model_dir_source"].rsplit("/", 1)[-1]  # "UniLIP-1B"
-    root = os.environ.get(WEIGHTS_ENV)
-    candidate = Path(root) / name if root else Path(name)
+    candidate = _under_weights_root(name)
     if not candidate.is_dir():
         raise checkpoints.CheckpointNotFoundError(
             f"variant {spec.name} generates with its released model directory {name} (the "
