@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -127,42 +128,64 @@ class UniLIPGeneratorAdapter(UniLIPAdapter):
         return self.pipeline.answer(image, question)
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model reference is, known before its weights load (from configs and file headers).
+
+    ``unilip eval run`` checks benchmarks, data and capabilities against it and builds every spec before
+    spending minutes on a model load. Benchmarks read ``native_size`` (their default resolution).
+    """
+
+    adapter: str
+    model: str
+    capabilities: frozenset[str]
+    native_size: int | None = None
+    # Set when the adapter has no cheap probe and had to be loaded to answer (see ``register_adapter``).
+    loaded: "ModelAdapter | None" = None
+
+    def require(self, capability: str) -> None:
+        """Raise ``CapabilityError`` unless the model can do ``capability``."""
+        if capability not in self.capabilities:
+            raise CapabilityError(f"{self.model} ({self.adapter}) cannot '{capability}' (it can: "
+                                  f"{', '.join(sorted(self.capabilities)) or 'nothing'})")
+
+
 AdapterFactory = Callable[..., ModelAdapter]
-_ADAPTERS: dict[str, AdapterFactory] = {}
+AdapterProbe = Callable[..., ModelInfo]
+_ADAPTERS: dict[str, tuple[AdapterFactory, AdapterProbe]] = {}
 
 
-def register_adapter(name: str, factory: AdapterFactory) -> None:
-    """Make ``name:MODEL`` model references resolve through ``factory(MODEL, **options)``."""
+def register_adapter(name: str, factory: AdapterFactory, probe: AdapterProbe | None = None) -> None:
+    """Make ``name:MODEL`` model references resolve through ``factory(MODEL, **options)``.
+
+    ``probe(MODEL, **options)`` says what the model is without loading it (and raises, as the factory
+    would, for a missing file or an unknown name). Without one, answering that means loading the model
+    (once: ``load_adapter`` then reuses it), so the checks that need it come after the load.
+    """
     if name in _ADAPTERS:
         raise ValueError(f"adapter {name!r} is already registered")
-    _ADAPTERS[name] = factory
+    _ADAPTERS[name] = (factory, probe)
 
 
-def _is_generator_ref(model: str) -> bool:
-    """A shipped generator, a saved generator directory or a released UniLIP model directory."""
-    import json
-    from pathlib import Path
+def _unilip_probe(model: str, weights: str | None = None, random_init: bool = False, **_: Any) -> ModelInfo:
+    from unilip.variants import probe_reference
 
-    from unilip.variants import list_pretrained
-
-    if model in list_pretrained():
-        return True
-    config = Path(model) / "config.json"
-    if not config.is_file():
-        return False
-    model_type = json.loads(config.read_text()).get("model_type")
-    return model_type in ("unilip_generator", "unilip_internvl")
+    info = probe_reference(model, weights, random_init=random_init)
+    capabilities = UniLIPGeneratorAdapter.capabilities if info.kind == "generator" else UniLIPAdapter.capabilities
+    return ModelInfo("unilip-generator" if info.kind == "generator" else "unilip", model, capabilities,
+                     info.tokenizer.image_size)
 
 
 def _unilip_factory(model: str, weights: str | None = None, random_init: bool = False, seed: int = 0,
                     device: str = "cpu", dtype: str = "float32", steps: int | None = None,
                     guidance: float | None = None, flow_shift: float | None = None) -> UniLIPAdapter:
+    from unilip.variants import is_generator_reference
+
     sampler = {k: v for k, v in {"steps": steps, "guidance": guidance, "flow_shift": flow_shift}.items() if v is not None}
-    if _is_generator_ref(model):
+    if is_generator_reference(model):
         from unilip.pipelines import load_pipeline
 
         pipeline = load_pipeline(model, random_init=random_init, seed=seed, dtype=getattr(torch, dtype), device=device)
-        pipeline.model.tokenizer.decoder.float()  # upstream decodes in float32
         return UniLIPGeneratorAdapter(pipeline, model, **sampler)
     if sampler:
         raise ValueError(f"{model} is a tokenizer (reconstruction only): sampler settings {sorted(sampler)} do not apply")
@@ -173,12 +196,33 @@ def _unilip_factory(model: str, weights: str | None = None, random_init: bool = 
     return UniLIPAdapter(tokenizer, model)
 
 
-register_adapter("unilip", _unilip_factory)
+register_adapter("unilip", _unilip_factory, _unilip_probe)
 
 
-def load_adapter(reference: str, **options: Any) -> ModelAdapter:
-    """Resolve ``ADAPTER:MODEL`` (or a bare MODEL, meaning ``unilip:MODEL``) to an adapter."""
+def _split_reference(reference: str) -> tuple[str, str]:
     name, sep, model = reference.partition(":")
     if not sep or name not in _ADAPTERS:
-        name, model = "unilip", reference
-    return _ADAPTERS[name](model, **options)
+        return "unilip", reference
+    return name, model
+
+
+def probe_adapter(reference: str, **options: Any) -> ModelInfo:
+    """What ``ADAPTER:MODEL`` (or a bare MODEL, meaning ``unilip:MODEL``) is, without loading it."""
+    name, model = _split_reference(reference)
+    factory, probe = _ADAPTERS[name]
+    if probe is not None:
+        return probe(model, **options)
+    adapter = factory(model, **options)
+    return ModelInfo(name, model, frozenset(adapter.capabilities), getattr(adapter, "native_size", None),
+                     loaded=adapter)
+
+
+def load_adapter(reference: str, info: ModelInfo | None = None, **options: Any) -> ModelAdapter:
+    """Resolve ``ADAPTER:MODEL`` (or a bare MODEL, meaning ``unilip:MODEL``) to an adapter.
+
+    ``info``: what :func:`probe_adapter` said of the same reference; a model it already loaded is reused.
+    """
+    if info is not None and info.loaded is not None:
+        return info.loaded
+    name, model = _split_reference(reference)
+    return _ADAPTERS[name][0](model, **options)

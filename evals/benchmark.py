@@ -50,12 +50,23 @@ class Item:
 
 @dataclass
 class StageResult:
-    """The outcome of one stage for one item: ``ok`` with a payload (and arrays), or ``failed`` with a reason."""
+    """The outcome of one stage for one item: ``ok`` with a payload (and arrays), or ``failed`` with a reason.
+
+    ``outputs`` names the files the stage wrote for the item (path relative to the benchmark directory ->
+    sha256 of the bytes written, as :func:`evals.runtime.records.write_output` returns). The runner keeps
+    them in the record and, before trusting the record on a resume, checks that each file is still
+    there with its size: an output deleted or replaced after its record makes the item be redone.
+    ``inputs`` names the source files the stage read (absolute path -> sha256 of their bytes, or ``""`` to
+    judge the file by its size and mtime alone, for a large container such as a tar shard): an input
+    edited in place since the record was written makes the item be redone too.
+    """
 
     status: str
     payload: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     error: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def failed(cls, error: str) -> "StageResult":
@@ -85,6 +96,10 @@ class Benchmark(ABC):
     # Option name -> one-line help. ``unilip eval run`` hands a benchmark only the options it names here
     # (from its dedicated flags or ``--opt NAME=VALUE``), so several benchmarks can run in one command.
     options: ClassVar[dict[str, str]] = {}
+    # The knob of the spec that identifies the data listing (ids and sizes), if any. When only it has
+    # changed since a run started and no item was added (files deleted or edited in place), the run
+    # resumes with its own spec: deleted items count as missing, edited ones are redone.
+    listing_knob: ClassVar[str | None] = None
 
     @abstractmethod
     def make_spec(self, variant: str, options: dict[str, Any], adapter: Any) -> BenchmarkSpec:
@@ -109,6 +124,14 @@ class Benchmark(ABC):
     @abstractmethod
     def aggregate(self, spec: BenchmarkSpec, records: dict[str, dict[str, Any]], bench_dir: Path) -> dict[str, Any]:
         """Turn the final stage's ``ok`` records (item id -> record) into metrics."""
+
+    def preflight(self, spec: BenchmarkSpec) -> None:
+        """Checks of the environment a run of ``spec`` needs (an API key, a reachable service ...).
+
+        Called by ``unilip eval run`` after every spec is made and before the model loads, so that a
+        missing key costs seconds, not a model load. Raise ``ValueError`` (or ``OSError``) with one line
+        naming the problem and the fix; warn (``logging``) about what may still come right later.
+        """
 
 
 _REGISTRY: dict[str, type[Benchmark]] = {}

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from unilip.devices import DEVICE_HELP
+
 logger = logging.getLogger("evals")
 
 
@@ -32,29 +34,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--out", required=True, help="run directory")
     run.add_argument("--data", help="dataset path (image folder, tar shard(s), ImageNet val folder), or "
                                     "'builtin' for the photos scikit-image ships")
-    run.add_argument("--dataset", default=None, choices=["folder", "tar", "imagenet-val", "builtin"],
-                     help="dataset kind (default: folder when --data is given, else builtin)")
+    run.add_argument("--dataset", default=None, choices=["folder", "tar", "imagenet-val", "builtin", "digits"],
+                     help="dataset kind (default: folder when --data is given, else builtin); builtin and digits "
+                          "(the 360 held-out digits of the tiny studies) ship with the dependencies")
     run.add_argument("--num-images", type=int, help="evaluate the first N images (default: all; imagenet-val: 50,000)")
     run.add_argument("--size", type=int, help="resolution (default: the model's native size)")
-    run.add_argument("--inception-weights", help="torch-fidelity FID Inception weights (.pth); else "
-                                                 "$UNILIP_INCEPTION_WEIGHTS or $TORCH_HOME/hub/checkpoints")
+    run.add_argument("--inception-weights", help="torch-fidelity FID Inception weights (.pth; must exist); else "
+                                                 "$UNILIP_INCEPTION_WEIGHTS (must exist when set) or "
+                                                 "$TORCH_HOME/hub/checkpoints")
     run.add_argument("--inception-dtype", choices=["float64", "float32"], default="float64",
                      help="Inception internal dtype (float64 as the official evaluator)")
-    run.add_argument("--lpips-alex-weights", help="torchvision alexnet-owt-7be5be79.pth for LPIPS(alex)")
-    run.add_argument("--lpips-vgg-weights", help="torchvision vgg16-397923af.pth for LPIPS(vgg)")
+    run.add_argument("--lpips-alex-weights", help="torchvision alexnet-owt-7be5be79.pth for LPIPS(alex) (must exist; "
+                                                  "else $UNILIP_LPIPS_ALEX_WEIGHTS or the torch hub cache)")
+    run.add_argument("--lpips-vgg-weights", help="torchvision vgg16-397923af.pth for LPIPS(vgg) (must exist; else "
+                                                 "$UNILIP_LPIPS_VGG_WEIGHTS or the torch hub cache)")
     run.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
                      help="a benchmark option (repeatable; the value is read as YAML: 5, true, [a, b]); "
                           "`unilip eval list --options` shows each benchmark's options")
     run.add_argument("--steps", type=int, help="generators: sampling steps (default 20, as upstream)")
     run.add_argument("--guidance", type=float, help="generators: CFG scale (default 4.5; upstream ImgEdit 3B: 4.0)")
     run.add_argument("--batch-size", type=int, default=8)
-    run.add_argument("--device", default="cpu")
+    run.add_argument("--device", default=None, help=DEVICE_HELP)
+    run.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                     help="model weights dtype (default float32; the pixel decoder stays float32 as upstream)")
     run.add_argument("--cache-dir", default=None, help="cache of real-image features (default ~/.cache/unilip)")
     run.add_argument("--retry-failed", action="store_true", help="redo items whose records say failed")
     run.add_argument("--rescore", action="store_true", help="accept changed scoring options (judge, template, "
                                                              "scorer) in an existing run: only the stages that "
                                                              "depend on them are redone, images are kept")
-    run.add_argument("--fresh", action="store_true", help="discard what the run directory holds for these benchmarks")
+    run.add_argument("--fresh", action="store_true", help="discard what the run directory holds for these benchmarks "
+                                                           "(all of its runs when it holds another model or seed)")
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=_cmd_run)
 
@@ -109,25 +118,50 @@ def parse_opts(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            raise SystemExit(f"unilip eval run: --opt wants NAME=VALUE, got {pair!r}")
-        parsed = yaml.safe_load(value) if value.strip() else None
+            raise ValueError(f"--opt wants NAME=VALUE, got {pair!r}")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value  # not YAML: the text itself (a path with a colon, say)
         options[name.strip()] = value if isinstance(parsed, (dict, type(None))) and value.strip() else parsed
     return options
 
 
+def check_option_names(given: dict[str, Any], benches: list[tuple[Any, str]]) -> None:
+    """Refuse ``--opt`` names no selected benchmark declares, suggesting the closest ones."""
+    import difflib
+
+    known = sorted({name for bench, _ in benches for name in bench.options})
+    unclaimed = sorted(name for name in given if name not in known)
+    if not unclaimed:
+        return
+    hints = []
+    for name in unclaimed:
+        close = difflib.get_close_matches(name, known, n=1)
+        hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    selected = ", ".join(f"{bench.name}@{variant}" for bench, variant in benches)
+    raise ValueError(f"no selected benchmark ({selected}) takes --opt {', '.join(hints)}; "
+                     "`unilip eval list --options` lists each benchmark's options")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from evals.adapter import load_adapter
+    """``unilip eval run``: everything is checked before the model loads (see the README's order)."""
+    from evals.adapter import load_adapter, probe_adapter
     from evals.benchmark import get_benchmark, select_options
     from evals.runtime.distributed import init_world
-    from evals.runtime.records import atomic_write_json
+    from evals.runtime.rundir import (RunLock, check_identity, discard_runs, ensure_writable, recorded_identity,
+                                      remove_stale_temporaries, run_identity, write_run_json)
+    from evals.runtime.records import canonical_hash
     from evals.runtime.runner import run_benchmark
+    from unilip.devices import resolve_device
+    from unilip.errors import EXIT_FAILED, EXIT_OK
     from unilip.provenance import environment_report
 
-    world = init_world()
-    sampler = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance}.items() if v is not None}
-    adapter = load_adapter(args.model, weights=args.weights, random_init=args.random_init, seed=args.seed,
-                           device=args.device, **sampler)
-    out = Path(args.out)
+    # 1. What is asked: benchmarks, variants, options, device (no file is touched, no model loads).
+    device = resolve_device(args.device)
+    benches = [get_benchmark(reference.strip()) for reference in args.bench.split(",") if reference.strip()]
+    if not benches:
+        raise ValueError("--bench names no benchmark (see `unilip eval list`)")
     if args.data == "builtin" and not Path("builtin").exists():
         args.dataset, args.data = "builtin", None
     kind = args.dataset or ("folder" if args.data else "builtin")
@@ -136,33 +170,62 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                "inception_dtype": args.inception_dtype,
                                "lpips_alex_weights": args.lpips_alex_weights, "lpips_vgg_weights": args.lpips_vgg_weights}
     extra = parse_opts(args.opt)
+    check_option_names(extra, benches)
     options.update(extra)
-    benches = [get_benchmark(reference.strip()) for reference in args.bench.split(",")]
-    unclaimed = sorted(name for name in extra if not any(name in bench.options for bench, _ in benches))
-    if unclaimed:
-        raise SystemExit(f"unilip eval run: no selected benchmark takes --opt {', '.join(unclaimed)} "
-                         "(see `unilip eval list --options`)")
-    cache_dir = Path(args.cache_dir) if args.cache_dir else Path.home() / ".cache" / "unilip"
-    environment = environment_report()
-    environment["world_size"] = world.size
-    status = 0
-    for bench, variant in benches:
-        spec = bench.make_spec(variant, select_options(bench, options), adapter)
-        bench_dir = out / spec.name
-        if args.fresh and world.is_main and bench_dir.exists():
-            shutil.rmtree(bench_dir)
+    sampler = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance}.items() if v is not None}
+    model_options = {"weights": args.weights, "random_init": args.random_init, "seed": args.seed, "device": device,
+                     "dtype": args.dtype, **sampler}
+    world = init_world()
+    out = Path(args.out)
+    if world.is_main:
+        ensure_writable(out)
+    world.barrier()
+    with RunLock(out, world):
+        # 2. The model reference, what it can do, and every spec: data, metric weights, judge keys.
+        info = probe_adapter(args.model, **model_options)
+        for bench, _ in benches:
+            info.require(bench.capability)
+        specs = [bench.make_spec(variant, select_options(bench, options), info) for bench, variant in benches]
+        for (bench, _), spec in zip(benches, specs):
+            bench.preflight(spec)
+        held = recorded_identity(out) if world.is_main else None
+        if held is not None and not args.fresh:
+            # Before minutes of loading: the cheap parts of the identity (the weights need the model).
+            check_identity(out, {"adapter": info.adapter, "seed": args.seed}, fields=("adapter", "seed"),
+                           model_ref=args.model)
+        # 3. The model.
+        adapter = load_adapter(args.model, info, **model_options)
+        identity = run_identity(adapter.describe(), args.seed)
         if world.is_main:
-            atomic_write_json(out / "run.json", {"model_ref": args.model, "options": {**vars(args), "func": None},
-                                                 "model": adapter.describe(), "environment": environment})
-        results = run_benchmark(bench, spec, adapter, bench_dir, world, args.batch_size, cache_dir,
-                                progress=not args.no_progress, retry_failed=args.retry_failed, rescore=args.rescore,
-                                extra_results={"seed": args.seed, "batch_size": args.batch_size,
-                                               "data_path": args.data, "environment": environment})
-        if results is not None:
-            print(json.dumps({"benchmark": results["benchmark"], "coverage": results["coverage"],
-                              "metrics": results["metrics"]}), flush=True)
-            if results["coverage"]["ok"] < results["coverage"]["expected"]:
-                status = 1
+            if args.fresh:
+                if held is not None and any(canonical_hash(held.get(k)) != canonical_hash(v) for k, v in identity.items()):
+                    discard_runs(out)
+                for spec in specs:
+                    shutil.rmtree(out / spec.name, ignore_errors=True)
+            else:
+                check_identity(out, identity, model_ref=args.model)
+            remove_stale_temporaries(out)
+            write_run_json(out, identity, {"model_ref": args.model, "options": {**vars(args), "func": None},
+                                           "model": adapter.describe(), "device": device,
+                                           "environment": environment_report()})
+        world.barrier()
+        # 4. The benchmarks.
+        cache_dir = Path(args.cache_dir) if args.cache_dir else Path.home() / ".cache" / "unilip"
+        environment = environment_report()
+        environment["world_size"] = world.size
+        status = EXIT_OK
+        for (bench, _), spec in zip(benches, specs):
+            results = run_benchmark(bench, spec, adapter, out / spec.name, world, args.batch_size, cache_dir,
+                                    progress=not args.no_progress, retry_failed=args.retry_failed,
+                                    rescore=args.rescore,
+                                    extra_results={"seed": args.seed, "batch_size": args.batch_size, "device": device,
+                                                   "dtype": args.dtype, "data_path": args.data,
+                                                   "environment": environment})
+            if results is not None:
+                print(json.dumps({"benchmark": results["benchmark"], "coverage": results["coverage"],
+                                  "metrics": results["metrics"]}), flush=True)
+                if results["coverage"]["ok"] < results["coverage"]["expected"]:
+                    status = EXIT_FAILED
     return status
 
 
@@ -174,8 +237,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     run = Path(args.run)
     manifests = sorted(run.glob(f"*/{MANIFEST}"))
     if not manifests:
-        print(f"{run}: no benchmark started here", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"{run}: no benchmark started here (no */{MANIFEST})")
     complete = True
     for manifest_path in manifests:
         manifest = read_json(manifest_path)
@@ -200,7 +262,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
-    from evals.report.gate import REFUSED, judge, load_rules
+    from evals.report.gate import judge, load_rules
     from evals.report.results import load_results
     from evals.runtime.records import atomic_write_json
 
@@ -210,11 +272,11 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     matching = [r for r in runs if not wanted or r["benchmark"] == wanted]
     baselines = [r for r in load_results([args.baseline]) if not wanted or r["benchmark"] == wanted]
     if len(matching) != 1 or len(baselines) != 1:
-        print(f"unilip eval gate: need exactly one {wanted or 'result'} in the run and in the baseline "
-              f"(found {len(matching)} and {len(baselines)})", file=sys.stderr)
-        return REFUSED
+        raise ValueError(f"need exactly one {wanted or 'result'} in the run and in the baseline "
+                         f"(found {len(matching)} and {len(baselines)})")
     verdict = judge(matching[0], baselines[0], rules)
-    sys.stdout.write(verdict.markdown())
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    # The JSON first: a verdict that could not be recorded is an I/O error (exit 2), never a printed PASS.
     atomic_write_json(Path(args.json) if args.json else run_dir / "gate.json", verdict.to_dict())
+    sys.stdout.write(verdict.markdown())
     return verdict.code

@@ -31,6 +31,8 @@ from unilip.training.losses import (
     l2_loss,
     resolve_loss_weights,
 )
+from unilip.checkpoints import CheckpointKeyError
+from unilip.weights import WeightsNotFoundError
 
 # --------------------------------------------------------------------------------------- fixtures
 
@@ -147,11 +149,12 @@ def test_lpips_backbone_key_mismatch_is_listed(vgg_state, tmp_path: Path) -> Non
     path = tmp_path / LPIPS_VGG_FILENAME
     torch.save(bad, path)
     try:
-        with pytest.raises(RuntimeError) as info:
+        with pytest.raises(CheckpointKeyError) as info:  # one line on the command line, not a traceback
             LPIPSLoss(backbone_weights=path)
     finally:
         path.unlink()  # 58 MB
-    assert "slice5.28.bias" in str(info.value) and "features.99.weight" in str(info.value)
+    # Named as in the file (torchvision's names), which is what the user can check.
+    assert "features.28.bias" in str(info.value) and "features.99.weight" in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------- ConvNeXt
@@ -194,18 +197,15 @@ def test_convnext_logit_loss_matches_hand_computation(convnext_state) -> None:
 
 
 def test_missing_weights_raise_with_file_places_and_switch(no_weights_anywhere: Path, monkeypatch) -> None:
-    explicit = no_weights_anywhere / "nowhere" / LPIPS_VGG_FILENAME
-    monkeypatch.setenv(LPIPS_VGG_ENV, str(no_weights_anywhere / "env_missing.pth"))
     with pytest.raises(LossWeightsUnavailable) as info:
-        LPIPSLoss(backbone_weights=explicit)
+        LPIPSLoss()
     message = str(info.value)
     for needle in (
         LPIPS_VGG_FILENAME,
         "VGG16_Weights.IMAGENET1K_V1",
-        str(explicit),
-        LPIPS_VGG_ENV,
-        str(no_weights_anywhere / "env_missing.pth"),
+        f"${LPIPS_VGG_ENV}: not set",
         str(no_weights_anywhere / "torch_home" / "hub" / "checkpoints" / LPIPS_VGG_FILENAME),
+        "losses.lpips_vgg_weights",
         "losses.lpips_weight: 0",
     ):
         assert needle in message, needle
@@ -239,8 +239,12 @@ def test_resolve_order_explicit_env_hub(no_weights_anywhere: Path, monkeypatch) 
     monkeypatch.setenv("UNILIP_TEST_WEIGHTS", str(env_dir))  # a folder holding the file
     assert resolve_loss_weights(None, "UNILIP_TEST_WEIGHTS", name, "a file") == env_dir / name
     assert resolve_loss_weights(explicit, "UNILIP_TEST_WEIGHTS", name, "a file") == explicit
-    # A missing explicit path falls through to the next place.
-    assert resolve_loss_weights(explicit.with_name("gone.pth"), "UNILIP_TEST_WEIGHTS", name, "a file") == env_dir / name
+    # A named path that does not exist is an error, never replaced by the variable's or the cache's file.
+    with pytest.raises(WeightsNotFoundError, match="gone.pth"):
+        resolve_loss_weights(explicit.with_name("gone.pth"), "UNILIP_TEST_WEIGHTS", name, "a file")
+    monkeypatch.setenv("UNILIP_TEST_WEIGHTS", str(env_dir / "typo"))
+    with pytest.raises(WeightsNotFoundError, match="UNILIP_TEST_WEIGHTS"):
+        resolve_loss_weights(None, "UNILIP_TEST_WEIGHTS", name, "a file")
 
 
 # ----------------------------------------------------------------------------------- discriminator

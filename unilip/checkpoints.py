@@ -9,7 +9,8 @@ Layouts handled for the tokenizer:
 * ``model_dir``: the tokenizer part of a released UniLIP-1B / UniLIP-3B model directory (Hugging
   Face repos ``kanashi6/UniLIP-1B`` / ``kanashi6/UniLIP-3B``): ``model.vision_tower.*`` (original
   InternViT names), ``model.multi_modal_projector.{0,1,3}.*`` and ``model.vae_decoder.*``; the legacy
-  prefixes without ``model.`` are accepted too.
+  prefixes without ``model.`` are accepted too, each part's on its own (a newer transformers writes
+  ``vision_tower.*`` next to ``model.vae_decoder.*``).
 
 Loading is strict: every parameter must be filled and every key of the file must be used or belong to
 an explicitly ignorable group; otherwise ``CheckpointKeyError`` lists the offending keys.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,63 +53,139 @@ class CheckpointKeyError(CheckpointError, KeyError):
         return str(self.args[0])
 
 
-def missing_file_error(path: Path, what: str) -> CheckpointNotFoundError:
-    return CheckpointNotFoundError(f"{path} does not exist. Expected {what}. {TOKENIZER_SOURCES}")
+def missing_file_error(path: Path, what: str, source: str = TOKENIZER_SOURCES) -> CheckpointNotFoundError:
+    """The error for a weights file or directory that is not there: what it should be and where to get it."""
+    return CheckpointNotFoundError(f"{path} does not exist. Expected {what}. {source}")
 
 
 # --------------------------------------------------------------------------------------- reading files
-def load_pth_state_dict(path: str | Path) -> StateDict:
-    """Read a ``torch.save``d flat state dict without unpickling arbitrary objects."""
+# torch.save's two formats: a zip archive (torch >= 1.6, the default) and the legacy one, a pickle stream
+# that starts with the pickled magic number 0x1950a86a20f9469cfc6c (protocol 2 unless asked otherwise).
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+# What weights_only=True says when the stream names a class or function: "GLOBAL module.name".
+_PICKLED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([A-Za-z_][\w.]*) was not an allowed global")
+_FLAT_DICT = "a .pth file holding a flat state dict of tensors (the released UniLIP tokenizer files are)"
+
+
+def torch_save_format(path: Path) -> str:
+    """``"zip"``, ``"legacy"`` (pre-1.6 ``torch.save``), ``"pickle"`` (a plain Python pickle) or ``"unknown"``,
+    from the file's first bytes."""
+    with path.open("rb") as handle:
+        head = handle.read(64)
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if head.startswith(b"\x80") and _LEGACY_MAGIC in head[:32]:
+        return "legacy"
+    return "pickle" if head.startswith(b"\x80") else "unknown"
+
+
+def load_pth_state_dict(path: str | Path, *, what: str = _FLAT_DICT, source: str = TOKENIZER_SOURCES) -> StateDict:
+    """Read a ``torch.save``d flat state dict without unpickling arbitrary objects.
+
+    Both ``torch.save`` formats are read with ``weights_only=True``: the zip format memory-mapped, the
+    legacy (pre-1.6) one without (torch can map only the zip format).
+
+    Args:
+        path: The file.
+        what: What the file should be, for the error messages.
+        source: Where to get the right file, for the error messages.
+
+    Raises:
+        CheckpointNotFoundError: the file does not exist.
+        CheckpointError: anything else that makes it unusable (pickled objects, a damaged or foreign
+            file, not a flat dict of tensors); one line naming the file, what it should be and the source.
+    """
     path = Path(path)
     if not path.is_file():
-        raise missing_file_error(path, "a .pth file holding a flat state dict of tensors")
+        raise missing_file_error(path, what, source)
+    expected = f"It should be {what}. {source}"
+    kind = torch_save_format(path)
+    if kind == "pickle":
+        raise CheckpointError(f"{path} is a plain Python pickle, not a torch.save checkpoint; it was not unpickled "
+                              f"(that could run arbitrary code). {expected}")
+    if kind == "unknown":
+        raise CheckpointError(f"{path} is not a torch.save checkpoint (neither its zip nor its legacy format: "
+                              f"{'an empty file' if path.stat().st_size == 0 else 'unknown leading bytes'}). {expected}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path} holds objects other than tensors and plain containers, which are not unpickled for "
-            f"safety (torch.load weights_only=True refused it: {str(error).splitlines()[0]}). Re-save the "
-            "state dict alone: torch.save(model.state_dict(), path)") from None
-    except RuntimeError as error:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {error}") from None
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
+    except OSError:
+        raise  # an I/O error (permissions, a failing disk) is reported as one by the caller
+    except Exception as error:  # noqa: BLE001 - a damaged file raises anything the unpickler meets; name the file
+        pickled = _PICKLED_GLOBAL.search(str(error))
+        if pickled:
+            raise CheckpointError(
+                f"{path} holds pickled Python objects ({pickled.group(1)}), not only tensors; they were not unpickled "
+                "(torch.load weights_only=True). Re-save the state dict alone: torch.save(model.state_dict(), "
+                f"path). {expected}") from error
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or damaged? {type(error).__name__}: "
+                              f"{reason[:200]}). {expected}") from error
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         kinds = sorted({type(v).__name__ for v in state.values()}) if isinstance(state, Mapping) else []
         raise CheckpointError(f"{path} is not a flat state dict of tensors (top level: {type(state).__name__}"
-                              f"{', values: ' + ', '.join(kinds) if kinds else ''}); the released UniLIP "
-                              "tokenizer files are flat dicts of tensors")
+                              f"{', values: ' + ', '.join(kinds) if kinds else ''}). {expected}")
     return dict(state)
 
 
-def load_safetensors_state_dict(path: str | Path, keep: Callable[[str], bool] | None = None) -> StateDict:
+def _read_safetensors(path: Path, keys: Iterable[str] | None, keep: Callable[[str], bool] | None,
+                      expected: str) -> StateDict:
+    """The tensors ``keys`` (all, filtered by ``keep``, when None) of one safetensors file; a damaged file
+    raises ``CheckpointError`` naming it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            names = handle.keys() if keys is None else keys
+            return {key: handle.get_tensor(key) for key in names if keep is None or keep(key)}
+    except OSError:
+        raise
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError (not exported stably)
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or damaged? "
+                              f"{' '.join(str(error).split())[:200]}). {expected}") from error
+
+
+_SAFETENSORS = "a safetensors weights file (or model.safetensors.index.json with shards)"
+
+
+def load_safetensors_state_dict(path: str | Path, keep: Callable[[str], bool] | None = None, *,
+                                what: str = _SAFETENSORS, source: str = TOKENIZER_SOURCES) -> StateDict:
     """Read a ``.safetensors`` file, or a sharded set through its ``.index.json``.
 
     Only keys for which ``keep(key)`` is true are read (the header is read first, then only those tensors).
-    """
-    from safetensors import safe_open
+    ``what`` and ``source`` (what the file should be, where to get it) go into the error messages.
 
+    Raises:
+        CheckpointNotFoundError: the file, a directory's weights or a shard the index names is missing.
+        CheckpointError: a damaged file or index, one line naming it.
+    """
     path = Path(path)
     if path.is_dir():
         index = path / "model.safetensors.index.json"
         path = index if index.is_file() else path / "model.safetensors"
     if not path.is_file():
-        raise missing_file_error(path, "a safetensors weights file (or model.safetensors.index.json with shards)")
-    if path.name.endswith(".index.json"):
-        weight_map: dict[str, str] = json.loads(path.read_text())["weight_map"]
-        shards: dict[str, list[str]] = {}
-        for key, shard in weight_map.items():
-            if keep is None or keep(key):
-                shards.setdefault(shard, []).append(key)
-        state: StateDict = {}
-        for shard, keys in shards.items():
-            shard_path = path.parent / shard
-            if not shard_path.is_file():
-                raise missing_file_error(shard_path, f"the shard named by {path.name}")
-            with safe_open(str(shard_path), framework="pt") as handle:
-                for key in keys:
-                    state[key] = handle.get_tensor(key)
-        return state
-    with safe_open(str(path), framework="pt") as handle:
-        return {key: handle.get_tensor(key) for key in handle.keys() if keep is None or keep(key)}
+        raise missing_file_error(path, what, source)
+    expected = f"It should be {what}. {source}"
+    if not path.name.endswith(".index.json"):
+        return _read_safetensors(path, None, keep, expected)
+    try:
+        weight_map = json.loads(path.read_text())["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError(f"weight_map is a {type(weight_map).__name__}")
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path} is not a safetensors index (a JSON object with a 'weight_map' of key -> "
+                              f"shard file; {type(error).__name__}: {error}). {expected}") from None
+    shards: dict[str, list[str]] = {}
+    for key, shard in weight_map.items():
+        if keep is None or keep(key):
+            shards.setdefault(shard, []).append(key)
+    state: StateDict = {}
+    for shard, keys in shards.items():
+        shard_path = path.parent / shard
+        if not shard_path.is_file():
+            raise missing_file_error(shard_path, f"the shard named by {path.name}", source)
+        state.update(_read_safetensors(shard_path, keys, None, expected))
+    return state
 
 
 # --------------------------------------------------------------------------------------- key mapping
@@ -302,30 +378,70 @@ def from_official_tokenizer_state_dict(state: Mapping[str, torch.Tensor]) -> Sta
     return ours
 
 
+# Each part of a released model directory under its current InternVL prefix, then the legacy one. The
+# transformers version that saved a directory decides each part's prefix separately (a newer one writes
+# ``vision_tower.*`` and ``language_model.model.*`` but still ``model.vae_decoder.*``), and the official
+# loader reads any mix, so each part's prefix is chosen on its own.
+_MODEL_DIR_PART_PREFIXES = (
+    ("encoder (vision_tower)", (MODEL_DIR_PREFIXES.encoder, LEGACY_MODEL_DIR_PREFIXES.encoder)),
+    ("mlp1 (multi_modal_projector)", (MODEL_DIR_PREFIXES.mlp1, LEGACY_MODEL_DIR_PREFIXES.mlp1)),
+    ("bridge and pixel decoder (vae_decoder)", (MODEL_DIR_PREFIXES.bridge_and_decoder,
+                                                LEGACY_MODEL_DIR_PREFIXES.bridge_and_decoder)),
+)
+
+
+def _twice_error(part: str, prefixes: Iterable[str]) -> CheckpointKeyError:
+    shown = " and ".join(f"{p}*" for p in sorted(prefixes))
+    return CheckpointKeyError(f"the model directory holds its {part} twice, under {shown}: a UniLIP model directory "
+                              "holds each part once (under either prefix); remove one copy, or re-save the model")
+
+
+def model_dir_prefixes(keys: Iterable[str]) -> LayoutPrefixes:
+    """Where a model directory keeps each tokenizer part, chosen per part (current or legacy prefix).
+
+    Raises:
+        CheckpointKeyError: a part appears under both prefixes (naming the part).
+    """
+    keys = list(keys)
+    chosen = []
+    for part, candidates in _MODEL_DIR_PART_PREFIXES:
+        present = [prefix for prefix in candidates if any(k.startswith(prefix) for k in keys)]
+        if len(present) > 1:
+            raise _twice_error(part, present)
+        chosen.append(present[0] if present else candidates[0])
+    return LayoutPrefixes(*chosen)
+
+
 def from_model_dir_state_dict(state: Mapping[str, torch.Tensor]) -> StateDict:
-    """Tokenizer keys of a released model directory (current or legacy prefixes) -> ours."""
-    prefixes = MODEL_DIR_PREFIXES
-    if not any(k.startswith("model.vision_tower.") for k in state) and any(
-            k.startswith(LEGACY_MODEL_DIR_PREFIXES.encoder) for k in state):
-        prefixes = LEGACY_MODEL_DIR_PREFIXES
-    ours, unused, ignored = tokenizer_state_from_layout(state, prefixes, MODEL_DIR_IGNORABLE)
-    _raise_on_unused(unused, f"UniLIP model directory ({prefixes.encoder}* layout)")
+    """Tokenizer keys of a released model directory (current, legacy or mixed prefixes) -> ours."""
+    ours, unused, ignored = tokenizer_state_from_layout(state, model_dir_prefixes(state), MODEL_DIR_IGNORABLE)
+    _raise_on_unused(unused, "UniLIP model directory")
     _log_ignored(ignored)
     return ours
 
 
 # The generator's own parts of a released model directory, by our module name.
 GENERATOR_PARTS = ("language_model.", "latent_queries", "llm_connector.", "projector.", "dit.")
+# (part, ((released prefix, our prefix), ...)): the current layout first, then the legacy InternVL one
+# (``language_model.model.*``, ``language_model.lm_head.*``, no ``model.``), then the inner InternVLModel's
+# own (``language_model.*``). A prefix without a trailing dot is a whole key.
+_GENERATOR_PART_PREFIXES = (
+    ("lm_head", (("lm_head.", "lm_head."), ("language_model.lm_head.", "lm_head."))),
+    ("language model (language_model)", (("model.language_model.", "language_model."),
+                                         ("language_model.model.", "language_model."),
+                                         ("language_model.", "language_model."))),
+    *((name.rstrip("."), ((f"model.{name}", name), (name, name)))
+      for name in ("latent_queries", "llm_connector.", "projector.", "dit.")),
+)
 
 
-def _generator_key(key: str) -> str | None:
-    """A released (current or legacy InternVL) key of the generator's own parts -> ours, or None."""
-    if key in ("lm_head.weight", "language_model.lm_head.weight"):
-        return "lm_head.weight"
-    if key.startswith("language_model.model."):  # legacy InternVL layout of the LLM
-        return "language_model." + key[len("language_model.model."):]
-    bare = key[len("model."):] if key.startswith("model.") else key
-    return bare if bare.startswith(GENERATOR_PARTS) else None
+def _generator_key(key: str) -> tuple[str, str, str] | None:
+    """A released key of the generator's own parts -> (part, released prefix, our key), or None."""
+    for part, candidates in _GENERATOR_PART_PREFIXES:
+        for released, ours in candidates:
+            if key.startswith(released) if released.endswith(".") else key == released:
+                return part, released, ours + key[len(released):]
+    return None
 
 
 def from_released_generator_state_dict(state: Mapping[str, torch.Tensor]) -> StateDict:
@@ -333,24 +449,31 @@ def from_released_generator_state_dict(state: Mapping[str, torch.Tensor]) -> Sta
 
     The tokenizer parts (``vision_tower``, ``multi_modal_projector``, ``vae_decoder``) go under
     ``tokenizer.`` through the tokenizer conversion; the LLM, queries, connector, projector, DiT and
-    ``lm_head`` keep their names without ``model.``. Both the current (``model.language_model.*``) and
-    the legacy InternVL layout (``language_model.model.*``) are accepted. Keys that fit nowhere raise.
+    ``lm_head`` keep their names without ``model.``. Each part may use the current
+    (``model.language_model.*``) or the legacy InternVL prefix (``language_model.model.*``),
+    independently of the others. Keys that fit nowhere, or a part present twice, raise.
     """
-    prefixes = MODEL_DIR_PREFIXES
-    if not any(k.startswith("model.vision_tower.") for k in state) and any(
-            k.startswith(LEGACY_MODEL_DIR_PREFIXES.encoder) for k in state):
-        prefixes = LEGACY_MODEL_DIR_PREFIXES
-    tokenizer_part, unused, generator_keys = tokenizer_state_from_layout(state, prefixes, MODEL_DIR_IGNORABLE)
+    tokenizer_part, unused, generator_keys = tokenizer_state_from_layout(state, model_dir_prefixes(state),
+                                                                         MODEL_DIR_IGNORABLE)
     ours: StateDict = {f"tokenizer.{k}": v for k, v in tokenizer_part.items()}
+    used: dict[str, set[str]] = {}
+    mapped: dict[str, str] = {}
     for key in generator_keys:
-        mapped = _generator_key(key)
-        if mapped is None:
+        found = _generator_key(key)
+        if found is None:
             unused.append(key)
-        elif mapped in ours:
-            raise CheckpointKeyError(f"two keys of the file map to {mapped} (one is {key})")
-        else:
-            ours[mapped] = state[key]
-    _raise_on_unused(sorted(unused), f"UniLIP model directory ({prefixes.encoder}* layout)")
+            continue
+        part, prefix, name = found
+        used.setdefault(part, set()).add(prefix)
+        mapped[key] = name
+    for part, prefixes in used.items():
+        if len(prefixes) > 1:
+            raise _twice_error(part, prefixes)
+    _raise_on_unused(sorted(unused), "UniLIP model directory")
+    for key, name in mapped.items():
+        if name in ours:  # a guard: no two prefixes of one part survive the check above
+            raise CheckpointKeyError(f"two keys of the file map to {name} (one is {key})")
+        ours[name] = state[key]
     return ours
 
 

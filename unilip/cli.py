@@ -9,7 +9,10 @@ import os
 import sys
 from pathlib import Path
 
+from unilip.devices import DEVICE_HELP
+
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+OVERWRITE_HELP = "replace the outputs an earlier, different invocation left in --out (otherwise refused)"
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +23,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-init", action="store_true",
                         help="use random weights for a variant that has released ones (for testing)")
     parser.add_argument("--seed", type=int, default=0, help="seed of random initialisation (default 0)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="weights dtype (default float32)")
 
 
@@ -37,25 +40,27 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
     from unilip.data import BUILTIN_PHOTOS, builtin_photos
+    from unilip.devices import resolve_device
+    from unilip.errors import EXIT_FAILED, EXIT_OK
+    from unilip.outdir import claim_output_dir, invocation_of, write_run
     from unilip.pipelines import reconstruct_files
     from unilip.provenance import environment_report
     from unilip.variants import load_tokenizer
 
     if not args.images and not args.builtin:
-        print("unilip reconstruct: give IMAGE files, or --builtin for the photos scikit-image ships",
-              file=sys.stderr)
-        return 2
+        raise ValueError("give IMAGE files, or --builtin for the photos scikit-image ships")
+    device = resolve_device(args.device)
+    out_dir = Path(args.out)
+    invocation = invocation_of(vars(args))
+    claim_output_dir(out_dir, invocation, args.overwrite)
     model = load_tokenizer(args.model, weights=args.weights, random_init=args.random_init, seed=args.seed,
-                           dtype=getattr(torch, args.dtype), device=args.device)
+                           dtype=getattr(torch, args.dtype), device=device)
     size = args.size or model.config.image_size
     if size < model.config.token_stride:
-        print(f"unilip reconstruct: --size {size} is smaller than one latent token "
-              f"({model.config.token_stride} px)", file=sys.stderr)
-        return 2
+        raise ValueError(f"--size {size} is smaller than one latent token ({model.config.token_stride} px)")
     sources: list = [(str(p), Path(p)) for p in args.images]
     if args.builtin:
         sources += list(builtin_photos().items())
-    out_dir = Path(args.out)
     records = reconstruct_files(model, sources, out_dir, size, progress=not args.no_progress)
     for record in records:
         print(record.to_json(), flush=True)
@@ -63,14 +68,15 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     failed = len(records) - len(ok)
     mean_psnr = sum(r.psnr_db for r in ok) / len(ok) if ok else None
     summary = {"model": args.model, "weights_source": model.weights_source, "seed": args.seed, "size": size,
-               "config": model.config.to_dict(), "n_ok": len(ok), "n_failed": failed,
+               "device": device, "config": model.config.to_dict(), "n_ok": len(ok), "n_failed": failed,
                "mean_psnr_db": mean_psnr, "builtin_photos": list(BUILTIN_PHOTOS) if args.builtin else [],
                "environment": environment_report()}
     (out_dir / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in records))
-    (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    written = [Path(p) for r in ok for p in (r.input_path, r.output_path)] + [out_dir / "results.jsonl"]
+    write_run(out_dir, invocation, written, summary)
     logging.getLogger("unilip").info("%d reconstructed, %d failed; mean PSNR %s dB; outputs in %s", len(ok), failed,
                                      f"{mean_psnr:.2f}" if mean_psnr is not None else "n/a", out_dir)
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--out", required=True, help="output directory")
     recon.add_argument("--size", type=int, help="resolution: 224, 256 or 448 for the real variants "
                                                 "(default: the variant's native size)")
+    recon.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     recon.add_argument("--no-progress", action="store_true", help="no progress bar")
     recon.set_defaults(func=_cmd_reconstruct)
     train = sub.add_parser("train", help="train the tokenizer or the generator (stages 1-3), or run the studies")
@@ -182,15 +189,70 @@ def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
         entry.load()(sub)
 
 
+def command_name(args: argparse.Namespace) -> str:
+    """``unilip eval run``, ``unilip train tokenizer`` ...: how error lines name the command."""
+    words = ["unilip", args.command]
+    sub = getattr(args, "eval_command", None) or getattr(args, "train_command", None)
+    return " ".join(words + ([sub] if sub else []))
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for an I/O error: the file, what went wrong, and for a full disk which disk and what to do."""
+    import errno
+
+    where = error.filename if error.filename is not None else None
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        disk = _mount_point(Path(where)) if where else None
+        return (f"no space left on the disk holding {where or 'the output'}"
+                + (f" (mounted at {disk})" if disk else "")
+                + "; free some space, then run the same command to resume (finished work is kept)")
+    reason = error.strerror or str(error) or type(error).__name__
+    return f"{reason}: {where}" if where is not None else reason
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command and map what it raises onto the exit-code contract (``unilip.errors``).
+
+    Only this function turns exceptions into exit codes, so every command follows one contract: user
+    errors (bad input, refused requests, missing or unreadable files, full disks) are one line on stderr
+    and exit 2; Ctrl-C exits 130 saying what is kept; anything else is a bug: traceback and exit 3.
+    """
+    import traceback
+
+    from unilip.checkpoints import CheckpointError
+    from unilip.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, Interrupted
+
+    name = command_name(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as error:
+        detail = f": {error}" if isinstance(error, Interrupted) else ""
+        print(f"{name}: interrupted{detail}; run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OSError, CheckpointError, ValueError) as error:
+        if args.verbose:
+            traceback.print_exc()
+        message = describe_os_error(error) if isinstance(error, OSError) else str(error)
+        print(f"{name}: error: {' '.join(message.split()) if len(message) < 400 else message}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception:  # a bug: keep its traceback
+        traceback.print_exc()
+        print(f"{name}: internal error (a bug; please report it with the traceback above)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``unilip`` console script."""
+    """Entry point of the ``unilip`` console script; the exit code follows ``unilip.errors``."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    from unilip.checkpoints import CheckpointError
-
-    try:
-        return args.func(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as error:
-        print(f"unilip {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(args)

@@ -8,6 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from unilip.cli import OVERWRITE_HELP
+from unilip.devices import DEVICE_HELP
+
 GENERATOR_MODEL_HELP = ("generator: a shipped model (tiny-digits), a saved or released UniLIP-1B/3B model directory, "
                         "or a variant name with --random-init")
 
@@ -21,31 +24,44 @@ def _add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, default=4.5, help="classifier-free guidance scale (default 4.5)")
     parser.add_argument("--flow-shift", type=float, default=3.0, help="flow-sigma shift (default 3.0)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                         help="weights dtype; the pixel decoder stays float32 as upstream")
     parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _pipeline(args: argparse.Namespace):
+def _pipeline(args: argparse.Namespace, device: str):
     import torch
 
     from unilip.pipelines import load_pipeline
 
-    pipeline = load_pipeline(args.model, args.weights, random_init=args.random_init, seed=args.seed,
-                             dtype=getattr(torch, args.dtype), device=args.device, batch_size=args.batch_size)
-    pipeline.model.tokenizer.decoder.float()  # upstream decodes in float32 whatever the rest runs in
-    return pipeline
+    # The loader keeps the pixel decoder in float32 whatever the rest runs in, as upstream decodes.
+    return load_pipeline(args.model, args.weights, random_init=args.random_init, seed=args.seed,
+                         dtype=getattr(torch, args.dtype), device=device, batch_size=args.batch_size)
 
 
-def _write_run(out: Path, args: argparse.Namespace, pipeline, outputs: list[dict]) -> None:
+def _prepare(args: argparse.Namespace):
+    """Device and output folder checked before the (slow) model load; returns (device, invocation)."""
+    from unilip.devices import resolve_device
+    from unilip.outdir import claim_output_dir, invocation_of
+
+    device = resolve_device(args.device)
+    invocation = invocation_of(vars(args))
+    claim_output_dir(Path(args.out), invocation, args.overwrite)
+    return device, invocation
+
+
+def _write_run(out: Path, args: argparse.Namespace, invocation: dict, pipeline, outputs: list[dict],
+               device: str) -> None:
+    from unilip.outdir import write_run
     from unilip.provenance import environment_report
 
-    (out / "run.json").write_text(json.dumps({
-        "command": sys.argv, "model": args.model, "weights_source": pipeline.model.weights_source,
+    write_run(out, invocation, [Path(o["path"]) for o in outputs], {
+        "model": args.model, "weights_source": pipeline.model.weights_source, "device": device,
         "settings": {"seed": args.seed, "steps": args.steps, "guidance": args.guidance, "flow_shift": args.flow_shift,
-                     "dtype": args.dtype}, "outputs": outputs, "environment": environment_report()}, indent=2) + "\n")
+                     "dtype": args.dtype}, "outputs": outputs, "environment": environment_report()})
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -53,9 +69,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.prompts_file:
         prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
     if not prompts:
-        print("unilip generate: give --prompt TEXT (repeatable) or --prompts-file FILE", file=sys.stderr)
-        return 2
-    pipeline = _pipeline(args)
+        raise ValueError("give --prompt TEXT (repeatable) or --prompts-file FILE")
+    device, invocation = _prepare(args)
+    pipeline = _pipeline(args, device)
     images = pipeline.generate(prompts, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
                                flow_shift=args.flow_shift, progress=not args.no_progress)
     out = Path(args.out)
@@ -68,24 +84,24 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             record = {"prompt": prompt, "index": index, "k": k, "seed": args.seed + k, "path": str(path)}
             outputs.append(record)
             print(json.dumps(record), flush=True)
-    _write_run(out, args, pipeline, outputs)
+    _write_run(out, args, invocation, pipeline, outputs, device)
     return 0
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
     from unilip.data import read_image
 
-    pipeline = _pipeline(args)
     image = read_image(Path(args.image))
+    device, invocation = _prepare(args)
+    pipeline = _pipeline(args, device)
     edited = pipeline.edit(image, args.instruction, seed=args.seed, steps=args.steps, guidance=args.guidance,
                            flow_shift=args.flow_shift, progress=not args.no_progress)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / f"{Path(args.image).stem}-edited.png"
     edited.save(path)
     record = {"image": args.image, "instruction": args.instruction, "seed": args.seed, "path": str(path)}
     print(json.dumps(record), flush=True)
-    _write_run(out, args, pipeline, [record])
+    _write_run(out, args, invocation, pipeline, [record], device)
     return 0
 
 

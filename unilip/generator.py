@@ -37,6 +37,8 @@ IMG_CONTEXT_ID = 151667     # <IMG_CONTEXT>
 MODEL_TYPE = "unilip_generator"
 # Additive mask value upstream uses for the connector's bidirectional attention.
 MASKED = -100000.0
+# Parts kept in float32 whatever dtype the generator is loaded or cast in (upstream decodes in float32).
+FLOAT32_PARTS = ("tokenizer.decoder.",)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ class UniLIPGenerator(nn.Module):
         if llm_config.hidden_size != tokenizer_config.llm_hidden_size:
             raise ValueError(f"LLM width {llm_config.hidden_size} differs from the tokenizer's mlp1 output "
                              f"{tokenizer_config.llm_hidden_size}")
-        self.tokenizer = UniLIPTokenizer(tokenizer_config)
+        # The pixel decoder stays float32 whatever the rest is cast to: upstream decodes in float32.
+        self.tokenizer = UniLIPTokenizer(tokenizer_config, decoder_float32=True)
         self.language_model = Qwen2Model(llm_config)
         width = llm_config.hidden_size
         self.latent_queries = nn.Parameter(torch.randn(1, config.n_query, width))
@@ -293,7 +296,8 @@ def load_generator_strict(tokenizer_config: TokenizerConfig, config: GeneratorCo
 
     ``state`` is in our layout (``unilip.checkpoints.from_released_generator_state_dict`` converts the
     released one). A tied ``lm_head.weight`` may be absent. Missing, unexpected or misshapen keys raise
-    ``CheckpointKeyError`` naming them; nothing is left at its initial value.
+    ``CheckpointKeyError`` naming them; nothing is left at its initial value. Floating tensors take
+    ``dtype``, except the pixel decoder's (``FLOAT32_PARTS``), which stay float32 as upstream.
     """
     from accelerate import init_empty_weights
 
@@ -304,7 +308,8 @@ def load_generator_strict(tokenizer_config: TokenizerConfig, config: GeneratorCo
         model = UniLIPGenerator(tokenizer_config, config)
     expected = model.weights_state_dict()
     check_state_matches(expected, state, source, "generator")
-    converted = {k: v.to(dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    converted = {k: v.to(dtype=(torch.float32 if k.startswith(FLOAT32_PARTS) else dtype)
+                         if v.is_floating_point() else v.dtype) for k, v in state.items()}
     if model.ties_lm_head:
         converted["lm_head.weight"] = converted["language_model.embed_tokens.weight"]
     model.load_state_dict(converted, strict=True, assign=True)

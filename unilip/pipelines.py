@@ -258,7 +258,10 @@ def load_pipeline(name_or_path: str | Path, weights: str | Path | None = None, *
                   seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                   batch_size: int = 8) -> UniLIPPipeline:
     """A pipeline for a generator: a shipped model (``tiny-digits``), a saved or released model
-    directory, or a variant (``random_init`` for tests). See ``unilip.variants.load_generator``."""
+    directory, or a variant (``random_init`` for tests). See ``unilip.variants.load_generator``.
+
+    ``dtype`` is the weights' dtype, except the pixel decoder's: it stays float32 as upstream decodes
+    (the generator keeps it so however it is loaded or later cast)."""
     from unilip.prompts import load_text_tokenizer
     from unilip.variants import load_generator
 

@@ -12,8 +12,10 @@ Reads top to bottom like the official model (`tokenizer/modeling/dc_ae_vit*.py` 
    512 -> 448; sizes that are not a multiple of the token stride (256) are reflect-padded first and
    cropped back, as the official 256 px evaluator does.
 
-All public image arguments are float tensors in [0, 1], ``B x 3 x H x W``; the ImageNet
-normalisation the encoder expects happens inside.
+Image inputs of ``encode_features`` / ``encode`` / ``reconstruct`` (see :func:`as_unit_images`):
+``B x 3 x H x W`` RGB tensors, either floating point in [0, 1] or ``uint8`` in 0..255 (divided by 255);
+anything else is refused with what was expected. The ImageNet normalisation the encoder expects
+happens inside.
 """
 
 from __future__ import annotations
@@ -30,13 +32,91 @@ from torch import nn
 
 from diffusers.models.autoencoders.autoencoder_dc import Decoder as DCAEDecoder
 from transformers import InternVLConfig, InternVLVisionConfig, InternVLVisionModel
-from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector
+from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector, InternVLVisionEmbeddings
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# Float inputs may leave [0, 1] by this much (half an 8-bit grey level): rounding in resizes and in
+# normalise / un-normalise round trips, never a different convention ([-1, 1], 0..255, ImageNet-normalised).
+UNIT_RANGE_TOLERANCE = 0.5 / 255
+IMAGE_CONTRACT = ("pass a B x 3 x H x W float tensor in [0, 1] (or uint8 in 0..255); "
+                  "torchvision.transforms.functional.to_tensor converts a PIL image")
+
+
+def as_unit_images(images: Any) -> torch.Tensor:
+    """Check an image batch against the tokenizer's input contract and return it as floats in [0, 1].
+
+    Contract: a ``torch.Tensor`` of shape ``B x 3 x H x W``, RGB, either floating point with values in
+    [0, 1] (up to ``UNIT_RANGE_TOLERANCE``; returned unchanged, any float dtype) or ``uint8`` in 0..255
+    (returned as ``float32 / 255``).
+
+    Raises:
+        TypeError: not a tensor (a PIL image, a numpy array), or a dtype other than float / uint8.
+        ValueError: the wrong shape, or floats outside [0, 1] ([-1, 1], 0..255 or ImageNet-normalised
+            inputs), or NaN; the message gives the range found and the one expected.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__module__}.{type(images).__name__}: "
+                        f"{IMAGE_CONTRACT}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be B x 3 x H x W; got shape {tuple(images.shape)}: {IMAGE_CONTRACT}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255
+    if not images.is_floating_point():
+        raise TypeError(f"images have dtype {images.dtype}: {IMAGE_CONTRACT}")
+    if images.numel() and not images.is_meta:
+        low, high = (float(v) for v in torch.aminmax(images.detach()))
+        if not (low >= -UNIT_RANGE_TOLERANCE and high <= 1 + UNIT_RANGE_TOLERANCE):  # NaN fails too
+            hint = (" ([-1, 1] or ImageNet-normalised? the tokenizer normalises inside)" if low < -0.1 else
+                    " (0..255 floats? divide by 255)" if high > 2 else "")
+            raise ValueError(f"image values span [{low:.4g}, {high:.4g}], outside [0, 1]{hint}: {IMAGE_CONTRACT}")
+    return images
+
+
+class InternViTEmbeddings(InternVLVisionEmbeddings):
+    """transformers' InternViT embeddings, with the position table interpolated in float32 as the original.
+
+    The original InternViT (``_get_pos_embed``) interpolates the position table in float32 and casts the
+    result back; transformers interpolates in the weights' dtype, which in bfloat16 moves about a fifth
+    of the entries by one bf16 unit at 280 px. Same parameters, same keys.
+    """
+
+    def interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The ``1 x (1 + h*w) x D`` position embeddings for a ``height x width`` input (CLS row first)."""
+        table = self.position_embeddings
+        num_positions = table.shape[1] - 1
+        if embeddings.shape[1] - 1 == num_positions and height == width:
+            return table  # the native grid: the original's interpolation is the identity there
+        side = int(round(num_positions ** 0.5))
+        dim = table.shape[-1]
+        grid = table[:, 1:].float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(height // self.patch_size[0], width // self.patch_size[1]), mode="bicubic",
+                             align_corners=False)
+        grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(table.dtype)
+        return torch.cat((table[:, :1], grid), dim=1)
+
+
+class Float32DCAEDecoder(DCAEDecoder):
+    """diffusers' DC-AE decoder that stays float32 whatever dtype its model is cast to (same keys).
+
+    Upstream decodes in float32 while the rest of the generator runs in bfloat16 (its ``vae_decoder``
+    is built in float32 and transformers keeps that dtype when loading); decoding in bfloat16 moves
+    pixels by 3-5 levels of 255 instead of 1. A ``.to(dtype)`` / ``.half()`` / ``.bfloat16()`` on any
+    enclosing module moves this decoder's tensors but never changes their float32 dtype or values.
+    """
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        def keep_float32(tensor: torch.Tensor) -> torch.Tensor:
+            moved = fn(tensor)
+            if tensor.dtype == torch.float32 and moved.dtype != torch.float32:
+                # A dtype cast: keep the device and layout fn chose, but the original float32 values.
+                return torch.empty_like(moved, dtype=torch.float32).copy_(tensor)
+            return moved
+
+        return super()._apply(keep_float32, recurse)
 
 
 def read_saved_config(directory: Path, model_type: str, what: str) -> dict[str, Any]:
@@ -177,9 +257,14 @@ class UniLIPTokenizer(nn.Module):
     State-dict prefixes: ``encoder.`` (transformers InternViT names), ``mlp1.`` (transformers
     projector names), ``down_blocks.`` / ``down_mlp.`` (the bridge, official names) and ``decoder.``
     (diffusers DC-AE decoder names). ``unilip.checkpoints`` converts to and from the released layouts.
+
+    Args:
+        config: the architecture.
+        decoder_float32: keep the pixel decoder in float32 whatever dtype the model is cast to (the
+            generator's decoder, as upstream; see :class:`Float32DCAEDecoder`).
     """
 
-    def __init__(self, config: TokenizerConfig) -> None:
+    def __init__(self, config: TokenizerConfig, *, decoder_float32: bool = False) -> None:
         super().__init__()
         self.config = config
         # Where the weights came from ("random init" until a loader fills them); recorded in results.
@@ -187,11 +272,15 @@ class UniLIPTokenizer(nn.Module):
         width = config.llm_hidden_size
         vision_config = InternVLVisionConfig(**config.vision)
         self.encoder = InternVLVisionModel(vision_config)
+        # Swapping the class (it adds no state) instead of building new embeddings keeps the random
+        # initialisation, its RNG stream and the parameter names exactly as transformers makes them.
+        self.encoder.embeddings.__class__ = InternViTEmbeddings
         self.mlp1 = InternVLMultiModalProjector(_projector_config(config))
         self.down_blocks = nn.ModuleList(BridgeResBlock(width) for _ in range(config.bridge_blocks))
         self.down_mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.latent_channels), nn.GELU(),
                                       nn.Linear(config.latent_channels, config.latent_channels))
-        self.decoder = DCAEDecoder(in_channels=3, latent_channels=config.latent_channels, **config.decoder)
+        decoder_class = Float32DCAEDecoder if decoder_float32 else DCAEDecoder
+        self.decoder = decoder_class(in_channels=3, latent_channels=config.latent_channels, **config.decoder)
         self.reset_buffers()
         self._init_bridge()
 
@@ -218,9 +307,7 @@ class UniLIPTokenizer(nn.Module):
         """Map [0, 1] RGB to the encoder's normalised input."""
         return (images - self.image_mean) / self.image_std
 
-    def _check_images(self, images: torch.Tensor) -> None:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be B x 3 x H x W; got shape {tuple(images.shape)}")
+    def _check_grid(self, images: torch.Tensor) -> None:
         stride = self.config.token_stride
         height, width = images.shape[-2:]
         if height % stride or width % stride:
@@ -231,8 +318,18 @@ class UniLIPTokenizer(nn.Module):
         """The understanding feature: post-``mlp1`` tokens, ``B x N x H`` with N = (S/stride)^2.
 
         This is what InternVL3 feeds its LLM and what the self-distillation loss compares.
+
+        Args:
+            images: ``B x 3 x H x W`` RGB, float in [0, 1] or uint8 (:func:`as_unit_images`); H and W
+                multiples of the token stride (28 for the real models).
+
+        Raises:
+            TypeError, ValueError: inputs outside that contract, saying what was expected.
         """
-        self._check_images(images)
+        return self._features(as_unit_images(images))
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        self._check_grid(images)
         pixel_values = self.normalize(images).to(self.encoder.embeddings.patch_embeddings.projection.weight.dtype)
         hidden = self.encoder(pixel_values=pixel_values).last_hidden_state[:, 1:]
         rows = images.shape[-2] // self.config.patch_size
@@ -251,16 +348,23 @@ class UniLIPTokenizer(nn.Module):
         return x.transpose(1, 2).reshape(x.shape[0], x.shape[-1], *grid)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Latent ``B x latent_channels x H/stride x W/stride`` of [0, 1] images."""
-        features = self.encode_features(images)
+        """Latent ``B x latent_channels x H/stride x W/stride`` of images (same contract as
+        :meth:`encode_features`: float in [0, 1] or uint8, sides multiples of the token stride)."""
+        return self._latent(as_unit_images(images))
+
+    def _latent(self, images: torch.Tensor) -> torch.Tensor:
+        return self.bridge(self._features(images), self._token_grid(images))
+
+    def _token_grid(self, images: torch.Tensor) -> tuple[int, int]:
         stride = self.config.token_stride
-        return self.bridge(features, (images.shape[-2] // stride, images.shape[-1] // stride))
+        return images.shape[-2] // stride, images.shape[-1] // stride
 
     def encode_with_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both the latent and the understanding feature, computed once (for distillation)."""
-        features = self.encode_features(images)
-        stride = self.config.token_stride
-        return self.bridge(features, (images.shape[-2] // stride, images.shape[-1] // stride)), features
+        """Both the latent and the understanding feature, computed once (for distillation); same
+        contract as :meth:`encode_features`."""
+        images = as_unit_images(images)
+        features = self._features(images)
+        return self.bridge(features, self._token_grid(images)), features
 
     # ------------------------------------------------------------------ decoder
     def decode(self, latent: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
@@ -282,11 +386,19 @@ class UniLIPTokenizer(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        """Reconstruct [0, 1] images of any size >= one token; returns [0, 1] images of the same size.
+        """Reconstruct images of any size >= one token; returns float images in [0, 1] of the same size.
+
+        Args:
+            images: ``B x 3 x H x W`` RGB, float in [0, 1] or uint8 in 0..255 (:func:`as_unit_images`).
+                A PIL image is refused: ``torchvision.transforms.functional.to_tensor`` converts one.
 
         Sizes that are not a multiple of the token stride take the official padded path: reflect-pad
         to the next multiple, encode, decode, resize with ``align_corners=True`` and crop back.
+
+        Raises:
+            TypeError, ValueError: inputs outside that contract, saying what was expected.
         """
+        images = as_unit_images(images)
         stride = self.config.token_stride
         height, width = images.shape[-2:]
         pad_h, pad_w = (-height) % stride, (-width) % stride
@@ -325,11 +437,16 @@ class UniLIPTokenizer(nn.Module):
         from unilip.checkpoints import load_safetensors_state_dict, load_strict
 
         directory = Path(directory)
-        payload = read_saved_config(directory, "unilip_tokenizer", "tokenizer")
-        payload.pop("format_version", None)
-        config = TokenizerConfig.from_dict(payload)
+        config = saved_tokenizer_config(directory)
         state = load_safetensors_state_dict(directory / WEIGHTS_NAME)
         return load_strict(config, state, dtype=dtype, device=device, source=str(directory))
+
+
+def saved_tokenizer_config(directory: str | Path) -> TokenizerConfig:
+    """The architecture of a directory written by ``UniLIPTokenizer.save_pretrained`` (its weights unread)."""
+    payload = read_saved_config(Path(directory), "unilip_tokenizer", "tokenizer")
+    payload.pop("format_version", None)
+    return TokenizerConfig.from_dict(payload)
 
 
 def build_tokenizer(config: TokenizerConfig, device: str | torch.device = "cpu",

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from unilip import checkpoints
-from unilip.tokenizer import CONFIG_NAME, TokenizerConfig, UniLIPTokenizer, build_tokenizer
+from unilip.tokenizer import CONFIG_NAME, TokenizerConfig, UniLIPTokenizer, build_tokenizer, saved_tokenizer_config
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,94 @@ def load_tokenizer(name_or_path: str | Path, weights: str | Path | None = None, 
         if config.get("model_type") == "unilip_tokenizer":
             return UniLIPTokenizer.from_pretrained(path, dtype=dtype, device=device)
     return _load_weights_file(None, path, dtype, device)
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    """What a model reference is, learned from configs and file headers only (no weights are read).
+
+    Attributes:
+        kind: ``tokenizer`` (reconstruction) or ``generator`` (generation, editing, chat, reconstruction).
+        tokenizer: the tokenizer's architecture (its ``image_size`` is the native resolution).
+    """
+
+    kind: str
+    tokenizer: TokenizerConfig
+
+
+def _width_from_weights(path: Path) -> int:
+    """The mlp1 output width (the LLM width, which tells the released variants apart) from a file's header."""
+    if path.is_dir() or path.suffix == ".safetensors" or path.name.endswith(".index.json"):
+        from safetensors import safe_open
+
+        index = path / "model.safetensors.index.json" if path.is_dir() else path
+        if index.name.endswith(".index.json") and index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = {key: index.parent / name for key, name in weight_map.items()}
+        else:
+            single = path / "model.safetensors" if path.is_dir() else path
+            if not single.is_file():
+                raise checkpoints.missing_file_error(single, "a safetensors weights file")
+            files = {}
+            try:
+                with safe_open(str(single), framework="pt") as handle:
+                    files = {key: single for key in handle.keys()}
+            except Exception as error:  # safetensors raises its own error type for a damaged header
+                raise checkpoints.CheckpointError(f"{single} is not a readable safetensors file ({error})") from None
+        for key in ("model.multi_modal_projector.1.weight", "multi_modal_projector.1.weight"):
+            if key in files:
+                with safe_open(str(files[key]), framework="pt") as handle:
+                    return int(handle.get_slice(key).get_shape()[0])
+        raise checkpoints.CheckpointKeyError(f"{path}: no multi_modal_projector.1.weight among the weights: "
+                                             "not a UniLIP tokenizer or model directory")
+    state = checkpoints.load_pth_state_dict(path)
+    if "mlp1.1.weight" not in state:
+        raise checkpoints.CheckpointKeyError(f"{path}: no mlp1 weights found (key mlp1.1.weight)")
+    return int(state["mlp1.1.weight"].shape[0])
+
+
+def probe_reference(name_or_path: str | Path, weights: str | Path | None = None, *,
+                    random_init: bool = False) -> ReferenceInfo:
+    """Resolve a model reference as ``load_generator``/``load_tokenizer`` would, without loading weights.
+
+    It raises the same errors for a missing file or an unknown variant, so commands can check a
+    reference in a second and only then spend minutes loading it.
+    """
+    if is_generator_reference(name_or_path):
+        directory = PRETRAINED_DIR / str(name_or_path) if str(name_or_path) in list_pretrained() else Path(name_or_path)
+        payload = json.loads((directory / CONFIG_NAME).read_text())
+        if payload.get("model_type") == "unilip_generator":
+            return ReferenceInfo("generator", TokenizerConfig.from_dict(payload["tokenizer"]))
+        return ReferenceInfo("generator", _variant_for_width(_width_from_weights(directory), str(directory)).tokenizer)
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or not path.exists():
+        spec = get_variant(name_or_path)
+        if weights is not None:
+            if not Path(weights).exists():
+                raise checkpoints.missing_file_error(Path(weights), f"weights for variant {spec.name}")
+        elif spec.has_released_weights and not random_init:
+            _default_weights(spec)  # raises, naming the file and where to get it, when it is absent
+        return ReferenceInfo("tokenizer", spec.tokenizer)
+    if weights is not None:
+        raise ValueError(f"weights= is only for a variant name or YAML; {path} already names the weights")
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        if json.loads((path / CONFIG_NAME).read_text()).get("model_type") == "unilip_tokenizer":
+            return ReferenceInfo("tokenizer", saved_tokenizer_config(path))
+    return ReferenceInfo("tokenizer", _variant_for_width(_width_from_weights(path), str(path)).tokenizer)
+
+
+def is_generator_reference(model: str | Path) -> bool:
+    """A shipped generator, a saved generator directory or a released UniLIP model directory."""
+    if str(model) in list_pretrained():
+        return True
+    config = Path(model) / CONFIG_NAME
+    if not config.is_file():
+        return False
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except ValueError:
+        return False
+    return model_type in ("unilip_generator", "unilip_internvl")
 
 
 # ----------------------------------------------------------------------------------- generators

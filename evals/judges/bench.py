@@ -4,13 +4,16 @@ A judged benchmark (WISE, ImgEdit) has two stages: ``produce`` (the model makes 
 saved under ``images/``) and ``judge`` (a vision-language judge scores it). Each judged item ends in one
 explicit state (:mod:`evals.judges.states`); an item that is not ``ok`` has a ``failed`` record with the
 state in its payload and error, so ``unilip eval run --retry-failed`` asks again, and the aggregate
-excludes it and counts it instead of scoring it 0.
+excludes it and counts it instead of scoring it 0. A judge endpoint that gives no HTTP response stops
+the judge stage with :class:`~evals.judges.client.JudgeUnreachable` and records nothing for the items
+it did not judge: they stay to do, and the same command resumes them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +22,9 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping
 from evals.benchmark import (Benchmark, BenchmarkSpec, Item, StageContext, StageResult, model_identity,
                              produce_then_score_fingerprint)
 from evals.judges.cache import JudgeCache, cache_key
-from evals.judges.client import JudgeClient
+from evals.judges.client import JudgeClient, JudgeUnreachable
 from evals.judges.config import JudgeConfig, resolve_judge_config
-from evals.judges.request import JudgeRequest
+from evals.judges.request import JudgeImage, JudgeRequest
 from evals.judges.states import FAILED_STATES, JUDGE_ERROR, MISSING_IMAGE, OK, STATES, Judgement, MissingImage
 from evals.runtime.records import canonical_hash, item_seed
 
@@ -176,6 +179,43 @@ def take_first(entries: list, limit: Any, noun: str) -> tuple[list, int | None, 
 
 
 SEED_DERIVATION = "per item: int(canonical_hash({seed, item: id}), 16) % 2**31"
+IMAGE_DELETED = "the image was deleted after generation; run the same command again to regenerate it"
+
+
+class PathEscapesRoot(ValueError):
+    """A path named by benchmark data leads outside the folder it must stay in."""
+
+
+def path_inside(root: str | Path, relative: str, what: str) -> Path:
+    """``root / relative`` when it stays inside ``root``; raise :class:`PathEscapesRoot` otherwise.
+
+    The check is on the normalised path (``..`` resolved, an absolute ``relative`` taken as it is), not
+    through symbolic links: data cannot create links, and a link the user put inside ``root`` (a
+    dataset kept on another disk) is the user's choice.
+
+    Args:
+        root: the folder the path must stay in.
+        relative: the path as the data gives it.
+        what: what the path is, for the message (``source image``, ``output``).
+    """
+    base = Path(os.path.normpath(Path(root).expanduser().absolute()))
+    candidate = Path(os.path.normpath(base / relative))
+    if candidate == base or not candidate.is_relative_to(base):
+        raise PathEscapesRoot(f"{what} path {relative!r} escapes {base} (it leads to {candidate}); refused: "
+                              "data may only name files inside that folder")
+    return candidate
+
+
+def generated_image(bench_dir: Path, relative: str) -> JudgeImage:
+    """A produced image for the judge; :class:`MissingImage` saying how to regenerate it when it is gone.
+
+    The produce record of such an image is ``ok`` (it was written), so ``--retry-failed`` is not the fix:
+    the runner redoes a produce stage whose recorded output vanished, so the same command regenerates it.
+    """
+    path = bench_dir / relative
+    if not path.is_file():
+        raise MissingImage(f"{relative}: {IMAGE_DELETED}")
+    return JudgeImage.from_file(path)
 
 
 def save_png(image: Any, path: Path) -> str:
@@ -337,13 +377,35 @@ class JudgedBenchmark(Benchmark):
         finally:
             bar.close()
 
+    def preflight(self, spec: BenchmarkSpec) -> None:
+        """Refuse a missing or unusable API key now; warn when the judge does not answer now.
+
+        Generation may run for hours before judging starts, so an endpoint that is down now (a local
+        server not started yet) is only a warning; the judge stage probes it again before its first call.
+
+        Raises:
+            JudgeConfigError: no key for a remote endpoint, or a key an HTTP header cannot carry.
+        """
+        client = JudgeClient(self._state(spec).judge)
+        try:
+            client.check_reachable()
+        except JudgeUnreachable as error:
+            logger.warning("%s: %s (checked before generation; judging starts after it)", spec.name, error)
+
     def _judge(self, spec: BenchmarkSpec, items: list[Item], ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
         state = self._state(spec)
         client = JudgeClient(state.judge, cache=self.judge_cache(spec, ctx.cache_dir))
         jobs = ((item, _bind(self.build_request, spec, item, ctx.bench_dir)) for item in items)
         judged = client.judge_many(jobs, state.prepared.parser, spec.knobs["judge"]["parse_attempts"])
-        for item, judgement in judged:
-            yield item, self._to_result(spec, item, judgement)
+        finished = 0
+        try:
+            for item, judgement in judged:
+                finished += 1
+                yield item, self._to_result(spec, item, judgement)
+        except JudgeUnreachable:
+            logger.warning("%s: judging stopped, judge unreachable: %d of the %d items asked for were judged and "
+                           "kept; the other %d stay to do", spec.name, finished, len(items), len(items) - finished)
+            raise
 
     def _to_result(self, spec: BenchmarkSpec, item: Item, judgement: Judgement) -> StageResult:
         payload = judgement.to_payload()

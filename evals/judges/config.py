@@ -24,6 +24,8 @@ ENV_API_KEY = "UNILIP_JUDGE_API_KEY"
 ENV_API_KEY_FALLBACK = "OPENAI_API_KEY"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 AUTH_STYLES = ("bearer", "api-key", "none")
+# Shorter keys are refused: every occurrence in judge text is masked, and a very short string occurs by chance.
+MIN_KEY_LENGTH = 8
 
 # Option name (as ``--opt NAME=VALUE``) -> config field. Benchmarks that call a judge declare these.
 OPTION_FIELDS = {
@@ -140,8 +142,11 @@ def endpoint_label(base_url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
-def api_key_from_env(config: JudgeConfig, env: Mapping[str, str] | None = None) -> str | None:
-    """The key for ``config`` from the environment, or None (auth ``none``, or nothing set)."""
+def api_key_source(config: JudgeConfig, env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """``(variable name, key)`` for ``config`` from the environment, or None (auth ``none``, or nothing set).
+
+    Surrounding whitespace is dropped (a key read with ``$(cat file)`` keeps no trailing newline).
+    """
     env = os.environ if env is None else env
     if config.auth == "none":
         return None
@@ -149,8 +154,38 @@ def api_key_from_env(config: JudgeConfig, env: Mapping[str, str] | None = None) 
     for name in names:
         value = env.get(name, "").strip()
         if value:
-            return value
+            return name, value
     return None
+
+
+def api_key_from_env(config: JudgeConfig, env: Mapping[str, str] | None = None) -> str | None:
+    """The key for ``config`` from the environment, or None (auth ``none``, or nothing set)."""
+    found = api_key_source(config, env)
+    return found[1] if found else None
+
+
+def check_api_key(key: str, source: str) -> None:
+    """Refuse a key that cannot travel in an HTTP header, or that is too short to be masked in text.
+
+    The message names ``source`` (the environment variable) and never the key, nor any of its
+    characters: http.client would otherwise raise an error quoting the whole header value.
+
+    Raises:
+        JudgeConfigError: a control character (a line break from a pasted file, a tab ...), a character
+            outside Latin-1 (headers are Latin-1 on the wire), or fewer than :data:`MIN_KEY_LENGTH`
+            characters (masking so short a string in answers would garble them).
+    """
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
+        raise JudgeConfigError(f"the judge API key in {source} contains a line break or another control character, "
+                               f"which an HTTP header cannot carry: set {source} to the key alone, on one line")
+    if any(ord(char) > 0xFF for char in key):
+        raise JudgeConfigError(f"the judge API key in {source} contains a character outside Latin-1 (a typographic "
+                               f"dash or quote from a copied document?), which an HTTP header cannot carry: set "
+                               f"{source} to the key as issued")
+    if len(key) < MIN_KEY_LENGTH:
+        raise JudgeConfigError(f"the judge API key in {source} has fewer than {MIN_KEY_LENGTH} characters: too short "
+                               "to mask in judge answers without garbling them; use a longer key (or judge auth "
+                               "'none' for an endpoint without authentication)")
 
 
 def _none_like(value: Any) -> bool:

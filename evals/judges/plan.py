@@ -50,15 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the plan of each benchmark of ``args.bench``; 0 on success, 2 when the request is invalid."""
+    """Print the plan of each benchmark of ``args.bench``; raises ``ValueError`` for an invalid request."""
     from evals.cli import parse_opts
 
     options = {"data": args.data, **parse_opts(args.opt)}
-    try:
-        plans = plan([r.strip() for r in args.bench.split(",")], args.out, options, args.cache_dir)
-    except ValueError as error:
-        print(f"judge plan: {error}", file=sys.stderr)
-        return 2
+    plans = plan([r.strip() for r in args.bench.split(",")], args.out, options, args.cache_dir)
     if args.json:
         print(json.dumps(plans, indent=2))
         return 0
@@ -76,4 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evals.judges", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_arguments(sub.add_parser("plan", help="count the judge calls a run would make (no call is made)"))
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except (ValueError, OSError) as error:  # the exit-code contract of `unilip eval plan` (unilip.errors)
+        print(f"python -m evals.judges plan: error: {error}", file=sys.stderr)
+        return 2

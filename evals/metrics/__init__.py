@@ -1,7 +1,9 @@
 """Image metrics as streaming, tested objects: FID / Inception Score, PSNR / SSIM and LPIPS.
 
-Every metric that needs a network reads its weights from local disk (see :mod:`evals.metrics.weights`)
-and raises :class:`MetricUnavailable` when they are absent; nothing is downloaded at run time. The numbers
+Every metric that needs a network reads its weights from local disk (see :mod:`evals.metrics.weights`):
+a path that was named but does not exist raises :class:`WeightsNotFoundError` (an error), weights that were
+not named and are not in the torch hub cache raise :class:`MetricUnavailable` (not computed); nothing is
+downloaded at run time. The numbers
 are those of the reference libraries (torch-fidelity, scikit-image, lpips); tests/evals checks each
 against them.
 """
@@ -16,7 +18,7 @@ from .fid import (
 )
 from .lpips_metric import LPIPS_BACKBONES, LPIPSMetric
 from .pixel import psnr_per_image, ssim_per_image
-from .weights import MetricUnavailable, WeightsKeyError, file_sha256, resolve_weights, torch_home
+from .weights import MetricUnavailable, WeightsKeyError, WeightsNotFoundError, file_sha256, resolve_weights, torch_home
 
 __all__ = [
     "INCEPTION_ENV_VAR",
@@ -28,6 +30,7 @@ __all__ = [
     "LPIPSMetric",
     "MetricUnavailable",
     "WeightsKeyError",
+    "WeightsNotFoundError",
     "file_sha256",
     "frechet_distance",
     "psnr_per_image",

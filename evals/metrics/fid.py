@@ -21,6 +21,7 @@ Numerical notes (measured against torch-fidelity 0.4.0 and torchmetrics 1.9.0, s
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,7 +29,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .weights import file_sha256, resolve_weights
+from unilip.weights import check_weights_keys, load_weights_state_dict
+
+from .weights import WeightsKeyError, file_sha256, resolve_weights
 
 __all__ = [
     "INCEPTION_ENV_VAR",
@@ -45,9 +48,24 @@ INCEPTION_SOURCE = (
     "It is torch-fidelity's port of the TF Inception-v3 used for FID (2015-12-05 graph), released as "
     f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILENAME}."
 )
+INCEPTION_WHAT = "Inception-v3 weights for FID/IS (torch-fidelity 'inception-v3-compat')"
 _FEATURE_NAMES = ("2048", "logits_unbiased")
 _FEATURE_DIMS = {"2048": 2048, "logits_unbiased": 1008}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _checked_inception_class(path: Path):
+    """torch-fidelity's ``FeatureExtractorInceptionV3`` whose strict load first names missing, unexpected
+    and misshapen keys (``WeightsKeyError``) instead of raising torch's multi-line ``RuntimeError``."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class CheckedInception(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: D102
+            check_weights_keys(self.state_dict(), state_dict, path, INCEPTION_WHAT, INCEPTION_SOURCE,
+                               WeightsKeyError)
+            return super().load_state_dict(state_dict, strict=True, assign=assign)
+
+    return CheckedInception
 
 
 def _torch_fidelity_version() -> str:
@@ -82,7 +100,11 @@ class InceptionExtractor:
             batch_size: Images per forward pass; :meth:`features` chunks larger inputs.
 
         Raises:
-            MetricUnavailable: If the weights file is not on local disk.
+            WeightsNotFoundError: ``weights_path`` (or ``$UNILIP_INCEPTION_WEIGHTS``) names no file.
+            MetricUnavailable: Nothing named, and the torch hub cache lacks the file.
+            CheckpointError: The file is not a readable flat state dict of tensors (pickled objects, a
+                damaged or foreign file).
+            WeightsKeyError: Its keys or shapes do not fill torch-fidelity's Inception-v3 exactly (named).
             ValueError: For an unknown dtype or a non-positive batch size.
         """
         if internal_dtype not in _DTYPES:
@@ -90,30 +112,26 @@ class InceptionExtractor:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.weights_path = resolve_weights(
-            weights_path,
-            INCEPTION_ENV_VAR,
-            (INCEPTION_FILENAME,),
-            "Inception-v3 weights for FID/IS (torch-fidelity 'inception-v3-compat')",
-            INCEPTION_SOURCE,
+            weights_path, INCEPTION_ENV_VAR, (INCEPTION_FILENAME,), INCEPTION_WHAT, INCEPTION_SOURCE
         )
         self.internal_dtype = internal_dtype
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
 
-        # torch-fidelity unpickles the file with weights_only=False; refuse anything that is not a plain
-        # tensor state dict before it gets the chance to run arbitrary pickled code.
-        state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
-        if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
-            raise ValueError(f"{self.weights_path} is not a flat tensor state dict of Inception-v3 weights")
+        # Read here, safely (weights_only=True, either torch.save format, one-line errors naming the file);
+        # torch-fidelity itself would unpickle the user's file with weights_only=False.
+        state = load_weights_state_dict(self.weights_path, f"{INCEPTION_WHAT}, file {INCEPTION_FILENAME}",
+                                        INCEPTION_SOURCE)
+        # torch-fidelity's constructor reads a path or file object and loads it strictly; it gets these
+        # tensors, re-serialised in memory, and the keys are checked (and named) before its own load.
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
         del state
-
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-        # The constructor loads the file strictly (load_state_dict with the default strict=True).
-        net = FeatureExtractorInceptionV3(
+        net = _checked_inception_class(self.weights_path)(
             "inception-v3-compat",
             list(_FEATURE_NAMES),
-            feature_extractor_weights_path=str(self.weights_path),
+            feature_extractor_weights_path=buffer,
             feature_extractor_internal_dtype=internal_dtype,
         )
         dtype = _DTYPES[internal_dtype]

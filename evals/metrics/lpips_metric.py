@@ -9,14 +9,14 @@ into the backbone slices, strictly. The numbers are then exactly those of ``lpip
 from __future__ import annotations
 
 import importlib.metadata
-import inspect
 import os
-import re
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from unilip.training.losses import check_lpips_heads, lpips_backbone_state
+from unilip.weights import load_weights_state_dict
 
 from .weights import WeightsKeyError, file_sha256, resolve_weights
 
@@ -44,18 +44,6 @@ LPIPS_BACKBONES: dict[str, dict[str, str]] = {
     },
 }
 
-# lpips' backbone keeps torchvision's `features` indices as module names inside its slices
-# (e.g. `slice2.3.weight` is torchvision's `features.3.weight`).
-_SLICE_KEY = re.compile(r"^slice\d+\.(\d+)\.(.+)$")
-
-
-def _lpips_head_file(net: str) -> Path:
-    """The linear-head weights file the lpips package loads for ``net`` (version 0.1)."""
-    import lpips
-
-    return Path(inspect.getfile(lpips.LPIPS)).resolve().parent / "weights" / "v0.1" / f"{net}.pth"
-
-
 class LPIPSMetric:
     """Per-image LPIPS distance on images in [0, 1].
 
@@ -79,9 +67,12 @@ class LPIPSMetric:
             device: Device to run on.
 
         Raises:
-            MetricUnavailable: If the backbone file is not on local disk.
+            WeightsNotFoundError: ``backbone_weights_path`` (or the environment variable) names no file.
+            MetricUnavailable: Nothing named, and the torch hub cache lacks the backbone file.
+            CheckpointError: The file is not a readable flat state dict of tensors (pickled objects, damaged).
             WeightsKeyError: If the file does not fill every backbone parameter exactly (the message lists
-                the keys), or the packaged heads did not load.
+                the keys).
+            RuntimeError: The packaged heads did not load (a broken lpips install).
             ValueError: For an unknown ``net``.
         """
         if net not in LPIPS_BACKBONES:
@@ -92,7 +83,9 @@ class LPIPSMetric:
         self.backbone_path = resolve_weights(
             backbone_weights_path, spec["env_var"], (spec["filename"],), spec["what"], spec["source"]
         )
-        self.head_path = _lpips_head_file(net)
+        what = f"{spec['what']} (torchvision's state dict, file {spec['filename']})"
+        # Read first: an unusable file fails before any network is built.
+        state = load_weights_state_dict(self.backbone_path, what, spec["source"])
 
         import lpips
 
@@ -103,54 +96,13 @@ class LPIPSMetric:
             warnings.filterwarnings("ignore", message=r".*'pretrained' is deprecated.*", category=UserWarning)
             warnings.filterwarnings("ignore", message=r".*Arguments other than a weight enum.*", category=UserWarning)
             model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
-        self._check_heads(model)
-        self._load_backbone(model)
+        self.head_path = check_lpips_heads(model, net)
+        # strict=True: every backbone parameter set (checked and named above), shapes agree.
+        model.net.load_state_dict(lpips_backbone_state(model.net, state, self.backbone_path, what, WeightsKeyError),
+                                  strict=True)
         model.requires_grad_(False)
         model.eval()
         self.model = model.to(self.device)
-
-    def _check_heads(self, model: torch.nn.Module) -> None:
-        """Verify every linear head was filled from the packaged file.
-
-        lpips loads its heads non-strictly, which would let a missing head stay random; we re-read
-        the file and compare, so a broken install fails loudly instead.
-        """
-        heads = torch.load(self.head_path, map_location="cpu", weights_only=True)
-        model_state = model.state_dict()
-        expected = {k for k in model_state if re.match(r"^lin\d+\.model\.1\.weight$", k)}
-        if set(heads) != expected:
-            raise WeightsKeyError(
-                f"{self.head_path}: LPIPS head keys {sorted(set(heads))} do not match the model's {sorted(expected)}"
-            )
-        wrong = [k for k in expected if not torch.equal(model_state[k], heads[k].to(model_state[k].dtype))]
-        if wrong:
-            raise WeightsKeyError(f"LPIPS heads were not loaded from {self.head_path}: {sorted(wrong)}")
-
-    def _load_backbone(self, model: torch.nn.Module) -> None:
-        """Load torchvision's ``features.*`` tensors into lpips' backbone slices, strictly."""
-        state = torch.load(self.backbone_path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise WeightsKeyError(f"{self.backbone_path} is not a state dict (got {type(state).__name__})")
-        backbone = model.net
-        sources: dict[str, str] = {}
-        for name in backbone.state_dict():
-            match = _SLICE_KEY.match(name)
-            if match is None:
-                raise WeightsKeyError(f"unexpected lpips backbone parameter name {name!r}")
-            sources[name] = f"features.{match.group(1)}.{match.group(2)}"
-        used = set(sources.values())
-        missing = sorted(key for key in used if key not in state)
-        # The classifier of the ImageNet net is not part of LPIPS; any other unused key would mean a different
-        # architecture than the one lpips builds.
-        unused = sorted(key for key in state if key.startswith("features.") and key not in used)
-        unexpected = sorted(key for key in state if not key.startswith(("features.", "classifier.")))
-        if missing or unused or unexpected:
-            raise WeightsKeyError(
-                f"{self.backbone_path} does not match lpips' {self.net_name} backbone: missing {missing}, "
-                f"unused features keys {unused}, unexpected keys {unexpected}"
-            )
-        # strict=True: every backbone parameter must be set, and shapes must agree.
-        backbone.load_state_dict({name: state[key] for name, key in sources.items()}, strict=True)
 
     @property
     def fingerprint(self) -> dict[str, Any]:

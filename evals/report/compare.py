@@ -46,6 +46,8 @@ def build_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str
             rows.setdefault(label, {})[key] = _cell(metric)
             if metric.get("status") == "not_computed":
                 notes.append(f"{label} {bench} {name}: not computed: {metric['reason'].splitlines()[0]}")
+            for warning in metric.get("warnings") or []:  # what the benchmark wants every reader to see
+                notes.append(f"{label} {bench} {name}: {warning}")
     # Benchmarks and fingerprints sorted; metrics in the order the benchmark reports them.
     ordered = sorted(columns, key=lambda key: (key[0], key[1]))
     header = ["model"] + [f"{name} [{bench} {fp}]" for bench, fp, name in ordered] + ["coverage"]

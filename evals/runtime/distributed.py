@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch.distributed as dist
 
@@ -20,6 +21,15 @@ class World:
     def barrier(self) -> None:
         if self.size > 1:
             dist.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """The main process's ``value``, on every process (a decision only the main process can make,
+        such as whether the run directory may be written, reaches the others instead of a hang)."""
+        if self.size == 1:
+            return value
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
 
 def init_world() -> World:

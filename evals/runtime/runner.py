@@ -2,17 +2,23 @@
 
 Layout of a run directory::
 
-    RUN/run.json                          model, options, environment (written by the main process)
+    RUN/run.json                          identity of the model, options, environment (main process)
+    RUN/.lock, RUN/.locks/                the run's locks (evals.runtime.rundir)
     RUN/<bench@variant>/manifest.json     spec, fingerprint, expected item ids
     RUN/<bench@variant>/<stage>/<item>.json (+ .npz)   one atomically written record per item and stage
     RUN/<bench@variant>/results.json      the aggregate, with coverage, spec, model and environment
 
-A record on disk means that stage is done for that item (with the stage fingerprint it names), so a
-killed run resumes where it stopped with any number of processes, and redoes nothing.
+A record on disk means that stage is done for that item, and is trusted on a resume only while it
+still describes what is there: the stage fingerprint it names is the current one, every output file
+it lists is still there unchanged, and every source file it read is unchanged (size and mtime, or
+failing those, the sha256 of its bytes). Otherwise the item's stage is redone, and the item's later
+stages with it. So a killed run resumes where it stopped with any number of processes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -20,18 +26,19 @@ from typing import Any
 
 import numpy as np
 
-from evals.benchmark import Benchmark, BenchmarkSpec, Item, StageContext
+from evals.benchmark import Benchmark, BenchmarkSpec, Item, StageContext, StageResult
 from evals.runtime.distributed import World, shard
 from evals.runtime.records import atomic_write_json, atomic_write_npz, read_json, safe_item_name
+from evals.runtime.rundir import RunDirectoryError
+from unilip.errors import Interrupted
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
 
-
-class RunDirectoryError(ValueError):
-    """The run directory holds something incompatible with what was asked."""
+__all__ = ["MANIFEST", "RESULTS", "RunDirectoryError", "aggregate_run", "load_arrays", "load_record",
+           "record_path", "run_benchmark", "stage_status", "write_manifest"]
 
 
 def record_path(bench_dir: Path, stage: str, item_id: str) -> Path:
@@ -39,44 +46,136 @@ def record_path(bench_dir: Path, stage: str, item_id: str) -> Path:
 
 
 def load_record(bench_dir: Path, stage: str, item_id: str) -> dict[str, Any] | None:
+    """The record of ``item_id`` in ``stage``, None when there is none.
+
+    Raises:
+        RunDirectoryError: the record file is not a record (not JSON, or truncated by something other
+            than this harness, whose writes are atomic); the message names the file and the fix.
+    """
     path = record_path(bench_dir, stage, item_id)
-    return read_json(path) if path.is_file() else None
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RunDirectoryError(f"{path} is not a readable record ({type(error).__name__}: {error}); delete it "
+                                "to redo that item, then run the same command") from None
+    if not isinstance(record, dict) or "status" not in record or "fingerprint" not in record:
+        raise RunDirectoryError(f"{path} is not a record of this harness (no status/fingerprint); delete it to "
+                                "redo that item, then run the same command")
+    return record
 
 
 def load_arrays(bench_dir: Path, stage: str, item_id: str) -> dict[str, np.ndarray]:
     path = record_path(bench_dir, stage, item_id).with_suffix(".npz")
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise RunDirectoryError(f"{path} is not readable ({type(error).__name__}: {error}); delete it and its "
+                                f"record {path.with_suffix('.json').name} to redo that item, then run the same "
+                                "command") from None
 
 
-def write_manifest(bench_dir: Path, spec: BenchmarkSpec, items: list[Item], rescore: bool = False) -> None:
-    """Write the manifest, or check that an existing one describes the same spec and items.
+# ------------------------------------------------------------------------------------ files behind a record
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    ``rescore`` accepts a changed spec for the same items: every record carries its stage fingerprint, so
-    the stages whose inputs changed (a judge, a template, a scorer) are redone and the others (the
-    generated images) are kept.
+
+def _file_entry(path: Path, sha256: str) -> dict[str, Any]:
+    stat = path.stat()
+    return {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def file_unchanged(path: Path, entry: dict[str, Any]) -> bool:
+    """Whether ``path`` still holds the bytes ``entry`` describes: cheap when size and mtime agree."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return False
+    if stat.st_size != entry.get("size"):
+        return False
+    if stat.st_mtime_ns == entry.get("mtime_ns"):
+        return True
+    # Touched or copied: compare the content (an entry without a digest is judged by size and mtime alone).
+    return bool(entry.get("sha256")) and file_sha256(path) == entry["sha256"]
+
+
+def record_is_current(record: dict[str, Any], fingerprint: str, bench_dir: Path) -> tuple[bool, str]:
+    """Whether a record may be trusted, and if not, why (for the log)."""
+    if record["fingerprint"] != fingerprint:
+        return False, "made with another stage fingerprint"
+    for relative, entry in (record.get("outputs") or {}).items():
+        if not file_unchanged(bench_dir / relative, entry):
+            return False, f"its output {relative} is gone or changed"
+    for source, entry in (record.get("inputs") or {}).items():
+        path = Path(source)
+        # A source that is gone cannot be read again: its record, made when it was there, stands.
+        if path.exists() and not file_unchanged(path, entry):
+            return False, f"its source {source} changed since"
+    return True, ""
+
+
+def _drop_later_records(bench_dir: Path, stages: tuple[str, ...], index: int, item_id: str) -> None:
+    for stage in stages[index + 1:]:
+        path = record_path(bench_dir, stage, item_id)
+        path.unlink(missing_ok=True)
+        path.with_suffix(".npz").unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ manifest
+def write_manifest(bench: Benchmark, bench_dir: Path, spec: BenchmarkSpec, items: list[Item],
+                   rescore: bool = False) -> tuple[BenchmarkSpec, list[str]]:
+    """Write the manifest, or check that an existing one describes this spec and these items.
+
+    Returns the spec to run with and the manifest's item ids (the expected items). ``rescore`` accepts a
+    changed spec for the same items: every record carries its stage fingerprint, so the stages whose
+    inputs changed (a judge, a template, a scorer) are redone and the others (generated images) kept.
+    A data listing that lost items since the run started (files deleted) resumes with the run's own
+    spec: the lost items count as missing, and finished items whose source changed are redone.
     """
     path = bench_dir / MANIFEST
-    payload = {"spec": spec.to_dict(), "items": [item.id for item in items]}
-    if path.is_file():
+    ids = [item.id for item in items]
+    payload = {"spec": spec.to_dict(), "items": ids}
+    if not path.is_file():
+        atomic_write_json(path, payload)
+        return spec, ids
+    try:
         existing = read_json(path)
-        if existing["spec"]["fingerprint"] != spec.fingerprint:
-            changed = sorted(k for k in set(existing["spec"]["knobs"]) | set(spec.knobs)
-                             if existing["spec"]["knobs"].get(k) != spec.knobs.get(k))
-            if rescore and existing["items"] == payload["items"]:
-                logger.info("%s: spec changed (%s); redoing the stages that depend on it", spec.name,
-                            ", ".join(changed) or "version")
-                atomic_write_json(path, payload)
-                return
+        old_spec = existing["spec"]
+        old_ids = list(existing["items"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise RunDirectoryError(f"{path} is not a readable manifest ({type(error).__name__}: {error}); pass --fresh "
+                                "to discard this benchmark's run") from None
+    changed = sorted(k for k in set(old_spec["knobs"]) | set(spec.knobs)
+                     if old_spec["knobs"].get(k) != spec.knobs.get(k))
+    lost = sorted(set(old_ids) - set(ids))
+    added = sorted(set(ids) - set(old_ids))
+    listing = bench.listing_knob
+    if old_spec["fingerprint"] != spec.fingerprint:
+        if rescore and old_ids == ids:
+            logger.info("%s: spec changed (%s); redoing the stages that depend on it", spec.name,
+                        ", ".join(changed) or "version")
+            atomic_write_json(path, payload)
+            return spec, ids
+        if not (listing is not None and changed == [listing] and not added and old_spec["version"] == spec.version):
             raise RunDirectoryError(
                 f"{bench_dir} was started with another {spec.name} spec (changed: {', '.join(changed) or 'version'}); "
                 "resume with the same options, --rescore to redo only the stages that depend on what changed, "
                 "a new --out, or --fresh to discard it")
-        if existing["items"] != payload["items"]:
-            raise RunDirectoryError(f"{bench_dir}: the data now lists other items than the run's manifest "
-                                    f"({len(existing['items'])} before, {len(items)} now); use a new --out")
-        return
-    atomic_write_json(path, payload)
+        spec = BenchmarkSpec(old_spec["benchmark"], old_spec["variant"], old_spec["version"], old_spec["knobs"])
+    if added:
+        raise RunDirectoryError(f"{bench_dir} was started with another {spec.name} spec: the data now lists "
+                                f"{len(added)} item(s) the run did not have (e.g. {added[0]!r}); use a new --out, or "
+                                "--fresh to start this benchmark over")
+    if lost:
+        logger.warning("%s: %d item(s) of the run are no longer in the data (e.g. %r): they count as missing unless "
+                       "they were finished before", spec.name, len(lost), lost[0])
+    return spec, old_ids
 
 
 def stage_status(bench_dir: Path, stages: tuple[str, ...], item_ids: list[str],
@@ -107,75 +206,121 @@ def stage_status(bench_dir: Path, stages: tuple[str, ...], item_ids: list[str],
     return status
 
 
+# ------------------------------------------------------------------------------------ running
+def _record_payload(item: Item, stage: str, fingerprint: str, result: StageResult, bench_dir: Path) -> dict[str, Any]:
+    payload: dict[str, Any] = {"id": item.id, "stage": stage, "status": result.status, "fingerprint": fingerprint,
+                               **({"error": result.error} if result.error else {}), **result.payload}
+    if result.outputs:
+        payload["outputs"] = {rel: _file_entry(bench_dir / rel, sha) for rel, sha in result.outputs.items()}
+    if result.inputs:
+        payload["inputs"] = {src: _file_entry(Path(src), sha) for src, sha in result.inputs.items()
+                             if Path(src).is_file()}
+    return payload
+
+
 def run_benchmark(bench: Benchmark, spec: BenchmarkSpec, adapter: Any, bench_dir: Path, world: World,
                   batch_size: int, cache_dir: Path, progress: bool = True, retry_failed: bool = False,
                   extra_results: dict[str, Any] | None = None, rescore: bool = False) -> dict[str, Any] | None:
     """Run every stage of ``spec`` for this process's shard, then (main process) aggregate.
 
     Returns the aggregate on the main process, None on the others.
+
+    Raises:
+        Interrupted: on Ctrl-C, saying how many items are finished (all finished work is on disk).
     """
     adapter.require(bench.capability)
     model = adapter.describe()
     items = bench.list_items(spec)
+    manifest = None
     if world.is_main:
         bench_dir.mkdir(parents=True, exist_ok=True)
-        write_manifest(bench_dir, spec, items, rescore=rescore)
+        manifest = write_manifest(bench, bench_dir, spec, items, rescore=rescore)
+    spec, expected = world.broadcast(manifest) if world.size > 1 else manifest
     world.barrier()
     ctx = StageContext(adapter=adapter, bench_dir=bench_dir, batch_size=batch_size, cache_dir=cache_dir,
                        progress=progress and world.is_main, rank=world.rank)
     mine = shard(items, world)
     timings: dict[str, float] = {}
-    for index, stage in enumerate(bench.stages):
-        started = time.perf_counter()
-        fingerprint = bench.stage_fingerprint(stage, spec, model)
-        todo = []
-        for item in mine:
-            if index > 0:
-                previous = load_record(bench_dir, bench.stages[index - 1], item.id)
-                if previous is None or previous["status"] != "ok":
-                    continue  # failed earlier (kept as failed) or not produced by this process's shard
-            record = load_record(bench_dir, stage, item.id)
-            if record is None or record["fingerprint"] != fingerprint or (retry_failed and record["status"] != "ok"):
-                todo.append(item)
-        logger.info("%s stage %s: %d of this process's %d items to do", spec.name, stage, len(todo), len(mine))
-        for item, result in bench.run_stage(stage, spec, todo, ctx):
-            path = record_path(bench_dir, stage, item.id)
-            if result.arrays:
-                atomic_write_npz(path.with_suffix(".npz"), result.arrays)
-            payload = {"id": item.id, "stage": stage, "status": result.status, "fingerprint": fingerprint,
-                       **({"error": result.error} if result.error else {}), **result.payload}
-            atomic_write_json(path, payload)
-            if result.status != "ok":
-                logger.warning("%s: item %s failed in %s: %s", spec.name, item.id, stage, result.error)
-        world.barrier()
-        timings[stage] = time.perf_counter() - started
+    try:
+        for index, stage in enumerate(bench.stages):
+            started = time.perf_counter()
+            _run_stage(bench, spec, model, index, stage, mine, ctx, retry_failed)
+            world.barrier()
+            timings[stage] = time.perf_counter() - started
+    except KeyboardInterrupt:
+        final = stage_status(bench_dir, bench.stages, expected)[bench.stages[-1]]
+        finished = final["done"] + final["failed"]
+        raise Interrupted(f"{spec.name}: {finished}/{len(expected)} items finished and kept") from None
     if not world.is_main:
         return None
-    return aggregate_run(bench, spec, items, bench_dir, model, {**(extra_results or {}), "timings_s": timings})
+    return aggregate_run(bench, spec, expected, bench_dir, model, {**(extra_results or {}), "timings_s": timings})
 
 
-def aggregate_run(bench: Benchmark, spec: BenchmarkSpec, items: list[Item], bench_dir: Path,
+def _run_stage(bench: Benchmark, spec: BenchmarkSpec, model: dict[str, Any], index: int, stage: str,
+               mine: list[Item], ctx: StageContext, retry_failed: bool) -> None:
+    bench_dir = ctx.bench_dir
+    fingerprint = bench.stage_fingerprint(stage, spec, model)
+    previous_fingerprint = bench.stage_fingerprint(bench.stages[index - 1], spec, model) if index else None
+    todo: list[Item] = []
+    failed_earlier = 0
+    for item in mine:
+        if index > 0:
+            previous = load_record(bench_dir, bench.stages[index - 1], item.id)
+            if previous is None or previous["status"] != "ok" or previous["fingerprint"] != previous_fingerprint:
+                continue  # failed earlier (kept as failed) or not produced by this process's shard
+        record = load_record(bench_dir, stage, item.id)
+        if record is None:
+            todo.append(item)
+            continue
+        current, why = record_is_current(record, fingerprint, bench_dir)
+        if not current:
+            logger.info("%s: redoing %s of item %s: %s", spec.name, stage, item.id, why)
+            todo.append(item)
+        elif record["status"] != "ok":
+            if retry_failed:
+                todo.append(item)
+            else:
+                failed_earlier += 1
+    if failed_earlier:
+        logger.warning("%s %s: %d item(s) failed earlier; pass --retry-failed to redo them", spec.name, stage,
+                       failed_earlier)
+    logger.info("%s stage %s: %d of this process's %d items to do", spec.name, stage, len(todo), len(mine))
+    for item, result in bench.run_stage(stage, spec, todo, ctx):
+        path = record_path(bench_dir, stage, item.id)
+        if result.arrays:
+            atomic_write_npz(path.with_suffix(".npz"), result.arrays)
+        atomic_write_json(path, _record_payload(item, stage, fingerprint, result, bench_dir))
+        _drop_later_records(bench_dir, bench.stages, index, item.id)
+        if result.status != "ok":
+            logger.warning("%s: item %s failed in %s: %s", spec.name, item.id, stage, result.error)
+
+
+def aggregate_run(bench: Benchmark, spec: BenchmarkSpec, items: list[Item] | list[str], bench_dir: Path,
                   model: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Aggregate the final stage's records in manifest order and write ``results.json``."""
+    """Aggregate the final stage's records in manifest order and write ``results.json``.
+
+    ``items``: the run's expected items (or their ids): the manifest's, which includes items whose data
+    has gone since the run started (they count as missing unless they were finished).
+    """
+    ids = [item if isinstance(item, str) else item.id for item in items]
     fingerprints = {stage: bench.stage_fingerprint(stage, spec, model) for stage in bench.stages}
-    status = stage_status(bench_dir, bench.stages, [item.id for item in items], fingerprints)
+    status = stage_status(bench_dir, bench.stages, ids, fingerprints)
     final = bench.stages[-1]
-    fingerprint = bench.stage_fingerprint(final, spec, model)
     records: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
-    for item in items:
+    for item_id in ids:
         for stage in bench.stages:
-            record = load_record(bench_dir, stage, item.id)
+            record = load_record(bench_dir, stage, item_id)
             if record is not None and record["status"] == "failed":
-                failures[item.id] = f"{stage}: {record.get('error', 'failed')}"
+                failures[item_id] = f"{stage}: {record.get('error', 'failed')}"
                 break
         else:
-            record = load_record(bench_dir, final, item.id)
-            if record is not None and record["status"] == "ok" and record["fingerprint"] == fingerprint:
-                records[item.id] = record
-    coverage = {"expected": len(items), "ok": len(records), "failed": len(failures),
-                "missing": len(items) - len(records) - len(failures)}
-    coverage["fraction"] = coverage["ok"] / coverage["expected"] if items else 0.0
+            record = load_record(bench_dir, final, item_id)
+            if record is not None and record["status"] == "ok" and record["fingerprint"] == fingerprints[final]:
+                records[item_id] = record
+    coverage = {"expected": len(ids), "ok": len(records), "failed": len(failures),
+                "missing": len(ids) - len(records) - len(failures)}
+    coverage["fraction"] = coverage["ok"] / coverage["expected"] if ids else 0.0
     started = time.perf_counter()
     metrics = bench.aggregate(spec, records, bench_dir)
     if "timings_s" in extra:  # wall time of this invocation's stages (work resumed from disk is not counted)
@@ -186,3 +331,4 @@ def aggregate_run(bench: Benchmark, spec: BenchmarkSpec, items: list[Item], benc
     }
     atomic_write_json(bench_dir / RESULTS, results)
     return results
+

@@ -4,7 +4,9 @@
 ``POST /v1/chat/completions`` with whatever ``responder(call)`` returns: an answer, an HTTP error (with
 ``Retry-After``), a body that is not JSON, a refusal, a content-filter stop, or a reply that comes
 later than the client's timeout. It counts calls per distinct request body, records the largest
-number of requests in flight, and checks the API key when given one.
+number of requests in flight, and checks the API key when given one. ``GET /v1/models`` (the client's
+reachability probe) answers a model list and is counted apart (``probes``). ``port`` binds a given
+port (to bring a stopped server back at the same address); ``stop()`` may be called mid-run.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+from urllib.parse import quote, quote_plus
 
 
 @dataclass
@@ -93,9 +97,11 @@ def _parse_call(body: dict[str, Any]) -> tuple[str, list[bytes], str | None]:
 class JudgeServer:
     """The loopback judge; use as a context manager. ``base_url`` is what a client is configured with."""
 
-    def __init__(self, responder: Callable[[ChatCall], Reply], api_key: str | None = None) -> None:
+    def __init__(self, responder: Callable[[ChatCall], Reply], api_key: str | None = None, port: int = 0) -> None:
         self.responder = responder
         self.api_key = api_key
+        self.port = port
+        self.probes = 0
         self.calls: Counter[str] = Counter()
         self.history: list[ChatCall] = []
         self.in_flight = 0
@@ -124,7 +130,11 @@ class JudgeServer:
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 server._handle(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            def do_GET(self) -> None:  # noqa: N802
+                server._probe(self)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self._server.server_address[1]  # start() again after stop() comes back at this address
         self._server.daemon_threads = True  # a handler still sleeping past a client timeout must not block stop()
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         daemon=True)
@@ -144,6 +154,15 @@ class JudgeServer:
         self.stop()
 
     # ------------------------------------------------------------------ handling
+    def _probe(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.probes += 1
+        if handler.path.split("?")[0] != "/v1/models":
+            self._send(handler, Reply(status=404, raw_body=b'{"error": {"message": "no such route"}}'))
+            return
+        body = json.dumps({"object": "list", "data": [{"id": "loopback-judge", "object": "model"}]}).encode()
+        self._send(handler, Reply(raw_body=body))
+
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         raw = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
         if handler.path.split("?")[0] != "/v1/chat/completions":
@@ -194,3 +213,24 @@ class JudgeServer:
             handler.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (its timeout): nothing to answer
+
+
+# ---------------------------------------------------------------------- did a key leak?
+def lower_hex(text: str) -> str:
+    """Percent escapes with lower-case hex digits (%2f), as some encoders write them."""
+    return re.sub(r"%[0-9A-F]{2}", lambda match: match.group(0).lower(), text)
+
+
+def key_encodings(secret: str) -> set[str]:
+    """The key as an endpoint may echo it (written out here independently of the client's own list),
+    and every 12-character piece of it (an echo cut short)."""
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             json.dumps(secret)[1:-1].replace("/", "\\/"), quote(secret, safe=""), quote(secret),
+             quote_plus(secret), lower_hex(quote(secret, safe="")), lower_hex(quote_plus(secret))}
+    return forms | {secret[i:i + 12] for i in range(len(secret) - 11)}
+
+
+def key_leaks(texts: Iterable[str], secret: str) -> list[tuple[str, str]]:
+    """The (start of text, encoding) pairs in which some encoding of ``secret`` appears."""
+    forms = key_encodings(secret)
+    return [(text[:80], form) for text in texts for form in forms if form in text]

@@ -205,6 +205,30 @@ def test_missing_scorer_directories_say_which_option_and_where_to_get_them(score
         official.make_spec(name, {"official_scorer": sys.executable, "official_repo": str(tmp_path)}, adapter)
 
 
+def test_a_given_path_that_names_nothing_is_refused_in_one_line_even_where_the_variant_ignores_it(
+        scorer_dirs, fake_official, tmp_path):
+    adapter = FakeGenerator()
+    bench, variant = get_benchmark("geneval@hf-mask2former")
+    dirs = {name: str(path) for name, path in scorer_dirs.items()}
+    for option in ("official_repo", "official_scorer"):  # used only by @official: a typo is still refused
+        with pytest.raises(ScorerWeightsMissing) as error:
+            bench.make_spec(variant, {**dirs, option: str(tmp_path / "typo")}, adapter)
+        assert str(error.value) == f"geneval: --opt {option}={tmp_path / 'typo'}: no such file or folder"
+    official, name = get_benchmark("geneval@official")
+    options, _ = fake_official
+    with pytest.raises(ScorerWeightsMissing, match="--opt clip=.*: no such file or folder"):
+        official.make_spec(name, {**options, "clip": str(tmp_path / "typo")}, adapter)
+    # preflight: the scorer files the spec was made with are checked again before the model loads.
+    import shutil
+
+    clip_copy = Path(shutil.copytree(scorer_dirs["clip"], tmp_path / "clip-copy"))
+    spec = bench.make_spec(variant, {**dirs, "clip": str(clip_copy)}, adapter)
+    bench.preflight(spec)
+    shutil.rmtree(clip_copy)
+    with pytest.raises(ScorerWeightsMissing, match=f"--opt clip={clip_copy}: no such file or folder"):
+        bench.preflight(spec)
+
+
 # ---------------------------------------------------------------------- end to end, in process
 def test_end_to_end_official_layout_records_aggregate_and_resume(scorer_dirs, tmp_path):
     options = {"limit": 3, "n_samples": 2, "seed": 7, "detector": str(scorer_dirs["detector"]),
@@ -266,13 +290,42 @@ def test_bad_generator_output_and_missing_images_are_failed_items(scorer_dirs, t
     assert results["coverage"]["failed"] == 1 and results["coverage"]["ok"] == 1
     assert results["failures"] == {"00001": "produce: the model's generate() returned 1 images, 2 were asked"}
     assert results["metrics"]["single_object"]["n"] == 2  # the failed prompt is not counted as wrong images
-    # An image that disappears before scoring fails its item explicitly.
+    # Every file a prompt's generation wrote is named in its record, so a deleted one is made again.
     bench_dir = tmp_path / "geneval@hf-mask2former"
+    produced = load_record(bench_dir, "produce", "00000")
+    assert set(produced["outputs"]) == {"images/00000/metadata.jsonl", "images/00000/samples/00000.png",
+                                        "images/00000/samples/00001.png"}
     (bench_dir / "images" / "00000" / "samples" / "00001.png").unlink()
-    next(bench_dir.glob("score/00000-*.json")).unlink()
-    results, *_ = run("geneval@hf-mask2former", tmp_path, adapter=_WrongCount(), **options)
-    assert results["coverage"]["ok"] == 0 and results["metrics"]["overall"]["status"] == "not_computed"
-    assert results["failures"]["00000"] == "score: missing image(s): images/00000/samples/00001.png"
+    adapter = _WrongCount()
+    results, *_ = run("geneval@hf-mask2former", tmp_path, adapter=adapter, **options)
+    assert [call[0] for call in adapter.calls] == [[load_prompts()[0]["prompt"]]]  # that prompt only
+    assert (bench_dir / "images" / "00000" / "samples" / "00001.png").is_file() and results["coverage"]["ok"] == 1
+
+
+class _DeleteBeforeScoring:
+    """Wraps the benchmark: deletes one sample when the score stage starts (gone between the two stages)."""
+
+    def __init__(self, bench, relative):
+        self.bench, self.relative = bench, relative
+
+    def __getattr__(self, name):
+        return getattr(self.bench, name)
+
+    def run_stage(self, stage, spec, items, ctx):
+        if stage == "score":
+            (ctx.bench_dir / self.relative).unlink()
+        yield from self.bench.run_stage(stage, spec, items, ctx)
+
+
+def test_an_image_that_vanishes_before_scoring_fails_its_item_explicitly(fake_official, tmp_path):
+    options, _ = fake_official
+    bench, name = get_benchmark("geneval@official")
+    adapter = FakeGenerator()
+    spec = bench.make_spec(name, options, adapter)
+    wrapped = _DeleteBeforeScoring(bench, "images/00001/samples/00000.png")
+    results = run_benchmark(wrapped, spec, adapter, tmp_path / spec.name, World(0, 1), 4, tmp_path / "cache",
+                            progress=False)
+    assert results["failures"] == {"00001": "score: missing image(s): images/00001/samples/00000.png"}
 
 
 # ---------------------------------------------------------------------- the official runtime, with a fake scorer
@@ -342,15 +395,13 @@ def test_official_runtime_reads_the_scorers_results_back_and_aggregates(fake_off
                                                                     ("images/00002/samples/00001.png", False)]
     assert record["images"][0]["details"] == {"bench": [[1, 2, 3, 4, 0.9]]}
     assert len(list((bench_dir / "official").glob("results-*.jsonl"))) == 1
-    # Resume runs nothing; a missing image fails only its own item without calling the scorer.
+    # Resume runs nothing; a deleted image is generated again and only its prompt is scored again.
     run("geneval@official", tmp_path / "run", **options)
     assert len(calls.read_text().splitlines()) == 1
     (bench_dir / "images" / "00001" / "samples" / "00000.png").unlink()
-    next(bench_dir.glob("score/00001-*.json")).unlink()
     results, *_ = run("geneval@official", tmp_path / "run", **options)
-    assert len(calls.read_text().splitlines()) == 1
-    assert results["failures"] == {"00001": "score: missing image(s): images/00001/samples/00000.png"}
-    assert results["metrics"]["single_object"]["value"] == pytest.approx(2 / 4)
+    assert [json.loads(line) for line in calls.read_text().splitlines()][1:] == [["00001"]]
+    assert results["failures"] == {} and results["metrics"]["single_object"]["value"] == pytest.approx(2 / 6)
 
 
 def test_official_scorer_failure_fails_the_items_and_retry_recovers(fake_official, tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from evals.benchmarks.geneval.aggregate import (ImageOutcome, outcomes_from_offi
 from evals.benchmarks.geneval.color import masked_crop
 from evals.benchmarks.geneval.protocol import (DATA_DIR, TAGS, ScoringRules, load_color_protocol, load_object_names,
                                                load_prompts)
+from evals.benchmarks.geneval.argsort import numpy123_argsort
 from evals.benchmarks.geneval.rules import (Detection, box_iou, evaluate_image, keep_detections, pick_colors,
                                             relative_position, score_image)
 
@@ -62,6 +63,19 @@ def test_threshold_is_strict_and_classes_left_empty_are_dropped():
     assert list(kept) == ["cat"] and [d.score for d in kept["cat"]] == [0.30001]
 
 
+def test_threshold_compares_float32_scores_as_mmdet_returns_them():
+    # mmdet's scores are float32; numpy compares a float32 array with the Python float 0.3 in float32, so a
+    # score of exactly float32(0.3) (= 0.30000001192...) is not above the threshold there.
+    at = float(np.float32(0.3))
+    above = float(np.nextafter(np.float32(0.3), np.float32(1)))
+    assert at > 0.3  # in float64 it would pass
+    kept = keep_detections({"cat": [det(at), det(above), det(0.3000000001)]}, "single_object")
+    assert [d.score for d in kept["cat"]] == [above]
+    at_counting = float(np.float32(0.9))
+    kept = keep_detections({"clock": [det(at_counting), det(0.95)]}, "counting")
+    assert [d.score for d in kept["clock"]] == [0.95]
+
+
 def test_counting_threshold_applies_to_every_class_of_a_counting_prompt():
     raw = {"clock": [det(0.95), det(0.85)], "cat": [det(0.5), det(0.91)]}
     assert {k: [d.score for d in v] for k, v in keep_detections(raw, "counting").items()} == {"clock": [0.95],
@@ -75,6 +89,45 @@ def test_at_most_16_per_class_the_most_confident_first():
     raw = {"kite": [det(s) for s in rng.permutation(scores)]}
     kept = keep_detections(raw, "single_object")["kite"]
     assert [d.score for d in kept] == pytest.approx(sorted(scores, reverse=True)[:16])
+
+
+# Tie orders the official scorer gets: ``np.argsort(scores)[::-1]`` under numpy 1.23.5 (its pin), computed
+# there for these scores (0.5 + 0.25 * level, float32). Up to 16 candidates this is the stable order
+# reversed; from 17 on it is not, and the last case reaches numpy's heapsort fallback.
+TIE_CASES = [
+    ([0, 0, 2, 1, 1, 1], [2, 5, 4, 3, 1, 0]),
+    ([2, 0, 1, 0, 1, 2, 1, 0, 1, 0, 2, 2, 2, 1, 2, 1], [14, 12, 11, 10, 5, 0, 15, 13, 8, 6, 4, 2, 9, 7, 3, 1]),
+    ([0, 1, 1, 1, 2, 0, 2, 0, 1, 2, 0, 2, 1, 1, 2, 2, 2], [16, 6, 14, 11, 9, 15, 4, 1, 2, 3, 8, 12, 13, 5, 7, 10, 0]),
+    ([1, 2, 2, 0, 0, 0, 1, 2, 1, 2, 1, 2, 1, 2, 0, 1, 2, 2, 2, 2, 0, 2, 1, 2, 0, 0, 0, 2, 2, 0, 1, 0, 0, 2, 2, 0, 0,
+      1, 2, 2],
+     [39, 23, 1, 2, 7, 9, 11, 13, 16, 17, 18, 38, 21, 19, 27, 28, 34, 33, 12, 15, 37, 6, 8, 10, 0, 30, 22, 14, 32, 24,
+      31, 29, 20, 35, 5, 4, 3, 36, 26, 25]),
+]
+HEAPSORT_CASE = (
+    [0, 21, 2, 24, 4, 39, 7, 37, 8, 39, 10, 36, 12, 35, 14, 34, 17, 33, 19, 1, 3, 6, 7, 9, 11, 13, 15, 17, 19, 21, 31,
+     31, 29, 28, 27, 27, 25, 25, 32, 22],
+    [5, 9, 7, 11, 13, 15, 17, 38, 30, 31, 32, 33, 35, 34, 36, 37, 3, 39, 29, 1, 28, 18, 27, 16, 26, 14, 25, 12, 24, 10,
+     23, 8, 22, 6, 21, 4, 20, 2, 19, 0])
+
+
+@pytest.mark.parametrize("levels, official", TIE_CASES, ids=["6", "16", "17", "40"])
+def test_equal_scores_come_out_in_the_official_numpy_1_23_order(levels, official):
+    scores = [float(np.float32(0.5) + np.float32(0.25) * np.float32(level)) for level in levels]
+    assert numpy123_argsort([float(np.float32(s)) for s in scores])[::-1] == official
+    # The rule keeps them in that order (all above 0.3; max_objects lifted to see the whole order).
+    raw = {"kite": [Detection(box=(i, 0, i + 1, 1), score=s) for i, s in enumerate(scores)]}
+    kept = keep_detections(raw, "single_object", ScoringRules(max_objects=100))["kite"]
+    assert [int(d.box[0]) for d in kept] == official
+    if len(levels) <= 16:  # insertion sort only: the stable order, reversed
+        assert official == np.argsort(np.asarray(scores, dtype=np.float32), kind="stable")[::-1].tolist()
+
+
+def test_the_port_matches_numpy_1_23_where_it_falls_back_to_heapsort():
+    values, official = HEAPSORT_CASE
+    assert numpy123_argsort([float(v) for v in values])[::-1] == official
+    assert numpy123_argsort([]) == [] and numpy123_argsort([0.5]) == [0]
+    # NaN goes last ascending (first once reversed), as numpy sorts it.
+    assert numpy123_argsort([0.5, float("nan"), 0.2]) == [2, 0, 1]
 
 
 def test_no_suppression_by_default_and_iou_suppression_when_asked():
@@ -183,7 +236,14 @@ def test_position_fails_without_a_target_and_every_pair_must_hold():
 def test_overlapping_objects_have_no_relation():
     dets = {"teddy bear": [det(0.9, (0, 0, 10, 10))], "dog": [det(0.8, (1, 0, 11, 10))]}
     verdict = score_image(POSITION, dets, no_colors)
-    assert verdict["correct"] is False and "found no relation" in verdict["reason"]
+    # The official text joins the empty set of relations: "found " + "" + " target".
+    assert verdict["correct"] is False and verdict["reason"] == "expected dog right of target, found  target"
+
+
+def test_two_wrong_relations_are_listed_alphabetically():
+    dets = {"teddy bear": [det(0.9, (50, 50, 60, 60))], "dog": [det(0.8, (0, 0, 10, 10))]}
+    verdict = score_image(POSITION, dets, no_colors)
+    assert verdict["reason"] == "expected dog right of target, found above and left of target"
 
 
 # ---------------------------------------------------------------------- colour
@@ -211,7 +271,11 @@ def test_colour_checks_only_the_top_count_objects_and_needs_count_matches():
     verdict = score_image(metadata, dets, classify)
     assert seen == {"car": [0.9], "cup": [0.4]}  # the most confident car only
     assert verdict["correct"] is False
-    assert verdict["reason"] == "expected blue cup>=1, found 0 blue; classified: 1 green"
+    assert verdict["reason"] == "expected blue cup>=1, found 0 blue; and 1 green"
+    # Several colours seen: listed in the protocol's colour order (red ... white), as the official text.
+    three = {"tag": "colors", "include": [{"class": "car", "count": 3, "color": "red"}]}
+    verdict = score_image(three, {"car": [det(0.9), det(0.8), det(0.7)]}, lambda n, f: ["white", "green", "white"])
+    assert verdict["reason"] == "expected red car>=3, found 0 red; and 1 green, 2 white"
     two_red = {"tag": "colors", "include": [{"class": "car", "count": 2, "color": "red"}]}
     assert evaluate_image(two_red, {"car": [det(0.9), det(0.8)]}, lambda n, f: ["red", "blue"])[0] is False
     assert evaluate_image(two_red, {"car": [det(0.9), det(0.8)]}, lambda n, f: ["red", "red"])[0] is True

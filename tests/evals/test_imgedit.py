@@ -15,7 +15,7 @@ from evals.benchmarks.imgedit.scoring import aggregate_types, parse_axis_scores
 from evals.judges import ParseError
 from evals.judges.bench import item_seed
 from evals.runtime.distributed import World
-from evals.runtime.runner import run_benchmark
+from evals.runtime.runner import load_record, run_benchmark
 
 
 # ---------------------------------------------------------------------- parsing
@@ -191,3 +191,85 @@ def test_aggregate_needs_every_type_and_bad_inputs_are_explained(tmp_path):
     prompts.write_text(json.dumps({"add": "Rate <edit_prompt>"}))
     with pytest.raises(ValueError, match="no judge prompt for edit types"):
         bench.make_spec(variant, {"data": str(tmp_path / "ImgEdit"), "imgedit_images": str(tmp_path / "images")}, None)
+
+
+# ---------------------------------------------------------------------- digits the official step counts
+@pytest.mark.parametrize("text, axes", [
+    ("Prompt Compliance: \u0664\nVisual Naturalness: 3\nDetail: \u0665", [4, 3, 5]),  # Arabic-Indic 4 and 5
+    ("Prompt Compliance: \uff14\nVisual Naturalness: \uff12", [4, 2]),                # full-width 4 and 2
+    ("Prompt Compliance: \u096a\nVisual Naturalness: 1", [4, 1]),                      # Devanagari 4
+])
+def test_unicode_decimal_digits_count_as_in_the_official_step(text, axes):
+    # The official step1: parts[1].isdigit() then int(parts[1]), both of which take these digits.
+    parsed = parse_axis_scores(text)
+    assert [value for _, value in parsed["axes"]] == axes
+    assert parsed["score"] == round(sum(axes) / len(axes), 2)
+
+
+def test_a_digit_int_cannot_read_is_a_parse_failure_not_a_dropped_line():
+    # "²".isdigit() is True but int("²") raises: the official step stops there; we fail this answer only.
+    with pytest.raises(ParseError, match="int\\(\\) cannot read it"):
+        parse_axis_scores("Prompt Compliance: 4\nVisual Naturalness: \u00b2")
+
+
+# ---------------------------------------------------------------------- paths named by the data
+def test_data_paths_never_write_or_read_outside_their_folders(tmp_path):
+    from evals.runtime.records import safe_item_name
+
+    root, images = tmp_path / "ImgEdit", tmp_path / "images"
+    write_imgedit(root, images)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("secret.png", "absolute.png"):
+        Image.fromarray(rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)).save(outside / name)
+    Image.fromarray(rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)).save(images / "add" / "fine.png")
+    edits_file = root / "Benchmark" / "Basic" / "basic_edit.json"
+    edits = json.loads(edits_file.read_text())
+    edits["../../../escaped"] = {"id": "add/fine.png", "prompt": "Instruction 24: a key that is a path",
+                                 "edit_type": "add"}
+    edits["900"] = {"id": "../outside/secret.png", "prompt": "Instruction 900: relative escape", "edit_type": "add"}
+    edits["901"] = {"id": str(outside / "absolute.png"), "prompt": "Instruction 901: absolute path",
+                    "edit_type": "add"}
+    edits_file.write_text(json.dumps(edits))
+    before = {path for path in tmp_path.rglob("*")}
+
+    def responder(call):
+        if "Instruction 24:" in call.text:
+            return answer("Brief reasoning: ok.\nAxis One: 3\nAxis Two: 3\nAxis Three: 3")
+        return judge(call)
+
+    with JudgeServer(responder) as server:
+        results, spec, adapter = run_imgedit("imgedit@basic", root, images, tmp_path / "run", server)
+        sent = [image for call in server.history for image in call.images]
+    bench_dir = tmp_path / "run" / "imgedit@basic"
+    written = {path for path in tmp_path.rglob("*") if path.is_file()} - before
+    assert written and all(path.is_relative_to(bench_dir) or path.is_relative_to(tmp_path / "run" / "cache")
+                           for path in written), sorted(written)
+    # The key that is a path gets a hashed file name and is evaluated like any other edit.
+    mapped = f"images/{safe_item_name('../../../escaped')}.png"
+    assert (bench_dir / mapped).is_file()
+    assert load_record(bench_dir, "produce", "../../../escaped")["outputs"].keys() == {mapped}
+    assert load_record(bench_dir, "judge", "../../../escaped")["status"] == "ok"
+    assert any("not safe file names" in w for w in results["metrics"]["overall"]["warnings"])
+    # The source paths that leave the images folder are refused and never read, sent or edited.
+    for key, name in (("900", "../outside/secret.png"), ("901", str(outside / "absolute.png"))):
+        error = results["failures"][key]
+        assert error.startswith("produce: missing_image: ") and f"{name!r} escapes {images}" in error
+    assert not [call for call in adapter.calls if call[2].startswith(("Instruction 900", "Instruction 901"))]
+    for name in ("secret.png", "absolute.png"):
+        assert (outside / name).read_bytes() not in sent
+    assert any("name a source image outside the images folder" in w for w in results["metrics"]["overall"]["warnings"])
+
+
+def test_produce_records_name_their_output_and_source_files(tmp_path):
+    import hashlib
+
+    write_imgedit(tmp_path / "ImgEdit", tmp_path / "images")
+    with JudgeServer(judge) as server:
+        run_imgedit("imgedit@basic", tmp_path / "ImgEdit", tmp_path / "images", tmp_path / "run", server, limit=2)
+    record = load_record(tmp_path / "run" / "imgedit@basic", "produce", "22")
+    output = tmp_path / "run" / "imgedit@basic" / "images" / "22.png"
+    source = tmp_path / "images" / "add" / "22.png"
+    assert record["outputs"]["images/22.png"]["sha256"] == hashlib.sha256(output.read_bytes()).hexdigest()
+    assert record["inputs"][str(source.absolute())]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()

@@ -1,19 +1,24 @@
 """The judge client against a real loopback HTTP server: retries, failure states, cache, key hygiene, limits."""
 
+import json
 import logging
 import random
 import time
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote, quote_plus
 
 import pytest
 
-from judge_server import (JudgeServer, answer, content_filter, http_error, malformed_body, refusal, slow)
+from judge_server import (JudgeServer, Reply, answer, content_filter, http_error, key_leaks, lower_hex, malformed_body,
+                          refusal, slow)
 from evals.judges import (JudgeCache, JudgeClient, JudgeConfig, JudgeConfigError, JudgeImage, JudgeRequest,
                           MissingImage, ParseError, backoff_delay, cache_key, parse_retry_after, resolve_judge_config)
 from evals.judges.bench import JudgeTemplate
 
 SECRET = "sk-test-7f3a9c1e5b2d4f60a8e9c7b1d3f5a2e4"
+# A key whose encodings all differ from it: "/" (JSON may write "\/"), "+", "=", "&", a quote, a Latin-1 letter.
+ODD_SECRET = 'sk-proj/0dd+Key=w1th&ch"rsé~7f3a9c1e5b2d'
 
 
 def digit_parser(text):
@@ -164,6 +169,59 @@ def test_api_key_goes_only_into_the_header(tmp_path, caplog, monkeypatch):
                   str(retried.to_payload()), str(rejected.to_payload())]
     everything += [path.read_text() for path in tmp_path.rglob("*") if path.is_file()]
     assert not [text for text in everything if SECRET in text]
+
+
+def test_every_encoding_of_an_echoed_key_is_masked_everywhere_text_goes(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("MY_JUDGE_KEY", ODD_SECRET)
+    assert len({ODD_SECRET, json.dumps(ODD_SECRET)[1:-1], quote(ODD_SECRET), quote_plus(ODD_SECRET)}) == 4
+
+    def responder(call):
+        key = call.authorization.removeprefix("Bearer ")
+        as_json, as_url, as_plus = json.dumps(key)[1:-1].replace("/", "\\/"), quote(key), quote_plus(key)
+        if "retry" in call.text and call.attempt == 1:  # a 500 whose body is not JSON: it reaches the log
+            return Reply(status=500, raw_body=f'upstream said {{"auth": "Bearer {as_json}"}}'.encode())
+        if "malformed" in call.text and call.attempt == 1:
+            return Reply(raw_body=f'{{"choices": [ "Bearer {as_json}"'.encode())
+        if "forbidden" in call.text:  # the key falls on the 300-character cut of the error text
+            return http_error(403, "x" * 280 + f" key {key} / {as_url} / {as_plus}")
+        if "refused" in call.text:
+            return refusal(f"I will not judge for {as_plus}")
+        return Reply(content=f"2 (seen {as_json} {as_url} {as_plus} {lower_hex(as_url)} {key[:20]})",
+                     model=f"judge-for-{as_url}")
+
+    caplog.set_level(logging.DEBUG)
+    with JudgeServer(responder, api_key=ODD_SECRET) as server:
+        client = JudgeClient(config(server, api_key_env="MY_JUDGE_KEY"), cache=JudgeCache(tmp_path / "cache"))
+        parser = lambda text: {"value": int(text[0])}
+        judged = {name: client.judge(request(name), parser) for name in
+                  ("plain", "retry", "malformed", "forbidden", "refused")}
+        cached = client.judge(request("plain"), parser)
+        assert server.history[0].authorization == f"Bearer {ODD_SECRET}"  # the key was sent, as it is
+    assert [judged[n].state for n in judged] == ["ok", "ok", "ok", "judge_error", "content_filtered"]
+    assert cached.cached and "[redacted]" in cached.raw and "[redacted]" in judged["forbidden"].error
+    assert "[redacted]" in judged["plain"].response_model
+    texts = [caplog.text, repr(client)] + [json.dumps(j.to_payload(), ensure_ascii=False) for j in
+                                           [*judged.values(), cached]]
+    texts += [path.read_text() for path in tmp_path.rglob("*") if path.is_file()]
+    assert "did not parse" not in caplog.text and "HTTP 500" in caplog.text and "malformed" in caplog.text
+    assert key_leaks(texts, ODD_SECRET) == []
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (SECRET[:20] + "\n" + SECRET[20:], "line break"),      # two lines pasted from a file
+    (SECRET[:20] + "\x01" + SECRET[20:], "control character"),
+    (SECRET[:20] + "\u2013" + SECRET[20:], "outside Latin-1"),  # a typographic dash from a document
+    ("sk-1234", "fewer than 8 characters"),
+], ids=["newline", "control", "non_latin1", "short"])
+def test_a_key_no_header_can_carry_is_refused_naming_the_variable_never_the_key(monkeypatch, bad, problem):
+    monkeypatch.setenv("MY_JUDGE_KEY", bad)
+    with JudgeServer(lambda call: answer("1")) as server:
+        with pytest.raises(JudgeConfigError, match=problem) as error:
+            JudgeClient(config(server, api_key_env="MY_JUDGE_KEY")).judge(request(), digit_parser)
+        assert server.total_calls == 0
+    message = str(error.value)
+    assert "MY_JUDGE_KEY" in message and "\n" not in message
+    assert key_leaks([message], bad) == []
 
 
 def test_remote_judge_without_key_is_refused_before_any_call(monkeypatch):

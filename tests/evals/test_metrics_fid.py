@@ -23,6 +23,7 @@ from evals.metrics import (
     InceptionExtractor,
     InceptionScoreStats,
     MetricUnavailable,
+    WeightsNotFoundError,
     frechet_distance,
 )
 
@@ -285,11 +286,13 @@ def test_missing_inception_weights_raise_metric_unavailable(tmp_path, monkeypatc
     assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / INCEPTION_FILENAME) in message
     assert INCEPTION_ENV_VAR in message and "torch-fidelity" in message
 
+    # A path that was named (the variable, or explicitly) must exist: an error, not "not computed".
     monkeypatch.setenv(INCEPTION_ENV_VAR, str(tmp_path / "nowhere.pth"))
-    with pytest.raises(MetricUnavailable, match="nowhere.pth"):
+    with pytest.raises(WeightsNotFoundError, match="nowhere.pth") as excinfo:
         InceptionExtractor()
+    assert isinstance(excinfo.value, FileNotFoundError) and not isinstance(excinfo.value, MetricUnavailable)
 
-    with pytest.raises(MetricUnavailable, match="explicit.pth"):
+    with pytest.raises(WeightsNotFoundError, match="explicit.pth"):
         InceptionExtractor(tmp_path / "explicit.pth")
 
 
@@ -303,3 +306,59 @@ def test_weights_found_in_torch_home(tmp_path, monkeypatch, inception_weights):
 
     found = resolve_weights(None, INCEPTION_ENV_VAR, (INCEPTION_FILENAME,), "Inception", "source")
     assert found == checkpoints / INCEPTION_FILENAME
+
+
+def test_explicit_path_typo_is_an_error_even_when_the_cache_has_the_file(tmp_path, monkeypatch, inception_weights):
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / INCEPTION_FILENAME).symlink_to(inception_weights)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv(INCEPTION_ENV_VAR, raising=False)
+    with pytest.raises(WeightsNotFoundError) as excinfo:  # not "not computed", not the cache's file
+        InceptionExtractor(tmp_path / "weights-inceptoin.pth")
+    assert "weights-inceptoin.pth" in str(excinfo.value) and INCEPTION_FILENAME in str(excinfo.value)
+
+
+def test_legacy_format_inception_weights_load(inception_weights, tmp_path):
+    state = torch.load(inception_weights, map_location="cpu", weights_only=True)
+    legacy = tmp_path / "legacy-inception.pth"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    extractor = InceptionExtractor(legacy, internal_dtype="float32")
+    loaded = extractor.net.state_dict()
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_unusable_inception_files_are_one_line_errors(inception_weights, tmp_path):
+    from unilip.checkpoints import CheckpointError
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"payload": _Payload()}, evil)
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(__import__("pickle").dumps(_Payload()))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(inception_weights.read_bytes()[:100_000])
+    for path in (evil, plain, garbage, truncated):
+        with pytest.raises(CheckpointError) as excinfo:
+            InceptionExtractor(path, internal_dtype="float32")
+        message = str(excinfo.value)
+        assert str(path) in message and INCEPTION_FILENAME in message and "torch-fidelity" in message
+        assert "\n" not in message
+
+    state = torch.load(inception_weights, map_location="cpu", weights_only=True)
+    del state["Mixed_7c.branch_pool.conv.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    wrong = tmp_path / "wrong.pth"
+    torch.save(state, wrong)
+    from evals.metrics import WeightsKeyError
+
+    with pytest.raises(WeightsKeyError) as excinfo:
+        InceptionExtractor(wrong, internal_dtype="float32")
+    assert isinstance(excinfo.value, CheckpointError)  # the command line's one-line error, exit 2
+    assert "Mixed_7c.branch_pool.conv.weight" in str(excinfo.value) and "extra.weight" in str(excinfo.value)

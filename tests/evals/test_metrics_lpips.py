@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from evals.metrics import LPIPS_BACKBONES, LPIPSMetric, MetricUnavailable, WeightsKeyError
+from evals.metrics import LPIPS_BACKBONES, LPIPSMetric, MetricUnavailable, WeightsKeyError, WeightsNotFoundError
 
 
 def _torchvision_state_dict(net: str, seed: int) -> dict[str, torch.Tensor]:
@@ -104,8 +104,10 @@ def test_missing_backbone_raises_metric_unavailable(tmp_path, monkeypatch):
         message = str(excinfo.value)
         assert spec["filename"] in message and spec["env_var"] in message
         assert str(tmp_path / "hub" / "checkpoints" / spec["filename"]) in message
-    with pytest.raises(MetricUnavailable, match="absent.pth"):
+    # A named path that does not exist is an error (FileNotFoundError), never "not computed".
+    with pytest.raises(WeightsNotFoundError, match="absent.pth") as excinfo:
         LPIPSMetric("alex", backbone_weights_path=tmp_path / "absent.pth")
+    assert isinstance(excinfo.value, FileNotFoundError) and not isinstance(excinfo.value, MetricUnavailable)
 
 
 def test_backbone_env_var(backbone_files, monkeypatch, tmp_path):
@@ -138,3 +140,31 @@ def test_input_contract(backbone_files, images01):
         metric(preds[:2], target)
     with pytest.raises(ValueError, match="net"):
         LPIPSMetric("squeeze", backbone_weights_path=backbone_files["alex"])
+
+
+def test_legacy_format_backbone_gives_the_same_distances(backbone_files, images01, tmp_path):
+    state = torch.load(backbone_files["alex"], map_location="cpu", weights_only=True)
+    legacy = tmp_path / "alexnet-legacy.pth"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    preds, target = images01
+    expected = LPIPSMetric("alex", backbone_weights_path=backbone_files["alex"])(preds, target)
+    torch.testing.assert_close(LPIPSMetric("alex", backbone_weights_path=legacy)(preds, target), expected,
+                               rtol=0, atol=0)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_unusable_backbone_files_are_one_line_errors(tmp_path):
+    from unilip.checkpoints import CheckpointError
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"features.0.weight": torch.zeros(1), "payload": _Payload()}, evil)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    for path, needle in ((evil, "pickled Python objects"), (garbage, "not a torch.save checkpoint")):
+        with pytest.raises(CheckpointError, match=needle) as excinfo:
+            LPIPSMetric("alex", backbone_weights_path=path)
+        assert str(path) in str(excinfo.value) and "alexnet-owt-7be5be79.pth" in str(excinfo.value)

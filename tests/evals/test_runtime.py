@@ -65,8 +65,11 @@ def test_corrupt_image_is_a_failed_item_and_the_run_goes_on(folder_with_corrupt,
 def test_batch_size_does_not_change_the_result(photo_folder, tmp_path):
     one = _run(photo_folder, tmp_path / "b1", batch_size=1)
     eight = _run(photo_folder, tmp_path / "b8", batch_size=8)
+    # Not bit-equal on every CPU: on AVX-512 machines MKL/oneDNN choose other float32 kernels for a batch of
+    # 8 than for 1, which moves a reconstruction by ~1e-7 and flips a few uint8 roundings (PSNR moved 1e-7
+    # relative here). A harness that mixed up items across a batch would move these by orders more.
     for name in ("psnr", "ssim"):
-        assert one["metrics"][name]["value"] == pytest.approx(eight["metrics"][name]["value"], rel=1e-9)
+        assert one["metrics"][name]["value"] == pytest.approx(eight["metrics"][name]["value"], rel=1e-5)
 
 
 def test_changed_spec_in_same_directory_is_refused(photo_folder, tmp_path):

@@ -14,16 +14,17 @@ import pytest
 from PIL import Image
 
 from harness_helpers import ROOT
-from judge_server import JudgeServer, answer, content_filter
+from judge_server import JudgeServer, Reply, answer, content_filter, key_leaks
 from evals.adapter import ModelAdapter, register_adapter
 from evals.benchmark import get_benchmark
 from evals.benchmarks.wise.scoring import (LEGACY_RANGES, LEGACY_WEIGHTS, VERIFIED_RANGES, VERIFIED_WEIGHTS,
-                                           aggregate_wise, parse_legacy, parse_verified, wiscore)
+                                           aggregate_wise, parse_legacy, parse_legacy_missing_zero, parse_verified,
+                                           wiscore)
 from evals.judges import ParseError, plan
 from evals.judges.bench import item_seed
 from evals.judges.plan import main as plan_main
 from evals.runtime.distributed import World
-from evals.runtime.runner import run_benchmark
+from evals.runtime.runner import load_record, run_benchmark
 
 SECRET = "sk-wise-test-0c4d8e2f6a1b3c5d7e9f0a2b4c6d8e0f"
 
@@ -32,9 +33,11 @@ SECRET = "sk-wise-test-0c4d8e2f6a1b3c5d7e9f0a2b4c6d8e0f"
 @pytest.mark.parametrize("text, expected", [
     ("Consistency: 2\nRealism: 1\nAesthetic Quality: 0", (2, 1, 0)),
     ("**Consistency**: 1\n**Realism**: 2\n**Aesthetic Quality**: 1", (1, 2, 1)),
-    ("consistency：2 realism 0 AESTHETIC QUALITY:1", (2, 0, 1)),  # full-width colon, no colon, any case
+    ("consistency:2 realism 0 AESTHETIC QUALITY:1", (2, 0, 1)),  # no space, no colon, any case
     ("Consistency: 0\nRealism: 0\nAesthetic Quality: 0\nOn reflection, Consistency: 1", (1, 0, 0)),  # later wins
     ("The scores are:\n1\n2\n0\n", (1, 2, 0)),  # fallback: lines holding one digit 0-2
+    ("The scores are:\r\n1\r\n2\r\n0\r\n", (1, 2, 0)),  # CRLF line ends: the "\r" is stripped
+    ("Scores\u2028follow:\n1 \n 2\n0", (1, 2, 0)),
     ("<think>Consistency: 0 maybe</think>\nConsistency: 2\nRealism: 2\nAesthetic Quality: 2", (2, 2, 2)),
 ])
 def test_legacy_answers_parse_as_the_official_script(text, expected):
@@ -52,6 +55,27 @@ def test_legacy_answers_parse_as_the_official_script(text, expected):
 def test_malformed_legacy_answers_raise(text, problem):
     with pytest.raises(ParseError, match=problem):
         parse_legacy(text)
+
+
+@pytest.mark.parametrize("text", [
+    "Consistency\uff1a2\nRealism: 1\nAesthetic Quality: 0",  # the pinned script's colon is ASCII only
+    "1\r2\r0",            # lines end at "\n" in the official script; str.splitlines would see three
+    "1\u20282\u20280",    # U+2028, LINE SEPARATOR: the same
+    "1\x0b2\x0c0",
+])
+def test_legacy_parser_reads_the_ascii_colon_and_splits_lines_at_newline_only(text):
+    with pytest.raises(ParseError, match="no score for consistency"):
+        parse_legacy(text)
+
+
+def test_missing_zero_parser_scores_every_absent_name_0_and_says_which():
+    assert parse_legacy_missing_zero("Consistency: 2\nRealism: 1\nAesthetic Quality: 0") == {
+        "consistency": 2, "realism": 1, "aesthetic_quality": 0, "missing_scored_zero": []}
+    assert parse_legacy_missing_zero("**Consistency**: 1 and nothing else") == {
+        "consistency": 1, "realism": 0, "aesthetic_quality": 0, "missing_scored_zero": ["realism", "aesthetic_quality"]}
+    # No line fallback in the mid-2025 script: three digit lines are three missing scores.
+    assert parse_legacy_missing_zero("1\n2\n2")["missing_scored_zero"] == ["consistency", "realism",
+                                                                             "aesthetic_quality"]
 
 
 def test_verified_answers_parse_and_malformed_ones_raise():
@@ -157,9 +181,9 @@ def wise_judge(call, fixed=()):
     return answer(GOOD[pid] if pid in GOOD else "Consistency: 1\nRealism: 1\nAesthetic Quality: 1")
 
 
-def run_wise(data, out, server, adapter=None, wrap=None, retry_failed=False, **options):
+def run_wise(data, out, server, adapter=None, wrap=None, retry_failed=False, reference="wise@legacy", **options):
     adapter = adapter or FakeGenerator()
-    real, variant = get_benchmark("wise@legacy")
+    real, variant = get_benchmark(reference)
     bench = wrap(real) if wrap else real
     options = {"data": str(data), "judge_base_url": server.base_url, "judge_max_retries": 1,
                "judge_concurrency": 3, "judge_config": {"backoff_base_s": 0.01, "backoff_max_s": 0.02}, **options}
@@ -329,6 +353,8 @@ def test_verified_variant_runs_with_its_file_binary_judge_and_weights(tmp_path):
                                  "Category": "c", "Subcategory": "s"} for pid in ids]))
     def responder(call):
         pid = int(call.text.split("verified prompt ")[1].split()[0])
+        if pid == 2 and call.attempt < 3:  # the verified protocol asks up to 3 times
+            return answer("I would rather describe the image.")
         return answer(f"<think>Score: 1?</think>Reasoning.\nScore: {ids[pid]}")
 
     with JudgeServer(responder) as server:
@@ -338,9 +364,138 @@ def test_verified_variant_runs_with_its_file_binary_judge_and_weights(tmp_path):
         results = run_benchmark(bench, spec, adapter, tmp_path / "run" / spec.name, World(0, 1), 1,
                                 tmp_path / "run" / "cache", progress=False)
         assert server.history[0].body["model"] == "Qwen/Qwen3.5-35B-A3B" and server.history[0].body["max_tokens"] == 500
+        assert sorted(server.calls.values()) == [1] * 6 + [3]
     metrics = results["metrics"]
     # 0.4 * culture mean(1, 0) + 0.12 * (time 1 + space 0 + biology 1 + physics 1 + chemistry 0)
     assert metrics["overall"]["value"] == pytest.approx(0.4 * 0.5 + 0.12 * 3)
     assert metrics["overall"]["judge_states"]["ok"] == 7 and "consistency" not in metrics
     assert spec.knobs["judge"]["templates"]["judge"]["source"] == "builtin:wise/verified.yaml"
-    assert spec.knobs["judge"]["parse_attempts"] == 1
+    assert spec.knobs["judge"]["parse_attempts"] == 3
+
+
+# ---------------------------------------------------------------------- the historical missing-as-zero variant
+# What the judge answers per prompt id, and the WiScore the mid-2025 script gave it (a missing score is 0).
+MISSING_ZERO = {
+    1: ("Consistency: 2\nRealism: 2\nAesthetic Quality: 2", 1.0),
+    2: ("Consistency: 2", 0.7),                                            # realism, aesthetic missing
+    3: ("This image is lovely.", 0.0),                                     # nothing parses: all three 0
+    401: ("Consistency\uff1a2\nRealism: 1\nAesthetic Quality: 1", 0.15),   # full-width colon: consistency 0
+    568: ("Consistency: 0\nRealism: 0\nAesthetic Quality: 0", 0.0),
+    701: ("Consistency: 1\nRealism: 1\nAesthetic Quality: 1", 0.5),
+    801: ("1\n1\n1", 0.0),                                                 # no line fallback there
+    901: ("Consistency: 0\nRealism: 2\nAesthetic Quality: 1", 0.25),
+}
+
+
+def test_legacy_missing_zero_scores_unparsed_answers_0_says_so_loudly_and_never_scores_a_filtered_item(tmp_path):
+    data = write_wise_repo(tmp_path / "WISE")
+
+    def responder(call):
+        pid = prompt_id_of(call)
+        return content_filter() if pid == 4 else answer(MISSING_ZERO[pid][0])
+
+    with JudgeServer(responder) as server:
+        results, spec, _ = run_wise(data, tmp_path / "run", server, reference="wise@legacy-missing-zero")
+        assert set(server.calls.values()) == {1}  # one answer per item, as that script asked
+    overall = results["metrics"]["overall"]
+    culture = (1.0 + 0.7 + 0.0) / 3  # item 4 was filtered: not scored, not a zero
+    expected = 0.4 * culture + 0.167 * 0.15 + 0.133 * 0.0 + 0.1 * (0.5 + 0.0 + 0.25)
+    assert overall["value"] == pytest.approx(expected)
+    assert overall["judge_states"]["ok"] == 8 and overall["judge_states"]["content_filtered"] == 1
+    zeroed = overall["missing_scores_counted_as_zero"]
+    assert (zeroed["answers"], zeroed["of"]) == (4, 8)  # items 2, 3, 401 and 801
+    assert any("counts every score missing from a judge answer as 0" in w for w in overall["warnings"])
+    assert "counts as 0" in spec.knobs["protocol"] and spec.knobs["score"]["missing_scores"] == "counted as 0"
+    # The same answers under wise@legacy: unparsed ones are failures (asked 3 times), never zeros.
+    with JudgeServer(responder) as server:
+        legacy, legacy_spec, _ = run_wise(data, tmp_path / "legacy", server)
+    assert legacy_spec.fingerprint != spec.fingerprint
+    assert legacy["metrics"]["overall"]["judge_states"]["parse_failed"] == 3  # items 2, 3 and 401
+    assert not any("missing" in w for w in legacy["metrics"]["overall"]["warnings"])
+
+
+# ---------------------------------------------------------------------- outputs behind records
+class DeleteBeforeJudging:
+    """Wraps the benchmark: deletes one generated image when the judge stage starts."""
+
+    def __init__(self, bench, relative):
+        self.bench, self.relative = bench, relative
+
+    def __getattr__(self, name):
+        return getattr(self.bench, name)
+
+    def run_stage(self, stage, spec, items, ctx):
+        if stage == "judge":
+            (ctx.bench_dir / self.relative).unlink()
+        yield from self.bench.run_stage(stage, spec, items, ctx)
+
+
+def test_an_image_deleted_after_generation_says_how_to_fix_it_and_the_same_command_regenerates_it(tmp_path):
+    data = write_wise_repo(tmp_path / "WISE")
+    bench_dir = tmp_path / "run" / "wise@legacy"
+    good = lambda call: answer(GOOD.get(prompt_id_of(call), "Consistency: 1\nRealism: 1\nAesthetic Quality: 1"))
+    with JudgeServer(good) as server:
+        results, _, _ = run_wise(data, tmp_path / "run", server,
+                                 wrap=lambda bench: DeleteBeforeJudging(bench, "images/401.png"))
+        produced = load_record(bench_dir, "produce", "401")
+        assert produced["status"] == "ok" and set(produced["outputs"]) == {"images/401.png"}
+        judged = load_record(bench_dir, "judge", "401")
+        assert judged["status"] == "failed" and judged["state"] == "missing_image"
+        assert "the image was deleted after generation; run the same command again to regenerate it" in judged["error"]
+        assert results["failures"]["401"].startswith("judge: missing_image: images/401.png: the image was deleted")
+        # The same command (no --retry-failed) makes that one image again and judges it.
+        again, _, adapter = run_wise(data, tmp_path / "run", server)
+    assert [call[0] for call in adapter.calls] == [[PROMPTS[401]]]
+    assert again["failures"] == {} and again["coverage"]["ok"] == len(PROMPTS)
+
+
+# ---------------------------------------------------------------------- the key, echoed back in other encodings
+ODD_KEY = 'sk-wise/0dd+Key=w1th&ch"rs~0c4d8e2f6a1b3c5d'
+
+
+def test_a_judge_echoing_the_key_json_escaped_and_url_encoded_leaks_it_nowhere(tmp_path, caplog, capsys,
+                                                                               monkeypatch):
+    from urllib.parse import quote, quote_plus
+
+    monkeypatch.setenv("UNILIP_JUDGE_API_KEY", ODD_KEY)
+    caplog.set_level(logging.DEBUG)
+    data = write_wise_repo(tmp_path / "WISE")
+
+    def responder(call):
+        key = call.authorization.removeprefix("Bearer ")
+        escaped = json.dumps(key)[1:-1].replace("/", "\\/")
+        pid = prompt_id_of(call)
+        if pid == 2 and call.attempt == 1:  # an error body that is not JSON, then a good answer
+            return Reply(status=502, raw_body=f'bad gateway for {{"Authorization": "Bearer {escaped}"}}'.encode())
+        if pid == 3:  # never parses: its raw answer is kept in the record
+            return answer(f"I saw {quote(key)} and {quote_plus(key)}; no scores from me.")
+        return Reply(content=GOOD.get(pid, "Consistency: 1\nRealism: 1\nAesthetic Quality: 1") + f"\n(key {escaped})",
+                     model=f"judge/{quote_plus(key)}")
+
+    with JudgeServer(responder, api_key=ODD_KEY) as server:
+        results, _, _ = run_wise(data, tmp_path / "run", server)
+        assert server.history[0].authorization == f"Bearer {ODD_KEY}"
+    assert results["coverage"]["ok"] == 8 and results["failures"]["3"].startswith("judge: parse_failed")
+    assert "HTTP 502" in caplog.text
+    captured = capsys.readouterr()
+    texts = [caplog.text, captured.out, captured.err, json.dumps(results)]
+    texts += [path.read_bytes().decode("utf-8", "replace") for path in tmp_path.rglob("*") if path.is_file()]
+    assert key_leaks(texts, ODD_KEY) == []
+
+
+def test_cli_refuses_a_key_with_a_line_break_in_one_line_before_loading_anything(tmp_path):
+    data = write_wise_repo(tmp_path / "WISE")
+    code = ("import sys; sys.path.insert(0, 'tests/evals'); import test_wise; from unilip.cli import main; "
+            "raise SystemExit(main(sys.argv[1:]))")
+    args = ["eval", "run", "--model", "fake-wise:x", "--bench", "wise@legacy", "--data", str(data),
+            "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+            "--opt", "judge_base_url=https://judge.example.org/v1"]
+    pasted = f"{SECRET}\nsk-second-line-{SECRET[::-1]}"
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "UNILIP_JUDGE_API_KEY": pasted}, timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()  # the data-mismatch warnings, then the one-line error
+    assert "UNILIP_JUDGE_API_KEY contains a line break" in lines[-1] and "error" in lines[-1]
+    assert all(line.startswith("WARNING") for line in lines[:-1])
+    assert key_leaks([done.stdout + done.stderr], SECRET) == [] and "sk-second-line" not in done.stderr
+    assert not (tmp_path / "run" / "wise@legacy" / "produce").exists()  # refused before any generation

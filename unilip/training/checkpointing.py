@@ -3,14 +3,18 @@ checkpoint directories written whole or not at all, and a step log without repea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+
+from unilip.errors import Interrupted
+
 
 def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path, name: str) -> None:
     from safetensors.torch import save_file
@@ -91,9 +95,77 @@ def write_checkpoint(out_dir: Path, step: int, keep: int, write: Callable[[Path]
     return final
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step a complete checkpoint directory (``step-00000300``) holds."""
+    return int(checkpoint.name.removeprefix("step-"))
+
+
+def last_checkpoint_step(out_dir: Path) -> int | None:
+    """The step of the newest complete checkpoint in ``out_dir``, or None when there is none."""
+    checkpoints = list_checkpoints(out_dir)
+    return checkpoint_step(checkpoints[-1]) if checkpoints else None
+
+
 def trim_log(out_dir: Path, step: int) -> None:
-    """Drop log lines after ``step``: those steps run again after a resume, so each is logged once."""
+    """Keep only the ``log.jsonl`` lines of steps ``<= step``, the steps a resumed run does not redo.
+
+    Call it on every start of a run, with the resumed checkpoint's step, or 0 when there is none (the
+    log is then emptied): the steps logged after the last checkpoint run again, so without it a run
+    killed before (or between) checkpoints logs them twice. A last line cut short by the kill is
+    dropped; the file is replaced atomically, so a kill during the trim loses nothing.
+
+    Raises:
+        ValueError: a line other than the last is not a JSON record with a ``step`` (a damaged log).
+    """
     path = out_dir / "log.jsonl"
-    if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record_step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines):  # the write the kill interrupted
+                break
+            raise ValueError(f"{path} line {number} is not a JSON record with a 'step': the log is damaged; "
+                             "delete the file (the checkpoints are unaffected) and run again") from None
+        if record_step <= step:
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
+def interrupted(what: str, step: int, total: int, out_dir: Path) -> Interrupted:
+    """The ``Interrupted`` a trainer raises on Ctrl-C: the steps done and the checkpoint a rerun resumes from.
+
+    Args:
+        what: the run, e.g. ``"train tokenizer (name, stage 2)"``.
+        step: steps completed when Ctrl-C came.
+        total: the steps the run was asked for.
+        out_dir: the run directory (its newest complete checkpoint is what a rerun resumes from).
+    """
+    last = last_checkpoint_step(out_dir)
+    kept = f"last checkpoint step {last}" if last is not None else "no checkpoint yet (a rerun starts at step 0)"
+    return Interrupted(f"{what}: interrupted at step {step} of {total}; {kept}")
+
+
+@contextlib.contextmanager
+def interruption_reported(what: str, out_dir: Path, total: int, step: Callable[[], int]) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into :func:`interrupted`'s ``Interrupted`` (one already raised passes).
+
+    Args:
+        what: the run, e.g. ``"train tokenizer (name, stage 2)"``.
+        out_dir: the run directory.
+        total: the steps the run was asked for.
+        step: returns the steps completed so far (read when Ctrl-C comes).
+    """
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise interrupted(what, step(), total, out_dir) from None

@@ -54,6 +54,8 @@ class LossConfig:
     lecam_weight: float = 0.001
     discriminator_base: int = 128
     discriminator_lr: float = 1e-4
+    # Paths (a file, or the folder holding it); one given here must exist, else the run refuses to start
+    # (unilip.weights). Unset: $UNILIP_LPIPS_VGG_WEIGHTS / $UNILIP_CONVNEXT_S_WEIGHTS, then the torch hub cache.
     lpips_vgg_weights: str | None = None
     convnext_weights: str | None = None
 

@@ -69,7 +69,7 @@ class TrainImages:
                 self._tensors.append(images)
                 found = [_Entry(("tensor", offset + i)) for i in range(len(images))]
             else:
-                found = [_Entry(src) for _, src, _ in list_image_sources(kind, source.get("path"))]
+                found = [_Entry(entry.source) for entry in list_image_sources(kind, source.get("path")).entries]
             if not found:
                 raise ValueError(f"training source {source!r} holds no images")
             self.entries += found * int(source.get("repeat", 1))

@@ -82,6 +82,26 @@ def load_digits_split(split: Split, size: int = 56, seed: int = 0) -> tuple[torc
     return x, torch.from_numpy(labels[index].copy())
 
 
+# The size the held-out digits are served at as an image dataset (``--dataset digits``): the tiny
+# variants' native resolution, so the evaluation transform leaves them as they are.
+DATASET_SIZE = 56
+
+
+def digit_labels(split: Split, seed: int = 0) -> list[int]:
+    """The labels of a split, in order (cheap: no image is resized)."""
+    _, labels = _raw_digits()
+    train, test = _split_indices(int(seed))
+    return [int(label) for label in labels[train if split == "train" else test]]
+
+
+def digit_images_uint8(split: Split, size: int = DATASET_SIZE, seed: int = 0) -> np.ndarray:
+    """A split as ``N x size x size x 3`` uint8 RGB: ``load_digits_split`` rounded, as PNGs would hold it."""
+    from unilip.data import to_uint8
+
+    images, _ = load_digits_split(split, size=size, seed=seed)
+    return to_uint8(images).numpy()
+
+
 def export_digits_folder(split: Split, folder: str | Path, size: int = 56, seed: int = 0) -> list[Path]:
     """Write a split as an image folder, ``folder/<label>/<index:04d>.png``, for image-folder evaluators.
 
@@ -100,13 +120,10 @@ def export_digits_folder(split: Split, folder: str | Path, size: int = 56, seed:
     """
     from PIL import Image
 
-    from unilip.data import to_uint8
-
     folder = Path(folder)
-    images, labels = load_digits_split(split, size=size, seed=seed)
-    pixels = to_uint8(images).numpy()  # N x S x S x 3
+    pixels = digit_images_uint8(split, size=size, seed=seed)  # N x S x S x 3
     paths = []
-    for index, (image, label) in enumerate(zip(pixels, labels.tolist())):
+    for index, (image, label) in enumerate(zip(pixels, digit_labels(split, seed=seed))):
         path = folder / str(label) / f"{index:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(path)

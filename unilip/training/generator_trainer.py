@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from unilip.generator import UniLIPGenerator
-from unilip.training.checkpointing import (check_or_write_config, list_checkpoints, load_optimizer, rng_state,
-                                           save_optimizer, set_rng_state, trim_log, write_checkpoint)
+from unilip.training.checkpointing import (check_or_write_config, interruption_reported, list_checkpoints,
+                                           load_optimizer, rng_state, save_optimizer, set_rng_state, trim_log,
+                                           write_checkpoint)
 from unilip.training.config import GeneratorTrainConfig
 from unilip.training.generator_data import GenerationBatch, GenerationData
 from unilip.training.tokenizer_trainer import lr_factor, uses_weight_decay
@@ -279,13 +280,25 @@ class GeneratorTrainer:
 
     # ------------------------------------------------------------------ loop
     def train(self, max_steps: int | None = None) -> Path:
-        """Run (or resume) until ``max_steps`` (default: the config's); returns the saved generator."""
+        """Run (or resume) until ``max_steps`` (default: the config's); returns the saved generator.
+
+        Raises:
+            Interrupted: on Ctrl-C, saying the step reached and the checkpoint a rerun resumes from
+                (checkpoints are written whole or not at all, so nothing partial is kept).
+        """
+        total = max_steps or self.config.optim.max_steps
+        with interruption_reported(f"train generator ({self.config.name}, stage {self.config.stage})", self.out_dir,
+                                   total, lambda: self.step):
+            return self._train(total)
+
+    def _train(self, total: int) -> Path:
         from tqdm.auto import tqdm
 
-        total = max_steps or self.config.optim.max_steps
         self.out_dir.mkdir(parents=True, exist_ok=True)
         check_or_write_config(self.out_dir, {k: v for k, v in self.config.to_dict().items() if k != "source"})
         self._resume()
+        if self.accelerator.is_main_process:
+            trim_log(self.out_dir, self.step)  # also without a checkpoint: a rerun from step 0 logs afresh
         bar = tqdm(total=total, initial=self.step, desc=f"{self.config.name} stage {self.config.stage}", unit="step",
                    disable=not (self.progress and self.accelerator.is_main_process))
         with (self.out_dir / "log.jsonl").open("a") as log:
@@ -345,7 +358,6 @@ class GeneratorTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         self.step = state["step"]
-        trim_log(self.out_dir, self.step)
         logger.info("resumed %s from %s (step %d)", self.config.name, latest, self.step)
 
     def save_final(self) -> Path:

@@ -17,8 +17,9 @@ Loss forwards run in float32 with autocast disabled, as upstream does (``@autoca
 
 No weights are downloaded: the two frozen ImageNet backbones are read from local torchvision state
 dict files (``vgg16-397923af.pth``, ``convnext_small-0c510722.pth``) found through
-``resolve_loss_weights``; a missing file raises ``LossWeightsUnavailable`` explaining where it was
-looked for and how to switch that loss off.
+``resolve_loss_weights`` (the rule of ``unilip.weights``: a path named in the config or the environment
+must exist, else ``WeightsNotFoundError``; with nothing named and nothing in the torch hub cache,
+``LossWeightsUnavailable`` explains where to get the file and how to switch that loss off).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from unilip.checkpoints import CheckpointKeyError
+from unilip.weights import (WeightsUnavailable, check_weights_keys, hub_checkpoints_dir, load_weights_state_dict,
+                            resolve_weights)
 
 __all__ = [
     "CONVNEXT_S_ENV",
@@ -49,7 +54,9 @@ __all__ = [
     "discriminator_loss",
     "generator_adversarial_loss",
     "hinge_d_loss",
+    "check_lpips_heads",
     "l2_loss",
+    "lpips_backbone_state",
     "resolve_loss_weights",
     "torch_hub_checkpoints_dir",
 ]
@@ -74,25 +81,13 @@ _CONVNEXT_WHAT = (
 # ------------------------------------------------------------------------------------- weight files
 
 
-class LossWeightsUnavailable(RuntimeError):
-    """A frozen loss network's weights file is not on local disk (nothing is ever downloaded)."""
+class LossWeightsUnavailable(WeightsUnavailable):
+    """A frozen loss network's weights file was not named and is not in the torch hub cache."""
 
 
 def torch_hub_checkpoints_dir() -> Path:
-    """The directory torchvision caches downloaded weights in.
-
-    Returns:
-        ``torch.hub.get_dir() / "checkpoints"``, i.e. ``$TORCH_HOME/hub/checkpoints`` with
-        ``TORCH_HOME`` defaulting to ``~/.cache/torch`` (``$XDG_CACHE_HOME/torch`` if that is set).
-    """
-    # torch.hub.get_dir re-reads TORCH_HOME on every call, so this follows the environment at use time.
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def _as_file(candidate: str | os.PathLike[str], filename: str) -> Path:
-    # A directory is accepted as "the folder holding the file" so a config can name a weights folder.
-    path = Path(candidate).expanduser()
-    return path / filename if path.is_dir() else path
+    """The directory torchvision caches downloaded weights in (``unilip.weights.hub_checkpoints_dir``)."""
+    return hub_checkpoints_dir()
 
 
 def resolve_loss_weights(
@@ -104,12 +99,10 @@ def resolve_loss_weights(
     config_switch: str | None = None,
     config_path_key: str | None = None,
 ) -> Path:
-    """Find a frozen loss network's local weights file.
+    """Find a frozen loss network's local weights file (the one rule of :func:`unilip.weights.resolve_weights`).
 
-    Search order: ``explicit`` (a file, or a directory holding ``filename``), then the environment
-    variable ``env_var`` (same forms), then ``torch_hub_checkpoints_dir() / filename``. The first
-    existing file wins; a missing explicit or environment path falls through to the next place (all
-    places are listed if none has the file).
+    ``explicit`` (a file, or a folder holding ``filename``) is the only candidate when given; else the
+    environment variable ``env_var`` (same forms) when set; else ``torch_hub_checkpoints_dir() / filename``.
 
     Args:
         explicit: Path given by the caller (e.g. from the training config), or None.
@@ -123,49 +116,23 @@ def resolve_loss_weights(
         The path of an existing file.
 
     Raises:
-        LossWeightsUnavailable: No place holds the file; the message names the file, every place
-            searched, what the file is, where to get it and how to switch the loss off.
+        WeightsNotFoundError: ``explicit`` or ``$env_var`` names a path that does not exist (a
+            ``FileNotFoundError``; never replaced by another place).
+        LossWeightsUnavailable: Nothing was named and the hub cache lacks the file; the message names
+            the file, the places searched, where to get it and how to switch the loss off.
     """
-    searched: list[str] = []
-    if explicit is not None and str(explicit) != "":
-        path = _as_file(explicit, filename)
-        if path.is_file():
-            return path
-        searched.append(f"explicit path: {path}")
-    else:
-        searched.append("explicit path: none given")
-    env_value = os.environ.get(env_var)
-    if env_value:
-        path = _as_file(env_value, filename)
-        if path.is_file():
-            return path
-        searched.append(f"${env_var}: {path}")
-    else:
-        searched.append(f"${env_var}: not set")
-    hub_path = torch_hub_checkpoints_dir() / filename
-    if hub_path.is_file():
-        return hub_path
-    searched.append(f"torch hub cache ($TORCH_HOME/hub/checkpoints): {hub_path}")
-
-    lines = [
-        f"Weights file {filename!r} not found: it is {what}. Nothing is downloaded at run time.",
-        "Searched, in order:",
-        *(f"  - {place}" for place in searched),
-        f"Get it on a machine with internet ({_DOWNLOAD_BASE}{filename}, or let torchvision fetch it into its "
-        f"hub cache) and copy it to one of those places"
-        + (f" or point {config_path_key} at it." if config_path_key else "."),
-    ]
-    if config_switch:
-        lines.append(f"To train without this loss instead, set `{config_switch}` in the training config.")
-    raise LossWeightsUnavailable("\n".join(lines))
+    return resolve_weights(explicit, env_var, (filename,), what, _source(filename), setting=config_path_key,
+                           switch_off=config_switch, unavailable=LossWeightsUnavailable)
 
 
-def _load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
-    """Read a flat ``{name: tensor}`` state dict safely (``weights_only=True``) onto the CPU."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise RuntimeError(f"{path} is not a flat state dict of tensors (a torchvision weights file is).")
-    return dict(state)
+def _source(filename: str) -> str:
+    return (f"Get it from {_DOWNLOAD_BASE}{filename} (or let torchvision fetch it into its hub cache) on a machine "
+            "with internet access.")
+
+
+def _load_tensor_file(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """Read a flat ``{name: tensor}`` state dict safely (``weights_only=True``, either torch.save format)."""
+    return load_weights_state_dict(path, what, _source(path.name))
 
 
 def _freeze(module: nn.Module) -> None:
@@ -192,16 +159,32 @@ def l2_loss(x01: torch.Tensor, y01: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ LPIPS
 
 
-def _vgg_features_to_lpips(
-    net: nn.Module, source: Mapping[str, torch.Tensor], path: Path
+def lpips_backbone_state(
+    backbone: nn.Module,
+    source: Mapping[str, torch.Tensor],
+    path: Path,
+    what: str,
+    error: type[CheckpointKeyError] = CheckpointKeyError,
 ) -> dict[str, torch.Tensor]:
-    """Rename torchvision ``vgg16`` keys (``features.<i>.*``) to lpips' slices (``slice<k>.<i>.*``).
+    """torchvision's AlexNet / VGG16 state dict (``features.<i>.*``) -> lpips' backbone slices (``slice<k>.<i>.*``).
 
-    lpips keeps torchvision's layer indices inside its slices (``slice1`` = features 0..3, ...), so
-    the index -> slice table is read off the module instead of being hard coded.
+    lpips keeps torchvision's layer indices inside its slices (``slice1`` = features 0..3, ...), so the
+    index -> slice table is read off the module instead of being hard coded. The ImageNet classifier
+    (``classifier.*``) is not part of LPIPS and is skipped; every other key must fill the backbone exactly.
+
+    Args:
+        backbone: ``lpips.LPIPS(...).net``.
+        source: The torchvision state dict read from ``path``.
+        path: The file, for the messages.
+        what: What the file should be, for the messages.
+        error: The ``CheckpointKeyError`` subclass to raise.
+
+    Raises:
+        CheckpointKeyError: (``error``) backbone parameters the file does not set, or keys with no
+            place (a different architecture), named.
     """
     index_to_slice: dict[str, str] = {}
-    for slice_name, slice_module in net.named_children():
+    for slice_name, slice_module in backbone.named_children():
         for index in slice_module._modules:
             index_to_slice[index] = slice_name
     mapped: dict[str, torch.Tensor] = {}
@@ -214,32 +197,40 @@ def _vgg_features_to_lpips(
             mapped[f"{index_to_slice[parts[1]]}.{parts[1]}.{parts[2]}"] = value
         else:
             unexpected.append(key)
-    expected = set(net.state_dict())
-    missing = sorted(expected - set(mapped))
-    unexpected += sorted(set(mapped) - expected)
-    if missing or unexpected:
-        raise RuntimeError(
-            f"{path} does not fit lpips' VGG16 backbone (expected torchvision's vgg16 state dict).\n"
-            f"  backbone parameters not set: {missing}\n  unexpected keys: {sorted(unexpected)}"
-        )
+    expected = backbone.state_dict()
+    missing = sorted(f"features.{k.split('.', 1)[1]}" for k in set(expected) - set(mapped))
+    unexpected += sorted(f"features.{k.split('.', 1)[1]}" for k in set(mapped) - set(expected))
+    misshapen = sorted(f"features.{k.split('.', 1)[1]}: file {tuple(mapped[k].shape)} vs {tuple(expected[k].shape)}"
+                       for k in set(mapped) & set(expected) if mapped[k].shape != expected[k].shape)
+    if missing or unexpected or misshapen:
+        raise error(f"{path} does not fit lpips' backbone: it should be {what}; backbone parameters not set: "
+                    f"{missing}; unexpected keys: {sorted(unexpected)}; shape mismatches: {misshapen}")
     return mapped
 
 
-def _check_lpips_heads(model: nn.Module, lpips_module) -> None:
-    """Verify every LPIPS linear head holds the package's v0.1 VGG weights.
+def check_lpips_heads(model: nn.Module, net: str) -> Path:
+    """Verify every LPIPS linear head holds the lpips package's v0.1 weights for ``net``; returns that file.
 
-    ``lpips.LPIPS`` loads its heads non-strictly, which would silently leave a head random if
-    the packaged file ever changed; compare each head against the file read independently.
+    ``lpips.LPIPS`` loads its heads non-strictly, which would silently leave a head random if the
+    packaged file ever changed; each head is compared with the file read independently.
+
+    Raises:
+        RuntimeError: a head differs from, or is missing in, the packaged file (a broken lpips install).
     """
-    heads_file = Path(lpips_module.__file__).resolve().parent / "weights" / "v0.1" / "vgg.pth"
-    expected = _load_tensor_file(heads_file)
+    import lpips
+
+    heads_file = Path(lpips.__file__).resolve().parent / "weights" / "v0.1" / f"{net}.pth"
+    expected = load_weights_state_dict(heads_file, f"the lpips package's v0.1 {net} heads",
+                                       "It ships with the lpips package: reinstall lpips.")
     state = model.state_dict()
     # lpips registers each head twice (``lin<k>.*`` and ``lins.<k>.*``, the same tensors).
     head_keys = {k for k in state if k.startswith("lin") and not k.startswith("lins.")}
     problems = sorted(head_keys ^ set(expected))
-    problems += [k for k in sorted(head_keys & set(expected)) if not torch.equal(state[k], expected[k])]
+    problems += [k for k in sorted(head_keys & set(expected))
+                 if not torch.equal(state[k], expected[k].to(state[k].dtype))]
     if problems:
-        raise RuntimeError(f"LPIPS heads were not all loaded from {heads_file}: {problems}")
+        raise RuntimeError(f"LPIPS heads were not all loaded from {heads_file} (a broken lpips install?): {problems}")
+    return heads_file
 
 
 class LPIPSLoss(nn.Module):
@@ -264,8 +255,11 @@ class LPIPSLoss(nn.Module):
 
         Raises:
             ValueError: ``net`` is not ``"vgg"``.
-            LossWeightsUnavailable: The VGG16 file is nowhere to be found.
-            RuntimeError: The file's keys do not match VGG16, or an LPIPS head was not loaded.
+            WeightsNotFoundError: ``backbone_weights`` or ``$UNILIP_LPIPS_VGG_WEIGHTS`` names no file.
+            LossWeightsUnavailable: Nothing named, and the torch hub cache lacks the file.
+            CheckpointError: The file is not a readable flat state dict of tensors.
+            CheckpointKeyError: The file's keys do not match VGG16.
+            RuntimeError: An LPIPS head was not loaded (a broken lpips install).
         """
         super().__init__()
         if net != "vgg":
@@ -280,14 +274,15 @@ class LPIPSLoss(nn.Module):
         )
         import lpips  # imported here: only training with LPIPS needs the package
 
+        state = _load_tensor_file(path, _VGG_WHAT)  # first: an unusable file fails before any build
         with warnings.catch_warnings():
             # lpips calls torchvision's deprecated ``vgg16(pretrained=False)``; that only builds a random
             # backbone (pnet_rand=True) which is overwritten below.
             warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.models\._utils")
             model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
-        mapped = _vgg_features_to_lpips(model.net, _load_tensor_file(path), path)
+        mapped = lpips_backbone_state(model.net, state, path, _VGG_WHAT)
         model.net.load_state_dict(mapped, strict=True)
-        _check_lpips_heads(model, lpips)
+        check_lpips_heads(model, "vgg")
         _freeze(model)
         self.model = model
         self.weights_path = path
@@ -333,8 +328,10 @@ class ConvNeXtLogitLoss(nn.Module):
                 ``$UNILIP_CONVNEXT_S_WEIGHTS``, else the torch hub checkpoints folder.
 
         Raises:
-            LossWeightsUnavailable: The file is nowhere to be found.
-            RuntimeError: The file does not match torchvision's ``convnext_small`` exactly.
+            WeightsNotFoundError: ``weights`` or ``$UNILIP_CONVNEXT_S_WEIGHTS`` names no file.
+            LossWeightsUnavailable: Nothing named, and the torch hub cache lacks the file.
+            CheckpointError: The file is not a readable flat state dict of tensors.
+            CheckpointKeyError: The file does not match torchvision's ``convnext_small`` exactly.
         """
         super().__init__()
         path = resolve_loss_weights(
@@ -347,8 +344,10 @@ class ConvNeXtLogitLoss(nn.Module):
         )
         from torchvision.models import convnext_small
 
+        state = _load_tensor_file(path, _CONVNEXT_WHAT)  # first: an unusable file fails before any build
         model = convnext_small()  # weights=None: architecture only, filled strictly below
-        model.load_state_dict(_load_tensor_file(path), strict=True)
+        check_weights_keys(model.state_dict(), state, path, _CONVNEXT_WHAT, _source(path.name))
+        model.load_state_dict(state, strict=True)
         _freeze(model)
         self.model = model
         self.weights_path = path

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from unilip.tokenizer import UniLIPTokenizer
-from unilip.training.checkpointing import (check_or_write_config, list_checkpoints, load_optimizer, rng_state,
-                                           save_optimizer, set_rng_state, trim_log, write_checkpoint)
+from unilip.training.checkpointing import (check_or_write_config, interruption_reported, list_checkpoints,
+                                           load_optimizer, rng_state, save_optimizer, set_rng_state, trim_log,
+                                           write_checkpoint)
 from unilip.training.config import OptimConfig, TrainConfig
 from unilip.training.data import TrainImages, make_batch
 
@@ -250,13 +251,25 @@ class TokenizerTrainer:
 
     # ------------------------------------------------------------------ loop
     def train(self, max_steps: int | None = None) -> Path:
-        """Run (or resume) until ``max_steps`` (default: the config's); returns the saved EMA tokenizer."""
+        """Run (or resume) until ``max_steps`` (default: the config's); returns the saved EMA tokenizer.
+
+        Raises:
+            Interrupted: on Ctrl-C, saying the step reached and the checkpoint a rerun resumes from
+                (checkpoints are written whole or not at all, so nothing partial is kept).
+        """
+        total = max_steps or self.config.optim.max_steps
+        with interruption_reported(f"train tokenizer ({self.config.name}, stage {self.config.stage})", self.out_dir,
+                                   total, lambda: self.step):
+            return self._train(total)
+
+    def _train(self, total: int) -> Path:
         from tqdm.auto import tqdm
 
-        total = max_steps or self.config.optim.max_steps
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._check_or_write_config()
         self._resume()
+        if self.accelerator.is_main_process:
+            trim_log(self.out_dir, self.step)  # also without a checkpoint: a rerun from step 0 logs afresh
         if self.images is None:
             self.images = TrainImages(self.config.data.sources, self.config.data.size, self.config.data.hflip)
         log_path = self.out_dir / "log.jsonl"
@@ -337,7 +350,6 @@ class TokenizerTrainer:
             load_optimizer(self.disc_optimizer, latest, "disc_optimizer")
         set_rng_state(state["rng"])
         self.step = state["step"]
-        trim_log(self.out_dir, self.step)
         logger.info("resumed %s from %s (step %d)", self.config.name, latest, self.step)
 
     def save_final(self) -> Path:

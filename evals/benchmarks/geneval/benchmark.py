@@ -36,7 +36,7 @@ from evals.benchmark import (Benchmark, BenchmarkSpec, Item, StageContext, Stage
 from evals.benchmarks.geneval.aggregate import ImageOutcome, summarize
 from evals.benchmarks.geneval.protocol import (ScoringRules, load_color_protocol, load_object_names, load_prompts,
                                                prompts_identity)
-from evals.runtime.records import atomic_write_bytes, canonical_hash, item_seed
+from evals.runtime.records import atomic_write_bytes, canonical_hash, item_seed, write_output
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _png_bytes(image: Image.Image) -> bytes:
 @register_benchmark
 class GenEvalBenchmark(Benchmark):
     name = "geneval"
-    version = "1"
+    version = "2"  # 2: float32 thresholds, the official tie order, the official reason texts (README change log)
     capability = "generate"
     stages = ("produce", "score")
     options = {
@@ -127,6 +127,7 @@ class GenEvalBenchmark(Benchmark):
             from evals.benchmarks.geneval.weights import directory_fingerprint, require_dir
 
             ignored = sorted(name for name in ("official_scorer", "official_repo") if options.get(name))
+            self._check_paths({name: options[name] for name in ignored})
             detector_dir = require_dir(options.get("detector"), "detector", "Mask2Former weights", DETECTOR_SOURCE)
             clip_dir = require_dir(options.get("clip"), "clip", "CLIP ViT-L/14 weights", CLIP_SOURCE)
             knobs["detector"] = {**directory_fingerprint(detector_dir), **detector_knobs()}
@@ -141,6 +142,7 @@ class GenEvalBenchmark(Benchmark):
             from evals.benchmarks.geneval.official import OfficialScorer
 
             ignored = sorted(name for name in ("clip", "scorer_device") if options.get(name))
+            self._check_paths({name: options[name] for name in ignored if name == "clip"})
             scorer = OfficialScorer.from_options(options.get("official_scorer"), options.get("official_repo"),
                                                  options.get("detector"))
             knobs["official"] = scorer.fingerprint()
@@ -152,6 +154,29 @@ class GenEvalBenchmark(Benchmark):
         self._items[spec.fingerprint] = [Item(id=f"{index:05d}", source=record) for index, record in enumerate(prompts)]
         self._scorer_options[spec.fingerprint] = scorer_options
         return spec
+
+    @staticmethod
+    def _check_paths(paths: dict[str, Any]) -> None:
+        """Refuse, in one line, a path option that was given but names nothing (a typo costs no model load).
+
+        The paths a variant uses are checked where they are read, with where to get them; this also
+        covers those it ignores, which a user who gave them most likely meant to be used.
+        """
+        from evals.benchmarks.geneval.weights import ScorerWeightsMissing
+
+        for name, value in paths.items():
+            if value is not None and str(value).strip() and not Path(str(value)).expanduser().exists():
+                raise ScorerWeightsMissing(f"geneval: --opt {name}={value}: no such file or folder")
+
+    def preflight(self, spec: BenchmarkSpec) -> None:
+        """Check, before the model loads, that the scorer files the spec was made with are still there."""
+        options = self._scorer_options[spec.fingerprint]
+        if "scorer" in options:
+            scorer = options["scorer"]
+            self._check_paths({"official_scorer": scorer.python, "official_repo": scorer.repo,
+                               "detector": scorer.model_path})
+        else:
+            self._check_paths({"detector": options["detector"], "clip": options["clip"]})
 
     def list_items(self, spec: BenchmarkSpec) -> list[Item]:
         return self._items[spec.fingerprint]
@@ -185,15 +210,18 @@ class GenEvalBenchmark(Benchmark):
             if problem:
                 yield item, StageResult.failed(f"the model's generate() {problem}")
                 continue
-            folder = Path(IMAGES_DIR) / item.id
-            atomic_write_bytes(ctx.bench_dir / folder / "metadata.jsonl", (json.dumps(item.source) + "\n").encode())
+            folder = f"{IMAGES_DIR}/{item.id}"
+            # Every file is listed in the record's outputs: one deleted later makes the runner redo the prompt.
+            outputs = dict([write_output(ctx.bench_dir, f"{folder}/metadata.jsonl",
+                                         (json.dumps(item.source) + "\n").encode())])
             samples = []
             for k, image in enumerate(images[0]):
-                relative = folder / "samples" / sample_name(k)
-                atomic_write_bytes(ctx.bench_dir / relative, _png_bytes(image))
-                samples.append(relative.as_posix())
+                relative, digest = write_output(ctx.bench_dir, f"{folder}/samples/{sample_name(k)}", _png_bytes(image))
+                outputs[relative] = digest
+                samples.append(relative)
             yield item, StageResult(status="ok", payload={"seed": seed, "samples": samples,
-                                                          "sizes": [list(image.size) for image in images[0]]})
+                                                          "sizes": [list(image.size) for image in images[0]]},
+                                    outputs=outputs)
 
     def _load_samples(self, spec: BenchmarkSpec, item: Item, bench_dir: Path) -> tuple[list[str], str | None]:
         """The item's expected sample files, and a reason when one is missing."""

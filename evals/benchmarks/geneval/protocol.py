@@ -37,7 +37,7 @@ class ScoringRules:
     """The thresholds of ``evaluate_images.py`` (each one a ``--options`` override there; these are its defaults).
 
     Attributes:
-        threshold: keep detections with score strictly above this (all tags but counting).
+        threshold: keep detections with score strictly above this (all tags but counting), both in float32.
         counting_threshold: the same for prompts tagged ``counting``, applied to every class.
         max_objects: at most this many detections per class, the most confident ones.
         max_overlap: same-class box-IoU suppression threshold; 1.0 disables it (the default).

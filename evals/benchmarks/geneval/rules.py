@@ -3,13 +3,18 @@
 These follow ``evaluation/evaluate_images.py`` of djghosh13/geneval (see ``shared/docs/benchmarks.md`` 1.3-1.5):
 
 * per class: keep detections scoring strictly above the threshold (0.3; 0.9 for every class of a
-  ``counting`` prompt), most confident first, at most 16, optional same-class IoU suppression (off by
-  default), and drop classes left empty;
+  ``counting`` prompt), compared in float32 as the official scorer compares mmdet's float32 scores,
+  most confident first with ties in the official numpy 1.23 order (:mod:`.argsort`), at most 16,
+  optional same-class IoU suppression (off by default), and drop classes left empty;
 * per ``include`` item, in order: the first ``count`` kept detections must exist; if a colour is asked, at
   least ``count`` of them must be classified that colour; if a position is asked (and the item passed so
   far), every one of them must stand in the relation to every object of the earlier item it refers to,
   and that earlier item must itself have passed;
 * per ``exclude`` item: fail when ``count`` or more detections of the class are kept.
+
+The ``reason`` texts are the official ones, word for word, except that when a pair of objects stands in
+two wrong relations at once they are listed alphabetically (the official text joins a Python ``set``,
+whose order changes from one process to the next with string hashing).
 
 Nothing here needs a model: the colour classifier is a callable the caller passes in.
 """
@@ -21,7 +26,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from evals.benchmarks.geneval.protocol import ScoringRules
+from evals.benchmarks.geneval.argsort import numpy123_argsort
+from evals.benchmarks.geneval.protocol import ScoringRules, load_color_protocol
 
 # (class name, its selected detections) -> one colour name per detection.
 ColorClassifier = Callable[[str, Sequence["Detection"]], list[str]]
@@ -66,21 +72,27 @@ def keep_detections(detections: Mapping[str, Sequence[Detection]], tag: str,
     """Filter raw per-class detections the official way.
 
     Args:
-        detections: class name -> every detection of that class, in any order.
+        detections: class name -> every detection of that class, in the detector's order (equal scores
+            keep the official order only when this is the order the detector listed them in).
         tag: the prompt's tag (``counting`` raises the threshold for every class).
         rules: thresholds (the official defaults unless overridden).
 
     Returns:
         class name -> kept detections, most confident first; classes with none kept are absent.
     """
-    threshold = confidence_threshold(tag, rules)
+    # mmdet returns float32 scores, and numpy compares a float32 array with the Python float threshold in
+    # float32: a score of exactly float32(0.3) (0.30000001...) is *not* above 0.3 there, as here.
+    threshold = np.float32(confidence_threshold(tag, rules))
     kept: dict[str, list[Detection]] = {}
     for name, candidates in detections.items():
         if not candidates:
             continue
-        scores = np.asarray([d.score for d in candidates], dtype=np.float64)
-        # Descending by score as the official scorer orders them (reversed ascending argsort).
-        order = [int(i) for i in np.argsort(scores)[::-1] if scores[i] > threshold][:rules.max_objects]
+        scores = np.asarray([d.score for d in candidates], dtype=np.float32)
+        above = scores > threshold
+        # The official ``np.argsort(scores)[::-1]`` over all candidates (numpy 1.23's tie order), then the
+        # threshold, then the first max_objects.
+        descending = numpy123_argsort(scores.tolist())[::-1]
+        order = [i for i in descending if above[i]][:rules.max_objects]
         chosen: list[Detection] = []
         while order:
             best = order.pop(0)
@@ -159,9 +171,10 @@ def evaluate_image(metadata: Mapping[str, Any], kept: Mapping[str, Sequence[Dete
                 hits = colors.count(item["color"])
                 if hits < count:
                     passed = False
-                    seen = ", ".join(f"{colors.count(c)} {c}" for c in dict.fromkeys(colors))
+                    # The official text lists the colours seen in the protocol's colour order.
+                    seen = ", ".join(f"{colors.count(c)} {c}" for c in load_color_protocol().colors if c in colors)
                     reasons.append(f"expected {item['color']} {name}>={count}, found {hits} {item['color']}; "
-                                   f"classified: {seen}")
+                                   f"and {seen}")
             if "position" in item and passed:
                 relation, target_index = item["position"]
                 targets = matched_groups[target_index]
@@ -174,8 +187,9 @@ def evaluate_image(metadata: Mapping[str, Any], kept: Mapping[str, Sequence[Dete
                             actual = relative_position(obj.box, target.box, rules.position_threshold)
                             if relation not in actual:
                                 passed = False
-                                found_text = f"{' and '.join(sorted(actual))} target" if actual else "no relation"
-                                reasons.append(f"expected {name} {relation} target, found {found_text}")
+                                # No relation at all reads "found  target" (two spaces), as officially.
+                                reasons.append(f"expected {name} {relation} target, found "
+                                               f"{' and '.join(sorted(actual))} target")
                                 break
                         if not passed:
                             break

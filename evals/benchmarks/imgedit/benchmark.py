@@ -13,6 +13,10 @@ another, such as the official one) and the official script's ``gpt-4o`` judge.
 
 Images go to the judge as their exact bytes with their real MIME type (the official scripts label
 every image ``image/png``).
+
+Paths the data names stay inside their folders: a source image path that leads outside the images
+folder (``../``, an absolute path) is refused for that edit, which fails with the reason and is never
+read; an edit key that is not a safe file name never becomes a path (its output gets a hashed name).
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from typing import Any
 
 from evals.benchmark import BenchmarkSpec, Item, StageContext, StageResult, register_benchmark
 from evals.benchmarks.imgedit.data import (BASIC_EDITS, BASIC_PROMPTS, IMAGES_SOURCE, IMGEDIT_COMMIT, PINNED,
-                                           PROMPT_PLACEHOLDER, UGE_EDITS, EditItem, locate_files, read_edits,
-                                           read_judge_prompts, source_identity)
+                                           PROMPT_PLACEHOLDER, UGE_EDITS, EditItem, SourceImage, locate_files,
+                                           locate_sources, output_name, read_edits, read_judge_prompts,
+                                           source_identity)
 from evals.benchmarks.imgedit.scoring import aggregate_types, parse_axis_scores
 from evals.judges.bench import (IMAGES_DIR, JUDGE_OPTIONS, JudgedBenchmark, JudgeTemplate, Prepared, check_pinned,
-                                mean_se, not_computed, save_png, take_first)
+                                generated_image, mean_se, not_computed, save_png, take_first)
 from evals.judges.request import JudgeImage, JudgeRequest
+from evals.judges.states import MissingImage
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +46,8 @@ EXPECTED_TYPES = 9  # the paper's nine single-turn edit types
 @dataclass(frozen=True)
 class _Source:
     edit: EditItem
-    path: Path  # the source image
+    image: SourceImage  # the source image, or why its path is refused
+    output: str  # the edited image, relative to the benchmark directory
 
 
 @register_benchmark
@@ -48,7 +55,7 @@ class ImgEditBenchmark(JudgedBenchmark):
     """ImgEdit-Bench with a judge; variants ``basic`` and ``uge`` (see the module docstring)."""
 
     name = "imgedit"
-    version = "1"
+    version = "2"  # 2: Unicode decimal digits in answers count, as in the official step1 (README change log)
     capability = "edit"
     variants = {
         "basic": {"judge": {"model": "gpt-4.1-2025-04-14", "temperature": None, "max_tokens": None}},
@@ -78,13 +85,28 @@ class ImgEditBenchmark(JudgedBenchmark):
         edits, limit, limited = take_first(edits, options.get("limit"), "edits")
         warnings += limited
         images_root = Path(str(options.get("imgedit_images") or root)).expanduser()
-        images, missing = source_identity(images_root, edits)
+        sources = locate_sources(images_root, edits)
+        images, missing = source_identity(edits, sources)
         if len(missing) == len(edits):
             raise ValueError(f"imgedit: none of the {len(edits)} source images is under {images_root} (first: "
                              f"{edits[0].image}); pass imgedit_images=PATH, the folder holding them ({IMAGES_SOURCE})")
-        if missing:
-            warnings.append(f"{len(missing)} source images are missing under {images_root} (e.g. edit "
-                            f"{missing[0]}); those edits end as missing_image")
+        refused = [source.refused for source in sources.values() if source.refused]
+        if refused:
+            warnings.append(f"{len(refused)} edits name a source image outside the images folder and fail (e.g. "
+                            f"{refused[0]})")
+            logger.warning("imgedit@%s: %s", variant, warnings[-1])
+        absent = [key for key in missing if not sources[key].refused]
+        if absent:
+            warnings.append(f"{len(absent)} source images are missing under {images_root} (e.g. edit "
+                            f"{absent[0]}); those edits end as missing_image")
+            logger.warning("imgedit@%s: %s", variant, warnings[-1])
+        outputs = {edit.key: f"{IMAGES_DIR}/{output_name(edit.key)}.png" for edit in edits}
+        if len(set(outputs.values())) != len(outputs):
+            raise ValueError("imgedit: two edit keys map to one output file name; make the keys unique file names")
+        renamed = [key for key, relative in outputs.items() if relative != f"{IMAGES_DIR}/{key}.png"]
+        if renamed:
+            warnings.append(f"{len(renamed)} edit keys are not safe file names (e.g. {renamed[0]!r}); their images "
+                            f"are saved under a hashed name instead (e.g. {outputs[renamed[0]]})")
             logger.warning("imgedit@%s: %s", variant, warnings[-1])
         templates = self._templates(variant, options, edits, found, warnings)
         knobs = {
@@ -96,7 +118,7 @@ class ImgEditBenchmark(JudgedBenchmark):
                         "input": "source image as RGB PIL image"},
             "score": {"sample": "mean of 'Axis: n' values rounded to 2 decimals", "scale": [1, 5]},
         }
-        items = [Item(id=edit.key, source=_Source(edit, images_root / edit.image)) for edit in edits]
+        items = [Item(id=edit.key, source=_Source(edit, sources[edit.key], outputs[edit.key])) for edit in edits]
         return Prepared(items=items, knobs=knobs, templates=templates, parser=parse_axis_scores, parse_attempts=1,
                         warnings=warnings)
 
@@ -127,11 +149,18 @@ class ImgEditBenchmark(JudgedBenchmark):
         return templates
 
     def produce(self, spec: BenchmarkSpec, item: Item, ctx: StageContext, seed: int) -> StageResult:
+        import hashlib
+        import io
+
         from PIL import Image, UnidentifiedImageError
 
         source: _Source = item.source
+        if source.image.path is None:
+            return StageResult(status="failed", payload={"state": "missing_image"},
+                               error=f"missing_image: {source.image.refused}")
         try:
-            with Image.open(source.path) as opened:
+            data = source.image.path.read_bytes()
+            with Image.open(io.BytesIO(data)) as opened:
                 image = opened.convert("RGB")
         except FileNotFoundError:
             return StageResult(status="failed", payload={"state": "missing_image"},
@@ -140,21 +169,26 @@ class ImgEditBenchmark(JudgedBenchmark):
             return StageResult(status="failed", payload={"state": "missing_image"},
                                error=f"missing_image: source image {source.edit.image} is unreadable ({error})")
         edited = ctx.adapter.edit(image, source.edit.instruction, seed)
-        relative = f"{IMAGES_DIR}/{item.id}.png"  # the official layout: <key>.png
         try:
-            digest = save_png(edited, ctx.bench_dir / relative)
+            digest = save_png(edited, ctx.bench_dir / source.output)  # the official layout: <key>.png
         except TypeError as error:
             return StageResult.failed(str(error))
-        return StageResult(status="ok", payload={"image": relative, "seed": seed, "image_sha256": digest})
+        return StageResult(status="ok", payload={"image": source.output, "seed": seed, "image_sha256": digest},
+                           outputs={source.output: digest},
+                           inputs={str(source.image.path): hashlib.sha256(data).hexdigest()})
 
     def build_request(self, spec: BenchmarkSpec, item: Item, bench_dir: Path) -> JudgeRequest:
         source: _Source = item.source
         templates = self._state(spec).prepared.templates
         template = templates["uge"] if spec.variant == "uge" else templates[source.edit.edit_type]
         request = template.render({PROMPT_PLACEHOLDER: source.edit.instruction})
-        original = JudgeImage.from_file(source.path)
-        edited = JudgeImage.from_file(bench_dir / IMAGES_DIR / f"{item.id}.png")
-        return replace(request, images=(original, edited))
+        path = source.image.path
+        if path is None:  # produce refused it; never read it here either
+            raise MissingImage(str(source.image.refused))
+        if not path.is_file():
+            raise MissingImage(f"source image {source.edit.image} is gone since the edit was made: put it back "
+                               "and run the same command again")
+        return replace(request, images=(JudgeImage.from_file(path), generated_image(bench_dir, source.output)))
 
     def describe_scores(self, spec: BenchmarkSpec, item: Item, scores: dict[str, Any]) -> dict[str, Any]:
         source: _Source = item.source

@@ -10,12 +10,12 @@ The JSON files are checked against the sha256 values of commit 547185d12c08.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.judges.bench import find_release_files
-
-from evals.runtime.records import canonical_hash
+from evals.judges.bench import PathEscapesRoot, find_release_files, path_inside
+from evals.runtime.records import canonical_hash, safe_item_name
 
 IMGEDIT_REPOSITORY = "https://github.com/PKU-YuanGroup/ImgEdit"
 IMGEDIT_COMMIT = "547185d12c08267a862b94248576e1746e479937"
@@ -31,6 +31,8 @@ PINNED = {
     UGE_EDITS: "807817d8765f8fc45397be9afbf638b00fad91e37c1d44fabd5103df73074d16",
 }
 PROMPT_PLACEHOLDER = "<edit_prompt>"
+# An edit key used as is for its output file (the official layout <key>.png): the release's keys are numbers.
+_SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,38 @@ def read_judge_prompts(path: Path) -> dict[str, str]:
     return data
 
 
-def source_identity(images_root: Path, edits: list[EditItem]) -> tuple[dict[str, object], list[str]]:
-    """A cheap identity of the source images (paths and byte sizes, hashed) and the edits whose image is absent."""
+def output_name(key: str) -> str:
+    """The file name (without ``.png``) of an edit's output: the key itself when it is a safe file name
+    (the official layout), else a readable, hashed stand-in, so no key can become a path."""
+    return key if _SAFE_KEY.fullmatch(key) else safe_item_name(key)
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """Where an edit's source image is: a path inside the images folder, or why the data's path is refused."""
+
+    path: Path | None
+    refused: str | None = None
+
+
+def locate_sources(images_root: Path, edits: list[EditItem]) -> dict[str, SourceImage]:
+    """Each edit's source image under ``images_root``, by key; a path that leads outside it is refused."""
+    sources = {}
+    for edit in edits:
+        try:
+            sources[edit.key] = SourceImage(path_inside(images_root, edit.image, f"edit {edit.key!r}: source image"))
+        except PathEscapesRoot as error:
+            sources[edit.key] = SourceImage(path=None, refused=str(error))
+    return sources
+
+
+def source_identity(edits: list[EditItem], sources: dict[str, SourceImage]) -> tuple[dict[str, object], list[str]]:
+    """A cheap identity of the source images (paths and byte sizes, hashed) and the edits whose image is
+    absent (refused paths included: they are never looked at)."""
     entries, missing = [], []
     for edit in edits:
-        path = images_root / edit.image
-        if path.is_file():
+        path = sources[edit.key].path
+        if path is not None and path.is_file():
             entries.append([edit.image, path.stat().st_size])
         else:
             missing.append(edit.key)

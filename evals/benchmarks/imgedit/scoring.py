@@ -1,10 +1,12 @@
 """ImgEdit scoring: reading ``Axis: n`` lines, per-sample means, per-type means and the overall.
 
-As the official ``step1_get_avgscore.py``: each line split on ": "; two parts whose second is all digits
-give a score; the sample's score is their mean, rounded to 2 decimals; a sample without any is dropped
-(here: ``parse_failed``, counted). Then (``step2_typescore.py``) the type score is the mean of its
-samples; the overall, which no official script computes, is the unweighted mean of the type scores
-(the paper's "average over tasks"). UGE: the mean of the sample scores.
+As the official ``step1_get_avgscore.py``: the text split into lines by ``str.splitlines``, each
+stripped line split on ": "; two parts whose second ``isdigit()`` give a score, ``int()`` of it (so
+Arabic-Indic, full-width and other Unicode decimal digits count, as there); the sample's score is
+their mean, rounded to 2 decimals; a sample without any is dropped (here: ``parse_failed``, counted).
+Then (``step2_typescore.py``) the type score is the mean of its samples; the overall, which no
+official script computes, is the unweighted mean of the type scores (the paper's "average over
+tasks"). UGE: the mean of the sample scores.
 """
 
 from __future__ import annotations
@@ -17,22 +19,27 @@ from evals.judges.bench import mean_se, not_computed
 from evals.judges.states import ParseError
 
 SCALE = (1, 5)
-_DIGITS = re.compile(r"[0-9]+")
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
 
 
 def parse_axis_scores(text: str) -> dict[str, Any]:
     """``{axes: [[name, value], ...], mean, score}`` from a judge answer (``score`` = mean rounded to 2).
 
-    Unlike the official step, a value outside 1-5 is a parse failure rather than part of the mean.
+    Values are read as the official step reads them: ``isdigit()`` then ``int()``, so "Axis: ٤" (an
+    Arabic-Indic four) or "Axis: ４" (full-width) is a 4. Unlike the official step, a value outside 1-5
+    is a parse failure rather than part of the mean, and so is a value ``isdigit()`` accepts but
+    ``int()`` cannot read (a superscript "²"), on which the official step stops with an error.
 
     Raises:
-        ParseError: no ``Name: n`` line, or a value outside the 1-5 scale.
+        ParseError: no ``Name: n`` line, a value outside the 1-5 scale, or an unreadable digit.
     """
     axes = []
     for line in _THINK.sub("", text).splitlines():
         parts = line.strip().split(": ")
-        if len(parts) == 2 and _DIGITS.fullmatch(parts[1]):
+        if len(parts) == 2 and parts[1].isdigit():
+            if not parts[1].isdecimal():  # isdigit() but not a decimal digit: int() raises there
+                raise ParseError(f"{line.strip()!r}: {parts[1]!r} passes the official isdigit() test but int() "
+                                 "cannot read it (the official step1 would stop with an error)")
             axes.append([parts[0], int(parts[1])])
     if not axes:
         raise ParseError("no 'Axis name: n' line")

@@ -32,8 +32,8 @@ from evals.benchmark import (Benchmark, BenchmarkSpec, Item, StageContext, Stage
 from evals.benchmarks.recon.data import ImageLoader, list_images
 from evals.metrics import (FeatureStats, InceptionExtractor, InceptionScoreStats, LPIPSMetric, MetricUnavailable,
                            frechet_distance, psnr_per_image, ssim_per_image)
-from evals.runtime.records import atomic_write_bytes, atomic_write_npz, canonical_hash, safe_item_name
-from unilip.data import ImageReadError, eval_transform
+from evals.runtime.records import atomic_write_npz, canonical_hash, safe_item_name, write_output
+from unilip.data import MAX_UPSCALE, ImageReadError, eval_transform, printable, upscale_factor
 from unilip.tokenizer import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
@@ -54,9 +54,12 @@ def not_computed(reason: str) -> dict[str, Any]:
 @register_benchmark
 class ReconstructionBenchmark(Benchmark):
     name = "recon"
-    version = "1"
+    # 2: inputs decoded by the unilip.data contract (16-bit scaled, alpha over white, EXIF applied,
+    #    extensions in any case); a stage-1 record keeps the size of its output and source.
+    version = "2"
     capability = "reconstruct"
     stages = ("produce", "score")
+    listing_knob = "dataset"
     options = {
         "data_kind": "dataset kind: folder, tar, imagenet-val or builtin",
         "data": "dataset path",
@@ -75,13 +78,21 @@ class ReconstructionBenchmark(Benchmark):
     }
 
     # ------------------------------------------------------------------ spec
-    def make_spec(self, variant: str, options: dict[str, Any], adapter: Any) -> BenchmarkSpec:
+    def make_spec(self, variant: str, options: dict[str, Any], model: Any) -> BenchmarkSpec:
+        """``model``: what the model is (``evals.adapter.ModelInfo`` or an adapter); its ``native_size`` is the
+        default resolution."""
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise ValueError(f"recon: unknown options {unknown}; known: {sorted(self.options)}")
         kind = options.get("data_kind") or "folder"
-        items, identity = list_images(kind, options.get("data"), options.get("num_images"))
-        resolution = int(options.get("resolution") or adapter.native_size)
+        listing = list_images(kind, options.get("data"), options.get("num_images"))
+        items, identity = listing.items, listing.identity
+        notes = []
+        if listing.skipped:
+            shown = "; ".join(f"{printable(s.id)} ({s.reason})" for s in listing.skipped[:20])
+            notes.append(f"{len(listing.skipped)} file(s) of the dataset were skipped, not read as images: {shown}"
+                         + (" ..." if len(listing.skipped) > 20 else ""))
+        resolution = int(options.get("resolution") or model.native_size)
         knobs: dict[str, Any] = {
             **self.variants[variant],
             "resolution": resolution,
@@ -115,6 +126,7 @@ class ReconstructionBenchmark(Benchmark):
                 self._unavailable[f"lpips_{net}"] = str(error)
         spec = BenchmarkSpec(self.name, variant, self.version, knobs)
         self._items = {spec.fingerprint: items}
+        self._notes = {spec.fingerprint: notes}
         return spec
 
     def list_items(self, spec: BenchmarkSpec) -> list[Item]:
@@ -149,23 +161,26 @@ class ReconstructionBenchmark(Benchmark):
         image, raw = loader.load(item.source)
         return eval_transform(image, resolution), raw
 
+
     def _produce(self, spec, batch, ctx, loader, _scorer) -> Iterator[tuple[Item, StageResult]]:
         resolution = spec.knobs["resolution"]
-        ready: list[tuple[Item, torch.Tensor]] = []
+        ready: list[tuple[Item, torch.Tensor, bytes, float]] = []
         for item in batch:
             try:
-                ready.append((item, self._load_real(item, loader, resolution)[0]))
+                loaded = loader.load(item.source)
             except ImageReadError as error:
                 yield item, StageResult.failed(str(error))
+                continue
+            ready.append((item, eval_transform(loaded.image, resolution), loaded.raw,
+                          upscale_factor(*loaded.image.size, resolution)))
         if not ready:
             return
-        recon = ctx.adapter.reconstruct(torch.stack([pixels for _, pixels in ready]))
+        recon = ctx.adapter.reconstruct(torch.stack([pixels for _, pixels, _, _ in ready]))
         quantised = (recon.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        for (item, _), image in zip(ready, quantised):
-            relative = Path("outputs") / f"{safe_item_name(item.id)}.png"
-            buffer = _png_bytes(image)
-            atomic_write_bytes(ctx.bench_dir / relative, buffer)
-            yield item, StageResult(status="ok", payload={"output": relative.as_posix()})
+        for (item, _, raw, upscale), image in zip(ready, quantised):
+            relative, digest = write_output(ctx.bench_dir, f"outputs/{safe_item_name(item.id)}.png", _png_bytes(image))
+            yield item, StageResult(status="ok", payload={"output": relative, "upscale": round(upscale, 4)},
+                                    outputs={relative: digest}, inputs=_source_inputs(item, raw))
 
     def _score_batch(self, spec, batch, ctx, loader, scorer) -> Iterator[tuple[Item, StageResult]]:
         from evals.runtime.runner import load_record
@@ -190,6 +205,17 @@ class ReconstructionBenchmark(Benchmark):
     def _reason(self, metric: str) -> str:
         return getattr(self, "_unavailable", {}).get(metric, "its weights were not available when the run was specified")
 
+    @staticmethod
+    def _upscaled(records: dict[str, dict[str, Any]], bench_dir: Path) -> list[str]:
+        from evals.runtime.runner import load_record
+
+        upscaled = []
+        for item_id in records:
+            produced = load_record(bench_dir, "produce", item_id)
+            if produced is not None and produced.get("upscale", 1.0) > MAX_UPSCALE:
+                upscaled.append(item_id)
+        return upscaled
+
     def aggregate(self, spec: BenchmarkSpec, records: dict[str, dict[str, Any]], bench_dir: Path) -> dict[str, Any]:
         from evals.runtime.runner import load_arrays
 
@@ -198,6 +224,15 @@ class ReconstructionBenchmark(Benchmark):
             return {"psnr": not_computed("no item was scored")}
         for key in ("psnr", "ssim"):
             metrics[key] = _mean_se([r[key] for r in records.values()])
+        warnings = list(getattr(self, "_notes", {}).get(spec.fingerprint, []))
+        upscaled = self._upscaled(records, bench_dir)
+        if upscaled:
+            warnings.append(f"{len(upscaled)} image(s) are smaller than half the resolution "
+                            f"{spec.knobs['resolution']} and were enlarged more than {MAX_UPSCALE:g}x (e.g. "
+                            f"{printable(upscaled[0])}): their scores say little about the tokenizer")
+            logger.warning("%s: %s", spec.name, warnings[-1])
+        if warnings:
+            metrics["psnr"]["warnings"] = warnings  # on the headline, so a table row cannot lose them
         for net, fingerprint in spec.knobs["lpips"].items():
             name = f"lpips_{net}"
             metrics[name] = (_mean_se([r[name] for r in records.values()]) if fingerprint.get("available", True)
@@ -226,12 +261,44 @@ class ReconstructionBenchmark(Benchmark):
         return metrics
 
 
+def _source_inputs(item: Item, raw: bytes) -> dict[str, str]:
+    """The source file an item was read from, so that a resume notices it was edited in place: an image
+    file with the sha256 of its bytes; a tar shard with no digest (a shard rewritten since, by its size
+    and mtime, redoes its items: hashing a whole shard per item would cost too much). Built-in photos and
+    digits are constant."""
+    source = item.source
+    if isinstance(source, tuple) and source and source[0] in ("file", "tar"):
+        return {str(Path(source[1]).resolve()): hashlib.sha256(raw).hexdigest() if source[0] == "file" else ""}
+    return {}
+
+
 def _png_bytes(image: np.ndarray) -> bytes:
     import io
 
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _cached_features(path: Path) -> np.ndarray | None:
+    """A cached real-image feature row, or None when absent or unreadable (then it is computed again).
+
+    The cache is shared by runs and machines; one damaged entry (a truncated file) must cost one
+    recomputation, not the run.
+    """
+    try:
+        with np.load(path) as data:
+            row = data["pool3"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError) as error:
+        logger.warning("real-feature cache entry %s is unreadable (%s: %s); computing it again", path,
+                       type(error).__name__, error)
+        return None
+    if row.shape != (2048,):
+        logger.warning("real-feature cache entry %s has shape %s, not (2048,); computing it again", path, row.shape)
+        return None
+    return row
 
 
 class _Scorer:
@@ -264,15 +331,13 @@ class _Scorer:
     def _real_features(self, real_u8: torch.Tensor, raws: list[bytes]) -> np.ndarray:
         keys = [hashlib.sha256(raw).hexdigest()[:32] for raw in raws]
         paths = [self.real_cache / f"{key}.npz" for key in keys]
-        missing = [i for i, p in enumerate(paths) if not p.is_file()]
+        rows: list[np.ndarray | None] = [_cached_features(path) for path in paths]
+        missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
             features = self.extractor.features(real_u8[missing])["2048"].cpu().numpy()
             for index, row in zip(missing, features):
                 atomic_write_npz(paths[index], {"pool3": row})
-        rows = []
-        for path in paths:
-            with np.load(path) as data:
-                rows.append(data["pool3"])
+                rows[index] = row
         return np.stack(rows)
 
     def score(self, real: torch.Tensor, fake_u8: torch.Tensor, raws: list[bytes]) -> list[StageResult]:

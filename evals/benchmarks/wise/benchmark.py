@@ -1,11 +1,13 @@
-"""WISE (world-knowledge text-to-image) with a judge: ``wise@legacy`` and ``wise@verified``.
+"""WISE (world-knowledge text-to-image) with a judge: ``wise@legacy``, ``wise@verified``, ``wise@legacy-missing-zero``.
 
 ``wise@legacy`` is the protocol of the published 2025 numbers and UniLIP's own evaluation: the 1000
 prompts of the three legacy files, one image per prompt, a GPT-4o-2024-05-13 judge (temperature 0,
 max_tokens 2000) giving consistency, realism and aesthetic quality 0-2, WiScore and the weighted
 overall (see :mod:`evals.benchmarks.wise.scoring`). ``wise@verified`` is the 2026 revision: the
 verified prompt file, a binary judgement (Qwen3.5-35B-A3B served locally by default). Their numbers
-are not comparable, hence two variants.
+are not comparable, hence two variants. ``wise@legacy-missing-zero`` is ``wise@legacy`` scored as the
+mid-2025 official script did (a score missing from the answer counts as 0, one answer per item): only
+for reproducing numbers made with that script, and its results say so.
 
 The judge prompt is ours by default (``templates/``); ``judge_template=FILE`` uses another (such as the
 official wording), and its sha256 is part of the spec either way.
@@ -20,12 +22,12 @@ from typing import Any, Callable
 
 from evals.benchmark import BenchmarkSpec, Item, StageContext, StageResult, register_benchmark
 from evals.benchmarks.wise.data import LEGACY_FILES, VERIFIED_FILES, WISE_COMMIT, WisePrompt, locate_files, read_prompts
-from evals.benchmarks.wise.scoring import (LEGACY_RANGES, LEGACY_WEIGHTS, VERIFIED_RANGES, VERIFIED_WEIGHTS,
-                                           WISCORE_WEIGHTS, aggregate_wise, category_of, parse_legacy, parse_verified,
-                                           wiscore)
+from evals.benchmarks.wise.scoring import (LEGACY_RANGES, LEGACY_WEIGHTS, MISSING_SCORED_ZERO, VERIFIED_RANGES,
+                                           VERIFIED_WEIGHTS, WISCORE_WEIGHTS, aggregate_wise, category_of, parse_legacy,
+                                           parse_legacy_missing_zero, parse_verified, wiscore)
 from evals.judges.bench import (IMAGES_DIR, JUDGE_OPTIONS, JudgedBenchmark, JudgeTemplate, Prepared, check_pinned,
-                                mean_se, save_png, take_first)
-from evals.judges.request import JudgeImage, JudgeRequest
+                                generated_image, mean_se, save_png, take_first)
+from evals.judges.request import JudgeRequest
 
 logger = logging.getLogger(__name__)
 
@@ -38,18 +40,29 @@ class _Protocol:
     files: dict[str, str]
     ranges: tuple[tuple[str, int, int], ...]
     weights: dict[str, float]
-    parser: Callable[[str], dict[str, int]]
+    parser: Callable[[str], dict[str, Any]]
     parse_attempts: int
     template: str
     description: str
+    three_axes: bool  # consistency/realism/aesthetic -> WiScore (else one binary score)
 
+
+MISSING_ZERO_WARNING = ("wise@legacy-missing-zero counts every score missing from a judge answer as 0, as the "
+                        "mid-2025 official script did: unparsed answers score 0 instead of being counted as "
+                        "failures. Use it only to reproduce numbers made with that script; it is not "
+                        "comparable with wise@legacy")
 
 _PROTOCOLS = {
     "legacy": _Protocol(LEGACY_FILES, LEGACY_RANGES, LEGACY_WEIGHTS, parse_legacy, 3, "legacy.yaml",
-                        "WISE legacy: consistency/realism/aesthetic 0-2, WiScore (0.7C+0.2R+0.1A)/2"),
-    # The verified scripts' re-ask policy is not documented in our notes: one answer per item by default.
-    "verified": _Protocol(VERIFIED_FILES, VERIFIED_RANGES, VERIFIED_WEIGHTS, parse_verified, 1, "verified.yaml",
-                          "WISE verified: binary score 0/1"),
+                        "WISE legacy: consistency/realism/aesthetic 0-2, WiScore (0.7C+0.2R+0.1A)/2", True),
+    # WISE_Verified's vllm_eval.py asks up to 3 times per item.
+    "verified": _Protocol(VERIFIED_FILES, VERIFIED_RANGES, VERIFIED_WEIGHTS, parse_verified, 3, "verified.yaml",
+                          "WISE verified: binary score 0/1", False),
+    # The mid-2025 gpt_eval.py asked once per item and had no line fallback.
+    "legacy-missing-zero": _Protocol(
+        LEGACY_FILES, LEGACY_RANGES, LEGACY_WEIGHTS, parse_legacy_missing_zero, 1, "legacy.yaml",
+        "WISE legacy scored as the mid-2025 official script: a score missing from the answer counts as 0 "
+        "(NOT the pinned protocol; for reproducing historical numbers only); WiScore (0.7C+0.2R+0.1A)/2", True),
 }
 
 
@@ -58,12 +71,13 @@ class WiseBenchmark(JudgedBenchmark):
     """WISE with a judge; variants ``legacy`` and ``verified`` (see the module docstring)."""
 
     name = "wise"
-    version = "1"
+    version = "2"  # 2: ASCII colon only, lines split at \n, verified asks 3 times (README change log)
     capability = "generate"
     variants = {
         "legacy": {"judge": {"model": "gpt-4o-2024-05-13", "temperature": 0.0, "max_tokens": 2000}},
         "verified": {"judge": {"model": "Qwen/Qwen3.5-35B-A3B", "base_url": "http://127.0.0.1:8000/v1",
                                "temperature": 0.0, "max_tokens": 500}},
+        "legacy-missing-zero": {"judge": {"model": "gpt-4o-2024-05-13", "temperature": 0.0, "max_tokens": 2000}},
     }
     options = {
         "data": "local copy of github.com/PKU-YuanGroup/WISE (the clone, or the folder holding the JSON files)",
@@ -86,6 +100,9 @@ class WiseBenchmark(JudgedBenchmark):
             category_of(prompt.prompt_id, protocol.ranges)  # fail now on an id the protocol cannot place
         prompts, limit, limited = take_first(prompts, options.get("limit"), "prompts")
         warnings += limited
+        if variant == "legacy-missing-zero":
+            warnings.append(MISSING_ZERO_WARNING)
+            logger.warning("%s", MISSING_ZERO_WARNING)
         if options.get("judge_template"):
             template = JudgeTemplate.load(str(options["judge_template"]), PLACEHOLDERS)
         else:
@@ -97,7 +114,8 @@ class WiseBenchmark(JudgedBenchmark):
             "data": {**identity, "num_prompts": len(prompts)},
             "produce": {"data": data_knobs, "limit": limit, "images_per_prompt": 1},
             "score": {"category_ranges": [list(r) for r in protocol.ranges], "category_weights": protocol.weights,
-                      **({"wiscore_weights": WISCORE_WEIGHTS} if variant == "legacy" else {})},
+                      **({"wiscore_weights": WISCORE_WEIGHTS} if protocol.three_axes else {}),
+                      **({"missing_scores": "counted as 0"} if variant == "legacy-missing-zero" else {})},
         }
         items = [Item(id=str(prompt.prompt_id), source=prompt) for prompt in prompts]
         return Prepared(items=items, knobs=knobs, templates={"judge": template}, parser=protocol.parser,
@@ -115,16 +133,17 @@ class WiseBenchmark(JudgedBenchmark):
             digest = save_png(images[0][0], ctx.bench_dir / relative)
         except TypeError as error:
             return StageResult.failed(str(error))
-        return StageResult(status="ok", payload={"image": relative, "seed": seed, "image_sha256": digest})
+        return StageResult(status="ok", payload={"image": relative, "seed": seed, "image_sha256": digest},
+                           outputs={relative: digest})
 
     def build_request(self, spec: BenchmarkSpec, item: Item, bench_dir: Path) -> JudgeRequest:
         prompt: WisePrompt = item.source
         template = self._state(spec).prepared.templates["judge"]
         request = template.render({"{prompt}": prompt.prompt, "{explanation}": prompt.explanation})
-        return replace(request, images=(JudgeImage.from_file(bench_dir / IMAGES_DIR / f"{item.id}.png"),))
+        return replace(request, images=(generated_image(bench_dir, f"{IMAGES_DIR}/{item.id}.png"),))
 
     def _item_score(self, spec: BenchmarkSpec, scores: dict[str, Any]) -> float:
-        if spec.variant == "legacy":
+        if _PROTOCOLS[spec.variant].three_axes:
             return wiscore(scores["consistency"], scores["realism"], scores["aesthetic_quality"])
         return float(scores["score"])
 
@@ -136,7 +155,12 @@ class WiseBenchmark(JudgedBenchmark):
         protocol = _PROTOCOLS[spec.variant]
         item_scores = {int(item_id): self._item_score(spec, record["scores"]) for item_id, record in records.items()}
         metrics = aggregate_wise(item_scores, protocol.ranges, protocol.weights)
-        if spec.variant == "legacy" and records:
+        if protocol.three_axes and records:
             for axis in WISCORE_WEIGHTS:  # the raw 0-2 means, for comparison with papers that list them
                 metrics[axis] = mean_se([float(record["scores"][axis]) for record in records.values()])
+        if spec.variant == "legacy-missing-zero":
+            zeroed = sum(bool(record["scores"][MISSING_SCORED_ZERO]) for record in records.values())
+            metrics["overall"]["missing_scores_counted_as_zero"] = {
+                "answers": zeroed, "of": len(records),
+                "note": "answers lacking a score were scored 0 for it, not counted as parse failures"}
         return metrics

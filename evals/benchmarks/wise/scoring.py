@@ -4,6 +4,8 @@ Legacy protocol (``WISE_legacy/gpt_eval.py`` and ``Calculate.py``, see docs/benc
 three scores 0-2; WiScore = (0.7 C + 0.2 R + 0.1 A) / 2; the category comes from the prompt id
 range; Overall = 0.4 Culture + 0.167 Time + 0.133 Space + 0.1 (Biology + Physics + Chemistry).
 Verified protocol (2.6): one binary score; new id ranges; Overall = 0.4 Culture + 0.12 x the other five.
+The mid-2025 script (current when UniLIP was evaluated) read the same three scores but counted a score
+missing from the answer as 0: :func:`parse_legacy_missing_zero`, for reproducing such numbers only.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ VERIFIED_RANGES = (("culture", 1, 400), ("time", 401, 520), ("space", 521, 640),
 VERIFIED_WEIGHTS = {"culture": 0.4, "time": 0.12, "space": 0.12, "biology": 0.12, "physics": 0.12, "chemistry": 0.12}
 
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-# The official pattern: optional ** around the name, an optional ASCII or full-width colon, one digit.
-_LEGACY_SCORE = re.compile(r"\*{0,2}(consistency|realism|aesthetic quality)\*{0,2}\s*[:\uff1a]?\s*(\d)", re.I)
+# The pinned official pattern: optional ** around the name, an optional ASCII colon, one digit. (Only the
+# March 2025 release also took the full-width colon U+FF1A.) ``\d`` is Python's: any Unicode decimal digit.
+_LEGACY_SCORE = re.compile(r"\*{0,2}(consistency|realism|aesthetic quality)\*{0,2}\s*:?\s*(\d)", re.I)
 _DIGIT_LINE = re.compile(r"[0-2]")
 _VERIFIED_SCORE = re.compile(r"Score:\s*([01])(?!\d)")
 _BINARY_LINE = re.compile(r"[01]")
@@ -42,20 +45,20 @@ def strip_thinking(text: str) -> str:
 def parse_legacy(text: str) -> dict[str, int]:
     """``{consistency, realism, aesthetic_quality}`` from a legacy judge answer.
 
-    As the official script: every ``Name: d`` match counts (a later one for the same name wins); if
-    there is none, lines holding only one digit 0-2 are read in order as C, R, A. Unlike it, a score
-    outside 0-2 is a parse failure rather than a value that would push WiScore past 1.
+    As the pinned official script: every ``Name: d`` match counts (``**`` around the name, an ASCII
+    colon or none, any case; a later one for the same name wins); if there is none, lines (split at
+    ``\n``) holding only one digit 0-2 are read in order as C, R, A. Unlike it, a score outside 0-2 is
+    a parse failure rather than a value that would push WiScore past 1.
 
     Raises:
         ParseError: a score is missing or out of range.
     """
     text = strip_thinking(text)
-    scores: dict[str, int] = {}
-    matches = _LEGACY_SCORE.findall(text)
-    for name, value in matches:
-        scores[name.lower().replace(" ", "_")] = int(value)
-    if not matches:
-        digits = [int(line.strip()) for line in text.splitlines() if _DIGIT_LINE.fullmatch(line.strip())]
+    scores = _named_scores(text)
+    if not scores:
+        # Lines end at "\n" only, as in the official script (not at "\r" or U+2028 as str.splitlines
+        # would have it); strip() then drops a "\r" of a CRLF line end.
+        digits = [int(line.strip()) for line in text.split("\n") if _DIGIT_LINE.fullmatch(line.strip())]
         if len(digits) >= 3:
             scores = dict(zip(AXES, digits[:3]))
     missing = [axis for axis in AXES if axis not in scores]
@@ -65,6 +68,28 @@ def parse_legacy(text: str) -> dict[str, int]:
     if outside:
         raise ParseError(f"scores outside 0-2: {outside}")
     return {axis: scores[axis] for axis in AXES}
+
+
+def _named_scores(text: str) -> dict[str, int]:
+    """Every ``Name: d`` match of the official pattern, a later one for the same name winning."""
+    return {name.lower().replace(" ", "_"): int(value) for name, value in _LEGACY_SCORE.findall(text)}
+
+
+MISSING_SCORED_ZERO = "missing_scored_zero"
+
+
+def parse_legacy_missing_zero(text: str) -> dict[str, Any]:
+    """The legacy scores as the mid-2025 official script read them: a score it cannot find counts as 0.
+
+    That script (current when UniLIP was evaluated) took every ``Name: d`` match (ASCII colon, any digit
+    as written) with no line fallback and no re-ask, and scored each missing name 0, so an answer
+    without any score became WiScore 0. Reproduced here on purpose, for comparing with numbers made
+    that way; ``missing_scored_zero`` lists the names that were absent, so results can count them.
+    Never raises :class:`ParseError`: every answer yields scores.
+    """
+    scores = _named_scores(strip_thinking(text))
+    missing = [axis for axis in AXES if axis not in scores]
+    return {**{axis: scores.get(axis, 0) for axis in AXES}, MISSING_SCORED_ZERO: missing}
 
 
 def parse_verified(text: str) -> dict[str, int]:

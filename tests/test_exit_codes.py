@@ -1,0 +1,187 @@
+"""The exit-code contract (README: Exit codes; ``unilip.errors``), for every command.
+
+0 success; 1 work done but items failed, or the gate says FAIL; 2 usage error, refused request or I/O
+error (one line on stderr, no traceback); 3 internal error (traceback); 130 interrupted.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import unilip.cli as unilip_cli
+from unilip.errors import Interrupted
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(capsys, *argv):
+    code = unilip_cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_usage_error(code, err, *expected):
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("unilip ") and ": error: " in last, last
+    for text in expected:
+        assert text in last, last
+
+
+@pytest.fixture
+def blocker(tmp_path):
+    """A file where a folder is expected: nothing can be written beneath it (tests run as root, so
+    permissions cannot make a folder unwritable)."""
+    path = tmp_path / "a-file"
+    path.write_text("not a folder")
+    return path
+
+
+@pytest.fixture
+def digit_png(tmp_path):
+    path = tmp_path / "digit.png"
+    Image.fromarray(np.full((56, 56, 3), 200, np.uint8)).save(path)
+    return path
+
+
+def test_variants_and_list_succeed(capsys):
+    assert cli(capsys, "variants")[0] == 0
+    code, out, _ = cli(capsys, "eval", "list")
+    assert code == 0 and "recon@standard" in out
+
+
+def test_argument_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as raised:
+        unilip_cli.main(["eval", "run", "--bench", "recon"])  # --model missing: argparse's own usage error
+    assert raised.value.code == 2
+
+
+def test_reconstruct(capsys, tmp_path, digit_png):
+    one_line_usage_error(*cli(capsys, "reconstruct", "--model", "tiny", "--out", tmp_path / "o")[::2], "--builtin")
+    one_line_usage_error(*cli(capsys, "reconstruct", "--model", "tny", digit_png, "--out", tmp_path / "o")[::2],
+                         "unknown model variant 'tny'", "Did you mean tiny")
+    out = tmp_path / "recon"
+    assert cli(capsys, "reconstruct", "--model", "tiny", digit_png, "--out", out, "--no-progress")[0] == 0
+    # The same command again rewrites its own files; another invocation is refused, or --overwrite replaces.
+    assert cli(capsys, "reconstruct", "--model", "tiny", digit_png, "--out", out, "--no-progress")[0] == 0
+    code, _, err = cli(capsys, "reconstruct", "--model", "tiny", "--seed", "1", digit_png, "--out", out)
+    one_line_usage_error(code, err, "already holds the outputs of another invocation", "--overwrite")
+    before = json.loads((out / "run.json").read_text())["seed"]
+    assert before == 0
+    assert cli(capsys, "reconstruct", "--model", "tiny", "--seed", "1", digit_png, "--out", out, "--overwrite",
+               "--no-progress")[0] == 0
+    assert json.loads((out / "run.json").read_text())["seed"] == 1
+
+
+def test_reconstruct_refuses_a_folder_of_someone_else_s_files(capsys, tmp_path, digit_png):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"precious")
+    one_line_usage_error(*cli(capsys, "reconstruct", "--model", "tiny", digit_png, "--out", out)[::2],
+                         "not written by a unilip command")
+    assert (out / "holiday.jpg").read_bytes() == b"precious"
+
+
+def test_reconstruct_with_failed_items_exits_1(capsys, tmp_path, digit_png):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert cli(capsys, "reconstruct", "--model", "tiny", digit_png, broken, "--out", tmp_path / "o",
+               "--no-progress")[0] == 1
+
+
+def test_generate_and_edit(capsys, tmp_path, digit_png):
+    one_line_usage_error(*cli(capsys, "generate", "--model", "tiny-digits", "--out", tmp_path / "g")[::2], "--prompt")
+    out = tmp_path / "gen"
+    common = ["generate", "--model", "tiny-digits", "--steps", "2", "--out", out, "--no-progress"]
+    assert cli(capsys, *common, "--prompt", "a handwritten digit seven")[0] == 0
+    code, _, err = cli(capsys, *common, "--prompt", "a handwritten digit three")
+    one_line_usage_error(code, err, "another invocation", "--overwrite")
+    assert cli(capsys, *common, "--prompt", "a handwritten digit three", "--overwrite")[0] == 0
+    run = json.loads((out / "run.json").read_text())
+    assert [o["prompt"] for o in run["outputs"]] == ["a handwritten digit three"]
+    one_line_usage_error(*cli(capsys, "edit", "--model", "tiny-digits", "--image", tmp_path / "none.png",
+                              "--instruction", "make it the digit three", "--out", tmp_path / "e")[::2], "none.png")
+    one_line_usage_error(*cli(capsys, "generate", "--model", "tiny-digits", "--prompt", "x", "--out",
+                              tmp_path / "a-file-parent" / "x", "--device", "cuda:7")[::2], "--device cuda:7")
+
+
+def test_training_commands(capsys, tmp_path, blocker):
+    for command in (["train", "tokenizer"], ["train", "generator"], ["train", "sweep"]):
+        one_line_usage_error(*cli(capsys, *command, "--config", "no-such-recipe", "--out", tmp_path / "t")[::2],
+                             "no-such-recipe")
+    one_line_usage_error(*cli(capsys, "train", "generator-study", "--out", blocker / "study")[::2], str(blocker))
+    one_line_usage_error(*cli(capsys, "quickstart", "--out", blocker / "quick")[::2], str(blocker))
+
+
+def test_eval_status_compare_gate_plan(capsys, tmp_path, blocker):
+    one_line_usage_error(*cli(capsys, "eval", "status", tmp_path / "nowhere")[::2])
+    one_line_usage_error(*cli(capsys, "eval", "compare", tmp_path / "nowhere")[::2], "nowhere")
+    one_line_usage_error(*cli(capsys, "eval", "plan", "--bench", "recon", "--out", tmp_path / "p")[::2],
+                         "not scored by a judge")
+    baseline = ROOT / "leaderboards" / "baselines" / "tiny-digits-recon-standard.json"
+    rules = ROOT / "leaderboards" / "baselines" / "recon-gate.yaml"
+    bad_rules = tmp_path / "rules.yaml"
+    bad_rules.write_text("metrics: {psnr: {drop: 1}}\n")
+    one_line_usage_error(*cli(capsys, "eval", "gate", baseline, "--baseline", baseline, "--rules", bad_rules)[::2],
+                         "max_drop or max_increase")
+    # A verdict that cannot be recorded is an I/O error: exit 2, and no PASS printed before it.
+    code, out, err = cli(capsys, "eval", "gate", baseline, "--baseline", baseline, "--rules", rules,
+                         "--json", blocker / "gate.json")
+    one_line_usage_error(code, err, "gate.json")
+    assert "PASS" not in out
+    code, out, _ = cli(capsys, "eval", "gate", baseline, "--baseline", baseline, "--rules", rules,
+                       "--json", tmp_path / "gate.json")
+    assert code == 0 and "PASS" in out
+
+
+def test_a_failing_gate_exits_1(capsys, tmp_path):
+    baseline = ROOT / "leaderboards" / "baselines" / "tiny-digits-recon-standard.json"
+    worse = json.loads(baseline.read_text())
+    worse["metrics"]["psnr"]["value"] -= 1.0
+    (tmp_path / "worse.json").write_text(json.dumps(worse))
+    code, out, _ = cli(capsys, "eval", "gate", tmp_path / "worse.json", "--baseline", baseline, "--rules",
+                       ROOT / "leaderboards" / "baselines" / "recon-gate.yaml", "--json", tmp_path / "g.json")
+    assert code == 1 and "FAIL" in out
+
+
+def _fake_command(monkeypatch, raised):
+    def build_parser():
+        parser = argparse.ArgumentParser(prog="unilip")
+        parser.add_argument("-v", "--verbose", action="store_true")
+        parser.set_defaults(command="fake", func=lambda args: (_ for _ in ()).throw(raised))
+        return parser
+
+    monkeypatch.setattr(unilip_cli, "build_parser", build_parser)
+
+
+def test_interrupted_exits_130_saying_what_is_kept(capsys, monkeypatch):
+    _fake_command(monkeypatch, Interrupted("recon@standard: 100/1500 items finished and kept"))
+    code, _, err = cli(capsys)
+    assert code == 130
+    assert err.strip() == ("unilip fake: interrupted: recon@standard: 100/1500 items finished and kept; "
+                           "run the same command to resume")
+
+
+def test_a_bug_is_a_traceback_and_exit_3(capsys, monkeypatch):
+    _fake_command(monkeypatch, ZeroDivisionError("a bug"))
+    code, _, err = cli(capsys)
+    assert code == 3 and "Traceback" in err and "internal error" in err
+
+
+def test_every_command_is_covered():
+    """Each subcommand the parser knows has a case in this file (a new command must add one)."""
+    parser = unilip_cli.build_parser()
+    commands = set()
+    for action in parser._subparsers._group_actions:
+        for name, sub in action.choices.items():
+            nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+            commands |= {f"{name} {child}" for a in nested for child in a.choices} if nested else {name}
+    text = Path(__file__).read_text()
+    missing = [command for command in sorted(commands)
+               if f'"{command.split()[-1]}"' not in text]
+    assert not missing, f"no exit-code case for: {missing}"
