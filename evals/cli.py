@@ -177,9 +177,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                      "dtype": args.dtype, **sampler}
     world = init_world()
     out = Path(args.out)
-    if world.is_main:
-        ensure_writable(out)
-    world.barrier()
+    world.on_main(lambda: ensure_writable(out))
     with RunLock(out, world):
         # 2. The model reference, what it can do, and every spec: data, metric weights, judge keys.
         info = probe_adapter(args.model, **model_options)
@@ -188,17 +186,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         specs = [bench.make_spec(variant, select_options(bench, options), info) for bench, variant in benches]
         for (bench, _), spec in zip(benches, specs):
             bench.preflight(spec)
-        held = recorded_identity(out) if world.is_main else None
+        held = world.on_main(lambda: recorded_identity(out))
         if held is not None and not args.fresh:
             # Before minutes of loading: the cheap parts of the identity (the weights need the model).
-            check_identity(out, {"adapter": info.adapter, "seed": args.seed}, fields=("adapter", "seed"),
-                           model_ref=args.model)
+            world.on_main(lambda: check_identity(out, {"adapter": info.adapter, "seed": args.seed},
+                                                 fields=("adapter", "seed"), model_ref=args.model))
         # 3. The model.
         adapter = load_adapter(args.model, info, **model_options)
         identity = run_identity(adapter.describe(), args.seed)
-        if world.is_main:
+
+        def claim() -> None:
             if args.fresh:
-                if held is not None and any(canonical_hash(held.get(k)) != canonical_hash(v) for k, v in identity.items()):
+                if held is not None and any(canonical_hash(held.get(k)) != canonical_hash(v)
+                                            for k, v in identity.items()):
                     discard_runs(out)
                 for spec in specs:
                     shutil.rmtree(out / spec.name, ignore_errors=True)
@@ -208,7 +208,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             write_run_json(out, identity, {"model_ref": args.model, "options": {**vars(args), "func": None},
                                            "model": adapter.describe(), "device": device,
                                            "environment": environment_report()})
-        world.barrier()
+
+        world.on_main(claim)
         # 4. The benchmarks.
         cache_dir = Path(args.cache_dir) if args.cache_dir else Path.home() / ".cache" / "unilip"
         environment = environment_report()

@@ -78,6 +78,20 @@ def test_reconstruct(capsys, tmp_path, digit_png):
     assert json.loads((out / "run.json").read_text())["seed"] == 1
 
 
+def test_reconstruct_with_a_damaged_weights_file_is_one_line(capsys, tmp_path, digit_png):
+    damaged = tmp_path / "1b_unilip.pth"
+    damaged.write_bytes(b"PK\x03\x04 this zip ends here")
+    one_line_usage_error(*cli(capsys, "reconstruct", "--model", "unilip-1b", "--weights", damaged, digit_png,
+                              "--out", tmp_path / "o")[::2], "1b_unilip.pth")
+
+
+def test_reconstruct_warns_about_a_tiny_input(capsys, tmp_path, caplog):
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((20, 24, 3), 90, np.uint8)).save(small)
+    assert cli(capsys, "reconstruct", "--model", "tiny", small, "--out", tmp_path / "o", "--no-progress")[0] == 0
+    assert "small.png is 24x20: enlarged 2.8x to reach 56 px" in caplog.text
+
+
 def test_reconstruct_refuses_a_folder_of_someone_else_s_files(capsys, tmp_path, digit_png):
     out = tmp_path / "mine"
     out.mkdir()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unilip.data import ImageReadError, eval_transform, read_image, to_uint8
+from unilip.data import MAX_UPSCALE, ImageReadError, eval_transform, printable, read_image, to_uint8, upscale_factor
 from unilip.tokenizer import UniLIPTokenizer
 
 if TYPE_CHECKING:
@@ -84,6 +84,10 @@ def reconstruct_files(model: UniLIPTokenizer, sources: Iterable[tuple[str, Path 
             logger.error("skipping %s", error)
             records.append(ReconstructionRecord(image=name, status="failed", error=str(error)))
             continue
+        enlarged = upscale_factor(*image.size, size)
+        if enlarged > MAX_UPSCALE:
+            logger.warning("%s is %dx%d: enlarged %.1fx to reach %d px; its reconstruction says little about "
+                           "the tokenizer", printable(name), *image.size, enlarged, size)
         original, recon = reconstruct_image(model, image, size)
         stem = _unique_stem(Path(name).stem, used)
         input_path, output_path = out_dir / f"{stem}.input.png", out_dir / f"{stem}.recon.png"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 import torch.distributed as dist
 
@@ -30,6 +32,20 @@ class World:
         box = [value if self.is_main else None]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def on_main(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the main process only; its result, or the exception it raised, reaches every
+        process (so a refusal stops the whole run instead of leaving the others waiting at a barrier)."""
+        outcome: tuple[bool, Any] = (True, None)
+        if self.is_main:
+            try:
+                outcome = (True, work())
+            except Exception as error:  # handed to every process, then raised there
+                outcome = (False, error)
+        ok, value = self.broadcast(outcome)
+        if not ok:
+            raise value
+        return value
 
 
 def init_world() -> World:

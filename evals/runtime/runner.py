@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zipfile
 import time
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def load_arrays(bench_dir: Path, stage: str, item_id: str) -> dict[str, np.ndarr
     try:
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise RunDirectoryError(f"{path} is not readable ({type(error).__name__}: {error}); delete it and its "
                                 f"record {path.with_suffix('.json').name} to redo that item, then run the same "
                                 "command") from None
@@ -231,12 +232,11 @@ def run_benchmark(bench: Benchmark, spec: BenchmarkSpec, adapter: Any, bench_dir
     adapter.require(bench.capability)
     model = adapter.describe()
     items = bench.list_items(spec)
-    manifest = None
-    if world.is_main:
+    def start() -> tuple[BenchmarkSpec, list[str]]:
         bench_dir.mkdir(parents=True, exist_ok=True)
-        manifest = write_manifest(bench, bench_dir, spec, items, rescore=rescore)
-    spec, expected = world.broadcast(manifest) if world.size > 1 else manifest
-    world.barrier()
+        return write_manifest(bench, bench_dir, spec, items, rescore=rescore)
+
+    spec, expected = world.on_main(start)
     ctx = StageContext(adapter=adapter, bench_dir=bench_dir, batch_size=batch_size, cache_dir=cache_dir,
                        progress=progress and world.is_main, rank=world.rank)
     mine = shard(items, world)

@@ -61,3 +61,20 @@ def test_rfid_matches_torch_fidelity_on_the_same_images(photo_folder, weights, t
     second = run_benchmark(bench, spec2, other, tmp_path / "run2" / spec2.name, World(0, 1), 4, cache, progress=False)
     assert len(list(cache.rglob("*.npz"))) == 6
     assert second["metrics"]["rfid"]["value"] != metrics["rfid"]["value"]
+
+
+def test_a_damaged_real_feature_cache_entry_is_computed_again(photo_folder, weights, tmp_path, caplog):
+    bench, variant = get_benchmark("recon@standard")
+    adapter = load_adapter("tiny")
+    options = {"data_kind": "folder", "data": str(photo_folder), "inception_weights": str(weights / "inception.pth"),
+               "inception_dtype": "float32", "lpips_nets": ["alex"], "lpips_alex_weights": str(weights / "alexnet.pth")}
+    spec = bench.make_spec(variant, options, adapter)
+    cache = tmp_path / "cache"
+    clean = run_benchmark(bench, spec, adapter, tmp_path / "a" / spec.name, World(0, 1), 4, cache, progress=False)
+    entries = sorted(cache.rglob("*.npz"))
+    entries[0].write_bytes(entries[0].read_bytes()[:100])  # truncated, as a killed copy would leave it
+    entries[1].write_bytes(b"")
+    again = run_benchmark(bench, spec, adapter, tmp_path / "b" / spec.name, World(0, 1), 4, cache, progress=False)
+    assert again["metrics"]["rfid"] == clean["metrics"]["rfid"]
+    assert caplog.text.count("real-feature cache entry") == 2
+    assert entries[0].stat().st_size > 100  # rewritten whole

@@ -307,6 +307,10 @@ def test_problems_are_found_before_the_model_loads(photo_folder, tmp_path, capsy
 
     monkeypatch.setattr(evals.adapter, "load_adapter", refuse)
     out = tmp_path / "run"
+    pickled = tmp_path / "pickled.pth"
+    import pickle
+
+    pickled.write_bytes(pickle.dumps({"weights": "not tensors", "hook": print}))
     cases = [
         (["--bench", "recon@standrd"], "has no variant 'standrd'"),
         (["--bench", "recn"], "did you mean recon"),
@@ -314,6 +318,7 @@ def test_problems_are_found_before_the_model_loads(photo_folder, tmp_path, capsy
         (["--bench", "recon", "--data", str(tmp_path / "nowhere")], "does not exist"),
         (["--bench", "geneval@hf-mask2former"], "cannot 'generate'"),
         (["--bench", "recon", "--inception-weights", str(tmp_path / "typo.pth")], "typo.pth"),
+        (["--bench", "recon", "--inception-weights", str(pickled)], "pickled.pth"),
     ]
     for extra, expected in cases:
         argv = ["eval", "run", "--model", "tiny", "--data", str(photo_folder), "--out", str(out), *extra]

@@ -39,12 +39,11 @@ def _heapsort_indices(values: Sequence[float], order: list[int], low: int, count
     def put(k: int, index: int) -> None:
         order[low + k - 1] = index
 
-    node = count >> 1
-    while node > 0:
-        moving = get(node)
-        i, j = node, node << 1
-        while j <= count:
-            if j < count and _less(values[get(j)], values[get(j + 1)]):
+    def sift_down(moving: int, i: int, size: int) -> None:
+        # Move the hole at heap position i down to where ``moving`` belongs (numpy's inner loop).
+        j = i << 1
+        while j <= size:
+            if j < size and _less(values[get(j)], values[get(j + 1)]):
                 j += 1
             if _less(values[moving], values[get(j)]):
                 put(i, get(j))
@@ -52,21 +51,16 @@ def _heapsort_indices(values: Sequence[float], order: list[int], low: int, count
             else:
                 break
         put(i, moving)
+
+    node = count >> 1
+    while node > 0:  # build the heap
+        sift_down(get(node), node, count)
         node -= 1
-    while count > 1:
+    while count > 1:  # take the largest out, one by one
         moving = get(count)
         put(count, get(1))
         count -= 1
-        i, j = 1, 2
-        while j <= count:
-            if j < count and _less(values[get(j)], values[get(j + 1)]):
-                j += 1
-            if _less(values[moving], values[get(j)]):
-                put(i, get(j))
-                i, j = j, j + j
-            else:
-                break
-        put(i, moving)
+        sift_down(moving, 1, count)
 
 
 def numpy123_argsort(values: Sequence[float]) -> list[int]:

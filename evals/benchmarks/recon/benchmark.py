@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -291,7 +292,7 @@ def _cached_features(path: Path) -> np.ndarray | None:
             row = data["pool3"]
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, EOFError) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         logger.warning("real-feature cache entry %s is unreadable (%s: %s); computing it again", path,
                        type(error).__name__, error)
         return None
