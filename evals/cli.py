@@ -19,12 +19,23 @@ from unilip.devices import DEVICE_HELP
 logger = logging.getLogger("evals")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``eval`` command and its subcommands to the ``unilip`` parser."""
+def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``eval`` command and its subcommands, and the studies (``quickstart``, ``train sweep``),
+    to the ``unilip`` parser (the ``unilip.cli`` entry point)."""
+    from evals.studies.cli import register as register_studies
+
     parser = subparsers.add_parser("eval", help="evaluate models on benchmarks; compare and gate runs")
     sub = parser.add_subparsers(dest="eval_command", required=True)
 
     run = sub.add_parser("run", help="run benchmarks into a run directory (resumes if it exists)")
+    add_run_arguments(run)
+    run.set_defaults(func=_cmd_run)
+    _register_queries(sub)
+    register_studies(subparsers, train_subparsers)
+
+
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
+    """The arguments of ``unilip eval run`` (also what :func:`evals.run` takes as keywords)."""
     run.add_argument("--model", required=True, help="model reference: variant, directory or weights file "
                                                     "(or ADAPTER:MODEL)")
     run.add_argument("--weights", help="weights for a variant name")
@@ -65,8 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--fresh", action="store_true", help="discard what the run directory holds for these benchmarks "
                                                            "(all of its runs when it holds another model or seed)")
     run.add_argument("--no-progress", action="store_true")
-    run.set_defaults(func=_cmd_run)
 
+
+def _register_queries(sub: argparse._SubParsersAction) -> None:
     status = sub.add_parser("status", help="done / failed / stale / missing items per benchmark and stage")
     status.add_argument("run")
     status.set_defaults(func=_cmd_status)
@@ -145,16 +157,29 @@ def check_option_names(given: dict[str, Any], benches: list[tuple[Any, str]]) ->
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    """``unilip eval run``: everything is checked before the model loads (see the README's order)."""
+    """``unilip eval run``: one JSON line per benchmark on stdout; exit 1 when an item is not ok."""
+    status, results = execute_run(args)
+    for result in results:
+        print(json.dumps({"benchmark": result["benchmark"], "coverage": result["coverage"],
+                          "metrics": result["metrics"]}), flush=True)
+    return status
+
+
+def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
+    """Run ``unilip eval run``'s request: (exit status, each benchmark's results on the main process).
+
+    Everything is checked before the model loads (see the README's order).
+    """
     from evals.adapter import load_adapter, probe_adapter
     from evals.benchmark import get_benchmark, select_options
     from evals.runtime.distributed import init_world
-    from evals.runtime.rundir import (RunLock, check_identity, discard_runs, ensure_writable, recorded_identity,
+    from evals.runtime.rundir import (RunLock, check_identity, discard_runs, recorded_identity,
                                       remove_stale_temporaries, run_identity, write_run_json)
     from evals.runtime.records import canonical_hash
     from evals.runtime.runner import run_benchmark
     from unilip.devices import resolve_device
     from unilip.errors import EXIT_FAILED, EXIT_OK
+    from unilip.outdir import ensure_writable
     from unilip.provenance import environment_report
 
     # 1. What is asked: benchmarks, variants, options, device (no file is touched, no model loads).
@@ -177,7 +202,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                      "dtype": args.dtype, **sampler}
     world = init_world()
     out = Path(args.out)
-    world.on_main(lambda: ensure_writable(out))
+    world.on_main(lambda: ensure_writable(out, what="run directory"))
     with RunLock(out, world):
         # 2. The model reference, what it can do, and every spec: data, metric weights, judge keys.
         info = probe_adapter(args.model, **model_options)
@@ -215,6 +240,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         environment = environment_report()
         environment["world_size"] = world.size
         status = EXIT_OK
+        finished: list[dict[str, Any]] = []
         for (bench, _), spec in zip(benches, specs):
             results = run_benchmark(bench, spec, adapter, out / spec.name, world, args.batch_size, cache_dir,
                                     progress=not args.no_progress, retry_failed=args.retry_failed,
@@ -223,11 +249,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                                    "dtype": args.dtype, "data_path": args.data,
                                                    "environment": environment})
             if results is not None:
-                print(json.dumps({"benchmark": results["benchmark"], "coverage": results["coverage"],
-                                  "metrics": results["metrics"]}), flush=True)
+                finished.append(results)
                 if results["coverage"]["ok"] < results["coverage"]["expected"]:
                     status = EXIT_FAILED
-    return status
+    return status, finished
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

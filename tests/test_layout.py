@@ -21,6 +21,19 @@ def test_model_package_never_imports_the_harness():
     assert not offenders, f"unilip must not import evals: {offenders}"
 
 
+def test_model_package_never_runs_the_harness():
+    """No `unilip eval ...` subprocess from the model package: studies that evaluate live in evals/studies."""
+    offenders = []
+    for path in (ROOT / "unilip").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        runs_processes = any(isinstance(node, (ast.Import, ast.ImportFrom)) and "subprocess" in ast.unparse(node)
+                             for node in ast.walk(tree))
+        mentions_eval = any(isinstance(node, ast.Constant) and node.value in ("eval", "evals") for node in ast.walk(tree))
+        if runs_processes and mentions_eval:
+            offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders, f"unilip must not run the harness: {offenders}"
+
+
 def _calls(path: Path):
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call):

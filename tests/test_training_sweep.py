@@ -16,7 +16,7 @@ STEPS = dict(stage1_steps=3, stage2_steps=2, teacher_steps=4, head_steps=4, prog
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    from unilip.training.sweep import run_sweep
+    from evals.studies.sweep import run_sweep
 
     out = tmp_path_factory.mktemp("study")
     return out, run_sweep(RECIPE, [0.0, 1.0], out, **STEPS)
@@ -24,7 +24,7 @@ def study(tmp_path_factory):
 
 @pytest.mark.slow
 def test_sweep_writes_table_plot_and_report_and_resumes(study, capsys):
-    from unilip.training.sweep import run_sweep
+    from evals.studies.sweep import run_sweep
 
     out, files = study
     table = files["markdown"].read_text()

@@ -110,50 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--fresh", action="store_true", help="discard OUT and start over")
     tok.add_argument("--no-progress", action="store_true")
     tok.set_defaults(func=_cmd_train_tokenizer)
-    sweep = train_sub.add_parser("sweep", help="stage 2 once per distillation weight, evaluated and tabulated")
-    sweep.add_argument("--config", required=True)
-    sweep.add_argument("--distill-weights", default="0,0.1,1,10", help="comma-separated lambdas")
-    sweep.add_argument("--out", required=True)
-    sweep.add_argument("--stage1-steps", type=int)
-    sweep.add_argument("--stage2-steps", type=int)
-    sweep.add_argument("--teacher-steps", type=int, default=300)
-    sweep.add_argument("--fresh", action="store_true")
-    sweep.add_argument("--no-progress", action="store_true")
-    sweep.set_defaults(func=_cmd_train_sweep)
-    quick = sub.add_parser("quickstart", help="the whole distillation study on the CPU, with an HTML report")
-    quick.add_argument("--out", default="runs/quickstart")
-    quick.add_argument("--distill-weights", default="0,0.1,1")
-    quick.add_argument("--fresh", action="store_true", help="start over instead of reusing finished phases")
-    quick.add_argument("--no-progress", action="store_true")
-    quick.set_defaults(func=_cmd_quickstart)
     from unilip import generation_cli
 
     generation_cli.register(sub, train_sub)
-    _add_plugin_commands(sub)
+    _add_plugin_commands(sub, train_sub)
     return parser
 
 
-def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from unilip.training.sweep import run_sweep
-
-    weights = [float(w) for w in args.distill_weights.split(",") if w.strip()]
-    files = run_sweep(_train_config_path("tiny-digits"), weights, args.out, fresh=args.fresh,
-                      progress=not args.no_progress)
-    sys.stdout.write(Path(files["markdown"]).read_text())
-    print(f"\nreport: {files['html']} (open it in a browser); also {files['report_markdown']}, "
-          "results.csv, metrics_vs_lambda.png, reconstructions.png")
-    return 0
-
-
 def _train_config_path(value: str) -> Path:
-    path = Path(value)
-    if path.is_file():
-        return path
-    builtin = Path(__file__).parent / "configs" / "train" / f"{value}.yaml"
-    if builtin.is_file():
-        return builtin
-    names = sorted(p.stem for p in builtin.parent.glob("*.yaml"))
-    raise FileNotFoundError(f"training config {value!r} is neither a file nor a built-in recipe ({', '.join(names)})")
+    from unilip.training.config import recipe_path
+
+    return recipe_path(value)
 
 
 def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
@@ -168,25 +135,14 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train_sweep(args: argparse.Namespace) -> int:
-    from unilip.training.sweep import run_sweep
-
-    weights = [float(w) for w in args.distill_weights.split(",") if w.strip()]
-    files = run_sweep(_train_config_path(args.config), weights, args.out, stage1_steps=args.stage1_steps,
-                      stage2_steps=args.stage2_steps, teacher_steps=args.teacher_steps, fresh=args.fresh,
-                      progress=not args.no_progress)
-    sys.stdout.write(Path(files["markdown"]).read_text() if "markdown" in files else "")
-    print(json.dumps({k: str(v) for k, v in files.items()}))
-    return 0
-
-
-def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
-    # Other installed packages (the evaluation harness: `unilip eval`) add commands through the
-    # "unilip.cli" entry-point group, so this package never imports them.
+def _add_plugin_commands(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
+    # Other installed packages (the evaluation harness: `unilip eval`, and the studies that train and
+    # evaluate: `unilip quickstart`, `unilip train sweep`) add commands through the "unilip.cli"
+    # entry-point group, so this package never imports or runs them.
     from importlib.metadata import entry_points
 
     for entry in entry_points(group="unilip.cli"):
-        entry.load()(sub)
+        entry.load()(sub, train_sub)
 
 
 def command_name(args: argparse.Namespace) -> str:

@@ -36,14 +36,6 @@ class RunDirectoryError(ValueError):
     """The run directory holds something incompatible with what was asked, or another run is writing it."""
 
 
-# ------------------------------------------------------------------------------------------ writable
-def ensure_writable(run_dir: Path) -> None:
-    """Create ``run_dir`` if needed and prove a file can be written there; one-line error otherwise."""
-    from unilip.outdir import ensure_writable as _ensure
-
-    _ensure(run_dir, what="run directory")
-
-
 # ------------------------------------------------------------------------------------------ the lock
 def _holder(path: Path) -> str:
     try:

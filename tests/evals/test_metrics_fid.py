@@ -296,12 +296,18 @@ def test_missing_inception_weights_raise_metric_unavailable(tmp_path, monkeypatc
         InceptionExtractor(tmp_path / "explicit.pth")
 
 
-def test_weights_found_in_torch_home(tmp_path, monkeypatch, inception_weights):
+def _weights_in_torch_home(tmp_path, monkeypatch, inception_weights):
+    """The Inception file in a torch hub cache at ``tmp_path``, and no environment variable set."""
     checkpoints = tmp_path / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / INCEPTION_FILENAME).symlink_to(inception_weights)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv(INCEPTION_ENV_VAR, raising=False)
+    return checkpoints
+
+
+def test_weights_found_in_torch_home(tmp_path, monkeypatch, inception_weights):
+    checkpoints = _weights_in_torch_home(tmp_path, monkeypatch, inception_weights)
     from evals.metrics import resolve_weights
 
     found = resolve_weights(None, INCEPTION_ENV_VAR, (INCEPTION_FILENAME,), "Inception", "source")
@@ -309,11 +315,7 @@ def test_weights_found_in_torch_home(tmp_path, monkeypatch, inception_weights):
 
 
 def test_explicit_path_typo_is_an_error_even_when_the_cache_has_the_file(tmp_path, monkeypatch, inception_weights):
-    checkpoints = tmp_path / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    (checkpoints / INCEPTION_FILENAME).symlink_to(inception_weights)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.delenv(INCEPTION_ENV_VAR, raising=False)
+    _weights_in_torch_home(tmp_path, monkeypatch, inception_weights)
     with pytest.raises(WeightsNotFoundError) as excinfo:  # not "not computed", not the cache's file
         InceptionExtractor(tmp_path / "weights-inceptoin.pth")
     assert "weights-inceptoin.pth" in str(excinfo.value) and INCEPTION_FILENAME in str(excinfo.value)

@@ -96,6 +96,21 @@ class TrainConfig:
         return self.stage >= 2 and self.losses.distill_weight > 0
 
 
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
+
+
+def recipe_path(value: str | Path) -> Path:
+    """A training YAML: a file's path, or the name of a built-in recipe in ``unilip/configs/train/``."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    builtin = RECIPES_DIR / f"{value}.yaml"
+    if builtin.is_file():
+        return builtin
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"training config {str(value)!r} is neither a file nor a built-in recipe ({', '.join(names)})")
+
+
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
     """Read a training YAML; ``overrides`` (stage, distill_weight, init, max_steps) replace its values."""
     path = Path(path)

@@ -192,7 +192,7 @@ def run_generator_study(out_dir: str | Path, *, recipe: str | Path = DEFAULT_GEN
     from unilip.provenance import environment_report
     from unilip.training.config import load_generator_train_config, load_train_config
     from unilip.training.generator_trainer import train_generator
-    from unilip.training.sweep import run_phase
+    from unilip.training.phases import run_phase
     from unilip.training.tokenizer_trainer import train_tokenizer
     from unilip.training.understanding import train_frozen_head, train_teacher
 

@@ -187,35 +187,28 @@ class ReconstructionBenchmark(Benchmark):
         from evals.runtime.runner import load_record
 
         resolution = spec.knobs["resolution"]
-        reals, fakes, raws, ready = [], [], [], []
+        reals, fakes, raws, ready, upscales = [], [], [], [], []
         for item in batch:
             try:
                 real, raw = self._load_real(item, loader, resolution)
             except ImageReadError as error:
                 yield item, StageResult.failed(str(error))
                 continue
-            output = ctx.bench_dir / load_record(ctx.bench_dir, "produce", item.id)["output"]
-            fakes.append(torch.from_numpy(np.array(Image.open(output).convert("RGB"))).permute(2, 0, 1))
+            produced = load_record(ctx.bench_dir, "produce", item.id)
+            fakes.append(torch.from_numpy(np.array(Image.open(ctx.bench_dir / produced["output"]).convert("RGB")))
+                         .permute(2, 0, 1))
             reals.append(real)
             raws.append(raw)
             ready.append(item)
+            upscales.append(produced.get("upscale", 1.0))
         if ready:
-            yield from zip(ready, scorer.score(torch.stack(reals), torch.stack(fakes), raws))
+            for item, result, upscale in zip(ready, scorer.score(torch.stack(reals), torch.stack(fakes), raws), upscales):
+                result.payload["upscale"] = upscale  # carried to the final record, which the aggregate reads
+                yield item, result
 
     # ------------------------------------------------------------------ aggregate
     def _reason(self, metric: str) -> str:
         return getattr(self, "_unavailable", {}).get(metric, "its weights were not available when the run was specified")
-
-    @staticmethod
-    def _upscaled(records: dict[str, dict[str, Any]], bench_dir: Path) -> list[str]:
-        from evals.runtime.runner import load_record
-
-        upscaled = []
-        for item_id in records:
-            produced = load_record(bench_dir, "produce", item_id)
-            if produced is not None and produced.get("upscale", 1.0) > MAX_UPSCALE:
-                upscaled.append(item_id)
-        return upscaled
 
     def aggregate(self, spec: BenchmarkSpec, records: dict[str, dict[str, Any]], bench_dir: Path) -> dict[str, Any]:
         from evals.runtime.runner import load_arrays
@@ -226,7 +219,7 @@ class ReconstructionBenchmark(Benchmark):
         for key in ("psnr", "ssim"):
             metrics[key] = _mean_se([r[key] for r in records.values()])
         warnings = list(getattr(self, "_notes", {}).get(spec.fingerprint, []))
-        upscaled = self._upscaled(records, bench_dir)
+        upscaled = [item_id for item_id, record in records.items() if record.get("upscale", 1.0) > MAX_UPSCALE]
         if upscaled:
             warnings.append(f"{len(upscaled)} image(s) are smaller than half the resolution "
                             f"{spec.knobs['resolution']} and were enlarged more than {MAX_UPSCALE:g}x (e.g. "

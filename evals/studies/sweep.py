@@ -7,9 +7,9 @@ For the tiny CPU study (a small-scale analogue of the paper's experiment, not it
    which stays unchanged when UniLIP's encoder is swapped in);
 2. stage 1 trains the bridge and pixel decoder on the frozen teacher encoder;
 3. stage 2 runs once per lambda from that stage-1 result, same seed, same data order;
-4. every model is evaluated on held-out digits: reconstruction through the harness's
-   ``recon@standard`` benchmark (a subprocess, ``unilip eval run``: this package never imports the
-   harness), and understanding preservation (token cosine to the teacher, frozen-head accuracy);
+4. every model is evaluated on held-out digits: reconstruction through the harness's public API
+   (``evals.run``, benchmark ``recon@standard``), and understanding preservation (token cosine to the
+   teacher, frozen-head accuracy);
 5. one table (Markdown, CSV) and a plot of each metric against lambda.
 
 Each phase is skipped when its result exists, so a rerun resumes; ``fresh`` starts over.
@@ -19,22 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-logger = logging.getLogger(__name__)
+from unilip.training.phases import run_phase, say
 
 RECON_BENCH = "recon@standard"
-
-
-def _say(message: str) -> None:
-    print(f"[sweep] {message}", file=sys.stderr, flush=True)
 
 
 def _lambda_name(value: float) -> str:
@@ -42,27 +35,11 @@ def _lambda_name(value: float) -> str:
 
 
 def evaluate_reconstruction(model_dir: Path, data: Path, out: Path, batch_size: int = 32) -> dict[str, Any]:
-    """Run the harness's reconstruction benchmark on a saved tokenizer; returns its ``results.json``."""
-    command = [sys.executable, "-m", "unilip", "eval", "run", "--model", str(model_dir), "--bench", RECON_BENCH,
-               "--data", str(data), "--out", str(out), "--batch-size", str(batch_size), "--no-progress"]
-    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
-    results = out / RECON_BENCH / "results.json"
-    if not results.is_file():
-        raise RuntimeError(f"reconstruction evaluation of {model_dir} failed (exit {result.returncode}):\n"
-                           f"{result.stderr[-3000:]}")
-    return json.loads(results.read_text())
+    """The harness's reconstruction benchmark on a saved tokenizer (``evals.run``); returns its results."""
+    import evals
 
-
-def run_phase(name: str, done: bool, work: Callable[[], Any], summary: Callable[[], str],
-              timings: dict[str, float], say: Callable[[str], None] = _say) -> None:
-    """Run one phase of a study unless its output is already there (then say it was reused)."""
-    if done:
-        say(f"{name}: reused (already done): {summary()}")
-        return
-    started = time.perf_counter()
-    work()
-    timings[name] = time.perf_counter() - started
-    say(f"{name}: {summary()} ({timings[name]:.1f} s)")
+    (results,) = evals.run(str(model_dir), RECON_BENCH, out, data=str(data), batch_size=batch_size, no_progress=True)
+    return results
 
 
 def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: str | Path, *,
@@ -148,7 +125,7 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
             row["coverage"] = f"{results['coverage']['ok']}/{results['coverage']['expected']}"
         rows.append(row)
     timings["evaluation"] = time.perf_counter() - started
-    _say(f"evaluation: {len(models)} models on {len(labels)} held-out digits ({timings['evaluation']:.1f} s)")
+    say(f"evaluation: {len(models)} models on {len(labels)} held-out digits ({timings['evaluation']:.1f} s)")
     files = write_sweep_report(rows, out / "report")
     from unilip.provenance import environment_report
     from unilip.training.html_report import write_study_report
@@ -169,18 +146,13 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
 
 def _reconstruction_grid(heldout: Path, eval_dirs: dict[str, Path]):
     """Originals (the first held-out image of each digit) beside each model's reconstructions."""
+    from evals.runtime.runner import load_record
     from unilip.training.html_report import reconstruction_grid
 
     chosen = [sorted((heldout / str(label)).glob("*.png"))[0] for label in range(10)]
     ids = [p.relative_to(heldout).as_posix() for p in chosen]
     columns = [("original", chosen)]
     for name, bench_dir in eval_dirs.items():
-        # The harness's produce records map each item id to its reconstruction (a file-format contract:
-        # this package reads the run directory, it does not import the harness).
-        outputs = {}
-        for record_file in (bench_dir / "produce").glob("*.json"):
-            record = json.loads(record_file.read_text())
-            if record.get("status") == "ok":
-                outputs[record["id"]] = bench_dir / record["output"]
-        columns.append((name, [outputs[i] for i in ids]))
+        # Each item's produce record names its reconstruction.
+        columns.append((name, [bench_dir / load_record(bench_dir, "produce", item_id)["output"] for item_id in ids]))
     return [title for title, _ in columns], reconstruction_grid(columns)

@@ -1,0 +1,56 @@
+"""``unilip quickstart`` and ``unilip train sweep``: registered by the harness, which they evaluate with."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse._SubParsersAction) -> None:
+    """Add ``quickstart`` to the ``unilip`` parser and ``sweep`` to its ``train`` group."""
+    sweep = train_subparsers.add_parser("sweep", help="stage 2 once per distillation weight, evaluated and tabulated")
+    sweep.add_argument("--config", required=True)
+    sweep.add_argument("--distill-weights", default="0,0.1,1,10", help="comma-separated lambdas")
+    sweep.add_argument("--out", required=True)
+    sweep.add_argument("--stage1-steps", type=int)
+    sweep.add_argument("--stage2-steps", type=int)
+    sweep.add_argument("--teacher-steps", type=int, default=300)
+    sweep.add_argument("--fresh", action="store_true")
+    sweep.add_argument("--no-progress", action="store_true")
+    sweep.set_defaults(func=_cmd_train_sweep)
+    quick = subparsers.add_parser("quickstart", help="the whole distillation study on the CPU, with an HTML report")
+    quick.add_argument("--out", default="runs/quickstart")
+    quick.add_argument("--distill-weights", default="0,0.1,1")
+    quick.add_argument("--fresh", action="store_true", help="start over instead of reusing finished phases")
+    quick.add_argument("--no-progress", action="store_true")
+    quick.set_defaults(func=_cmd_quickstart)
+
+
+def _weights(text: str) -> list[float]:
+    return [float(w) for w in text.split(",") if w.strip()]
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from evals.studies.sweep import run_sweep
+    from unilip.training.config import recipe_path
+
+    files = run_sweep(recipe_path("tiny-digits"), _weights(args.distill_weights), args.out, fresh=args.fresh,
+                      progress=not args.no_progress)
+    sys.stdout.write(Path(files["markdown"]).read_text())
+    print(f"\nreport: {files['html']} (open it in a browser); also {files['report_markdown']}, "
+          "results.csv, metrics_vs_lambda.png, reconstructions.png")
+    return 0
+
+
+def _cmd_train_sweep(args: argparse.Namespace) -> int:
+    from evals.studies.sweep import run_sweep
+    from unilip.training.config import recipe_path
+
+    files = run_sweep(recipe_path(args.config), _weights(args.distill_weights), args.out,
+                      stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, teacher_steps=args.teacher_steps,
+                      fresh=args.fresh, progress=not args.no_progress)
+    sys.stdout.write(Path(files["markdown"]).read_text() if "markdown" in files else "")
+    print(json.dumps({k: str(v) for k, v in files.items()}))
+    return 0
