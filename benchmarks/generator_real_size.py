@@ -56,7 +56,8 @@ def _timed(fn, device: torch.device, repeats: int) -> tuple[float, float]:
 
 def measure(variant: str, device: torch.device, dtype: torch.dtype, images: int, train_batch: int,
             repeats: int) -> dict:
-    from unilip.generator import GeneratorConfig, build_generator, sample_latents
+    from unilip.generator import GeneratorConfig, build_generator
+    from unilip.pipelines import sample_latents
     from unilip.training.generator_trainer import configure_trainable, flow_matching_loss, sample_sigmas
     from unilip.variants import get_variant
 

@@ -37,7 +37,7 @@ from evals.benchmark import get_benchmark  # noqa: E402
 from evals.runtime.distributed import World  # noqa: E402
 from evals.runtime.runner import load_record, run_benchmark  # noqa: E402
 from unilip.data import builtin_photos, eval_transform  # noqa: E402
-from unilip.tokenizer import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from unilip.pixels import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 
 def make_images(folder: Path, count: int, seed: int) -> None:

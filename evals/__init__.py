@@ -27,7 +27,7 @@ def run(model: str, bench: str, out: str | Path, **flags: Any) -> list[dict[str,
     """
     import argparse
 
-    from evals.cli import add_run_arguments, execute_run
+    from evals.launch import add_run_arguments, execute_run
 
     parser = argparse.ArgumentParser(prog="evals.run")
     add_run_arguments(parser)

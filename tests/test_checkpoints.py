@@ -10,8 +10,9 @@ from safetensors.torch import save_file
 
 from official_reference import official_features, official_key_shapes, official_latent
 from unilip import load_tokenizer
+from unilip.tokenizer import load_strict
 from unilip.checkpoints import (CheckpointError, CheckpointKeyError, from_model_dir_state_dict,
-                                from_official_tokenizer_state_dict, load_strict, to_model_dir_state_dict,
+                                from_official_tokenizer_state_dict, to_model_dir_state_dict,
                                 to_official_tokenizer_state_dict)
 
 

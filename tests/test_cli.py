@@ -74,3 +74,53 @@ def test_console_script_is_installed():
         pytest.skip("the project is not installed in this interpreter's environment (scripts/test installs it)")
     result = subprocess.run([script, "variants"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "unilip-3b" in result.stdout
+
+
+def test_list_recipes_lists_exactly_the_shipped_yaml_files():
+    import unilip
+    from unilip.training.config import RECIPES_DIR, list_recipes, recipe_path
+
+    shipped = sorted(p.stem for p in (Path(unilip.__file__).parent / "configs" / "train").glob("*.yaml"))
+    assert list_recipes() == shipped and len(shipped) >= 2 and "tiny-digits" in shipped
+    assert unilip.list_recipes() == shipped  # exported beside list_variants
+    for name in shipped:
+        assert recipe_path(name) == RECIPES_DIR / f"{name}.yaml" and recipe_path(name).is_file()
+
+
+def test_recipe_path_names_the_recipes_when_nothing_matches(tmp_path):
+    from unilip.training.config import list_recipes, recipe_path
+
+    own = tmp_path / "mine.yaml"
+    own.write_text("name: x\nvariant: tiny\n")
+    assert recipe_path(own) == own  # a file is taken as given
+    with pytest.raises(FileNotFoundError, match="no-such-recipe") as error:
+        recipe_path("no-such-recipe")
+    assert all(name in str(error.value) for name in list_recipes())
+
+
+def test_train_tokenizer_help_lists_its_recipes(capsys, monkeypatch):
+    from unilip.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps help at hyphens otherwise
+    from unilip.training.config import list_recipes
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "tokenizer", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    tokenizer_recipes = [name for name in list_recipes() if "generator" not in name]
+    assert "tiny-digits" in tokenizer_recipes and all(name in text for name in tokenizer_recipes)
+    assert "unilip-1b-generator-stage2" not in text  # generator recipes belong to `train generator`
+
+
+def test_checkpoint_errors_are_usage_errors_without_importing_torch_first(capsys):
+    import argparse
+
+    from unilip.checkpoints import CheckpointError
+    from unilip.cli import run_command
+
+    def broken(args):
+        raise CheckpointError("model.pth holds pickled objects")
+
+    args = argparse.Namespace(command="reconstruct", func=broken, verbose=False)
+    assert run_command(args) == 2
+    assert "unilip reconstruct: error: model.pth holds pickled objects" in capsys.readouterr().err

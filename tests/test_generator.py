@@ -116,7 +116,7 @@ def _random_conditions(model, batch, length=7, seed=0):
 
 
 def test_one_seed_gives_the_same_latent_whatever_the_batch():
-    from unilip.generator import sample_latents
+    from unilip.pipelines import sample_latents
 
     model = _tiny()
     condition, mask, null, null_mask = _random_conditions(model, 3)
@@ -127,7 +127,7 @@ def test_one_seed_gives_the_same_latent_whatever_the_batch():
 
 
 def test_guidance_combines_the_branches_as_cfg(monkeypatch):
-    from unilip import generator as gen_module
+    from unilip import pipelines as gen_module
 
     model = _tiny()
     condition, mask, null, null_mask = _random_conditions(model, 1)
@@ -157,7 +157,7 @@ def test_guidance_combines_the_branches_as_cfg(monkeypatch):
 
 
 def test_flow_dpm_solver_matches_the_released_schedule():
-    from unilip.generator import flow_dpm_solver
+    from unilip.pipelines import flow_dpm_solver
 
     scheduler = flow_dpm_solver()
     scheduler.set_timesteps(20)

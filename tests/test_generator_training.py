@@ -171,11 +171,11 @@ def test_jsonl_examples_are_read_lazily_and_batches_are_single_task(tmp_path):
 
 @pytest.mark.parametrize("size", ["1b", "3b"])
 def test_real_generator_recipes_parse_and_name_what_is_missing(size, tmp_path, monkeypatch):
-    from unilip.cli import _train_config_path
+    from unilip.training.config import recipe_path
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data.jsonl").write_text("")
-    stages = [load_generator_train_config(_train_config_path(f"unilip-{size}-generator-stage{n}"),
+    stages = [load_generator_train_config(recipe_path(f"unilip-{size}-generator-stage{n}"),
                                           data_path="data.jsonl") for n in (1, 2, 3)]
     assert [c.stage for c in stages] == [1, 2, 3]
     assert stages[0].data.edit_fraction == 0 and stages[1].data.edit_fraction is None
@@ -186,7 +186,7 @@ def test_real_generator_recipes_parse_and_name_what_is_missing(size, tmp_path, m
 
 def test_tiny_llm_pretraining_lowers_its_loss_then_freezes_it_and_seeds_the_connector():
     from unilip.prompts import load_text_tokenizer
-    from unilip.training.tiny_llm import digit_corpus, pretrain_llm
+    from evals.studies.tiny_llm import digit_corpus, pretrain_llm
     from unilip.variants import load_generator
 
     model, text_dir = load_generator("tiny", random_init=True, seed=0)

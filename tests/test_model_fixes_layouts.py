@@ -10,8 +10,9 @@ from safetensors.torch import save_file
 
 from test_checkpoints import _synth_official_state_dict
 from unilip import get_variant, load_tokenizer
+from unilip.tokenizer import load_strict
 from unilip.checkpoints import (CheckpointKeyError, from_model_dir_state_dict, from_official_tokenizer_state_dict,
-                                from_released_generator_state_dict, load_strict, to_model_dir_state_dict,
+                                from_released_generator_state_dict, to_model_dir_state_dict,
                                 to_released_generator_state_dict)
 from unilip.generator import GeneratorConfig, build_generator
 

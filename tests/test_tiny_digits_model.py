@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from evals.studies.generator_study import CLASSIFIER_FILE, classify_digits
+from evals.studies.understanding import FeatureHead
 from unilip.pipelines import load_pipeline
 from unilip.training.digits import DIGIT_NAMES, load_digits_split
-from unilip.training.generator_study import CLASSIFIER_FILE, classify_digits
-from unilip.training.understanding import FeatureHead
 from unilip.variants import PRETRAINED_DIR, list_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -381,3 +381,30 @@ def test_lecam_state_dict_round_trip(tmp_path: Path) -> None:
     expected_real = sum(0.001 * 0.999 ** (2 - s) * (s + 1) for s in range(3))
     assert restored.ema_real_logits_mean.item() == pytest.approx(expected_real, rel=1e-5)
     assert not math.isclose(restored.ema_fake_logits_mean.item(), 0.0)
+
+
+# ------------------------------------------------------------------------------------ self-distillation
+
+
+def test_self_distillation_is_the_feature_mse_to_a_frozen_copy_of_the_encoder() -> None:
+    from unilip.training.losses import FeatureTeacher, self_distillation_loss
+    from unilip.variants import load_tokenizer
+
+    student = load_tokenizer("tiny", random_init=True, seed=0)
+    teacher = FeatureTeacher(student)
+    # The copy holds the understanding path only, and the student keeps every part.
+    assert teacher.tokenizer.decoder is None and teacher.tokenizer.down_mlp is None
+    assert student.decoder is not None and student.down_mlp is not None
+    assert not any(p.requires_grad for p in teacher.parameters())
+    teacher.train()
+    assert not teacher.training and not teacher.tokenizer.training
+
+    images = _images(2, 56, 6)
+    with torch.no_grad():
+        student.mlp1.linear_2.bias.add_(0.1)  # the student moves; the teacher must not
+    features = student.encode_features(images)
+    loss = self_distillation_loss(features, teacher, images)
+    expected = F.mse_loss(features.float(), load_tokenizer("tiny", random_init=True, seed=0).encode_features(images))
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+    loss.backward()
+    assert student.mlp1.linear_2.bias.grad is not None and teacher.calls == 1

@@ -10,12 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from evals.studies.report import NOT_COMPUTED, write_sweep_report
+from evals.studies.understanding import FeatureHead, train_frozen_head, train_teacher, understanding_metrics
 from unilip import load_tokenizer
 from unilip.tokenizer import UniLIPTokenizer
 from unilip.training.digits import DIGIT_NAMES, export_digits_folder, load_digits_split
-from unilip.training.report import NOT_COMPUTED, write_sweep_report
-from unilip.training.understanding import (FeatureHead, train_frozen_head, train_teacher,
-                                           understanding_metrics)
 
 # ------------------------------------------------------------------ digits
 

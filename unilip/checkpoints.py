@@ -494,15 +494,15 @@ def to_released_generator_state_dict(state: Mapping[str, torch.Tensor], legacy: 
 def _raise_on_unused(unused: list[str], what: str) -> None:
     if unused:
         raise CheckpointKeyError(f"{len(unused)} key(s) of the {what} have no place in the tokenizer: "
-                                 f"{_preview(unused)}")
+                                 f"{preview(unused)}")
 
 
 def _log_ignored(ignored: list[str]) -> None:
     if ignored:
-        logger.info("skipped %d key(s) that are not tokenizer weights: %s", len(ignored), _preview(ignored))
+        logger.info("skipped %d key(s) that are not tokenizer weights: %s", len(ignored), preview(ignored))
 
 
-def _preview(keys: list[str], limit: int = 12) -> str:
+def preview(keys: list[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
@@ -524,30 +524,9 @@ def check_state_matches(expected: Mapping[str, torch.Tensor], state: Mapping[str
     if missing or unexpected or mismatched:
         parts = [f"cannot load {source} into a {what} of this configuration:"]
         if missing:
-            parts.append(f"missing {len(missing)} key(s): {_preview(missing)}")
+            parts.append(f"missing {len(missing)} key(s): {preview(missing)}")
         if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s): {_preview(unexpected)}")
+            parts.append(f"unexpected {len(unexpected)} key(s): {preview(unexpected)}")
         if mismatched:
-            parts.append(f"shape mismatch in {len(mismatched)} key(s): {_preview(mismatched)}")
+            parts.append(f"shape mismatch in {len(mismatched)} key(s): {preview(mismatched)}")
         raise CheckpointKeyError("\n  ".join(parts))
-
-
-def load_strict(config, state: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
-                device: str | torch.device = "cpu", source: str = "state dict"):
-    """Build a tokenizer of ``config`` without initialising it and fill every parameter from ``state``.
-
-    Raises:
-        CheckpointKeyError: listing missing and unexpected keys, or shape mismatches.
-    """
-    from unilip.tokenizer import build_tokenizer
-
-    model = build_tokenizer(config, device="meta")
-    check_state_matches(model.state_dict(), state, source, "tokenizer")
-    converted = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
-    model.load_state_dict(converted, strict=True, assign=True)
-    model.reset_buffers(device)
-    model.weights_source = source
-    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if leftover:
-        raise CheckpointError(f"tensors left uninitialised after loading {source}: {_preview(leftover)}")
-    return model.eval()

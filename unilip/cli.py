@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from unilip.devices import DEVICE_HELP
+from unilip.outdir import OVERWRITE_HELP
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-OVERWRITE_HELP = "replace the outputs an earlier, different invocation left in --out (otherwise refused)"
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the tokenizer or the generator (stages 1-3), or run the studies")
     train_sub = train.add_subparsers(dest="train_command", required=True)
     tok = train_sub.add_parser("tokenizer", help="one stage of tokenizer training (resumes from OUT)")
-    tok.add_argument("--config", required=True, help="training YAML, or a built-in recipe name "
-                                                     "(see unilip/configs/train/)")
+    tok.add_argument("--config", required=True, help="training YAML, or a built-in recipe name: "
+                                                     + ", ".join(_tokenizer_recipes()))
     tok.add_argument("--stage", type=int, choices=[1, 2, 3])
     tok.add_argument("--distill-weight", type=float, help="lambda of the self-distillation loss")
     tok.add_argument("--init", help="tokenizer to start from (saved directory or released weights)")
@@ -117,17 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_config_path(value: str) -> Path:
-    from unilip.training.config import recipe_path
+def _tokenizer_recipes() -> list[str]:
+    """The built-in recipes of ``train tokenizer`` (the generator's are named ``*-generator*``)."""
+    from unilip.training.config import list_recipes
 
-    return recipe_path(value)
+    return [name for name in list_recipes() if "generator" not in name]
 
 
 def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
-    from unilip.training.config import load_train_config
+    from unilip.training.config import load_train_config, recipe_path
     from unilip.training.tokenizer_trainer import train_tokenizer
 
-    config = load_train_config(_train_config_path(args.config), stage=args.stage, distill_weight=args.distill_weight,
+    config = load_train_config(recipe_path(args.config), stage=args.stage, distill_weight=args.distill_weight,
                                init=args.init, max_steps=args.max_steps)
     final = train_tokenizer(config, args.out, progress=not args.no_progress, fresh=args.fresh)
     if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
@@ -137,7 +138,7 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 def _add_plugin_commands(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
     # Other installed packages (the evaluation harness: `unilip eval`, and the studies that train and
-    # evaluate: `unilip quickstart`, `unilip train sweep`) add commands through the "unilip.cli"
+    # evaluate: `unilip quickstart`, `unilip train sweep`, `unilip train generator-study`) add commands through the "unilip.cli"
     # entry-point group, so this package never imports or runs them.
     from importlib.metadata import entry_points
 
@@ -175,6 +176,17 @@ def describe_os_error(error: OSError) -> str:
     return f"{reason}: {where}" if where is not None else reason
 
 
+def _checkpoint_errors() -> tuple[type[Exception], ...]:
+    """``CheckpointError`` once ``unilip.checkpoints`` is loaded; before, nothing can have raised it.
+
+    Read from ``sys.modules`` so that mapping an error never imports torch (``unilip.checkpoints`` does):
+    commands that never touch a model (``eval compare``, ``eval gate``) stay light.
+    """
+    checkpoints = sys.modules.get("unilip.checkpoints")
+    error = getattr(checkpoints, "CheckpointError", None)
+    return (error,) if isinstance(error, type) else ()
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command and map what it raises onto the exit-code contract (``unilip.errors``).
 
@@ -184,7 +196,6 @@ def run_command(args: argparse.Namespace) -> int:
     """
     import traceback
 
-    from unilip.checkpoints import CheckpointError
     from unilip.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, Interrupted
 
     name = command_name(args)
@@ -194,7 +205,7 @@ def run_command(args: argparse.Namespace) -> int:
         detail = f": {error}" if isinstance(error, Interrupted) else ""
         print(f"{name}: interrupted{detail}; run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (OSError, CheckpointError, ValueError) as error:
+    except (OSError, ValueError, *_checkpoint_errors()) as error:
         if args.verbose:
             traceback.print_exc()
         message = describe_os_error(error) if isinstance(error, OSError) else str(error)

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+
 # RGB photographs that ship inside scikit-image (no download): public domain or CC licensed.
 BUILTIN_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina")
@@ -293,11 +294,6 @@ def upscale_factor(width: int, height: int, size: int) -> float:
     if min(width, height, size) < 1:
         raise ValueError(f"upscale_factor needs positive sizes, got {width} x {height} to {size}")
     return size / min(width, height)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float images -> uint8 by rounding (``B x 3 x H x W`` -> ``B x H x W x 3``)."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
 
 
 # ----------------------------------------------------------------------------------- image sources

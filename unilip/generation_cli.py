@@ -1,14 +1,15 @@
-"""``unilip generate``, ``unilip edit``, ``unilip train generator`` and ``unilip train generator-study``."""
+"""``unilip generate``, ``unilip edit`` and ``unilip train generator``.
+
+(``unilip train generator-study`` is a study: the harness registers it, from ``evals.studies.cli``.)"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-from unilip.cli import OVERWRITE_HELP
+from unilip.outdir import OVERWRITE_HELP
 from unilip.devices import DEVICE_HELP
 
 GENERATOR_MODEL_HELP = ("generator: a shipped model (tiny-digits), a saved or released UniLIP-1B/3B model directory, "
@@ -106,26 +107,14 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_generator(args: argparse.Namespace) -> int:
-    from unilip.cli import _train_config_path
-    from unilip.training.config import load_generator_train_config
+    from unilip.training.config import load_generator_train_config, recipe_path
     from unilip.training.generator_trainer import train_generator
 
-    config = load_generator_train_config(_train_config_path(args.config), stage=args.stage, init=args.init,
+    config = load_generator_train_config(recipe_path(args.config), stage=args.stage, init=args.init,
                                          tokenizer=args.tokenizer, max_steps=args.max_steps, data_path=args.data)
     final = train_generator(config, args.out, progress=not args.no_progress, fresh=args.fresh)
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps({"final": str(final), "stage": config.stage}))
-    return 0
-
-
-def _cmd_generator_study(args: argparse.Namespace) -> int:
-    from unilip.training.generator_study import run_generator_study
-
-    summary = run_generator_study(args.out, generator_steps=args.generator_steps, tokenizer_steps=args.tokenizer_steps,
-                                  seeds_per_digit=args.seeds_per_digit, edits=args.edits, fresh=args.fresh,
-                                  progress=not args.no_progress)
-    sys.stdout.write((Path(args.out) / "report" / "generator.md").read_text())
-    print(json.dumps({k: summary[k]["value"] for k in ("t2i_accuracy", "edit_accuracy")}))
     return 0
 
 
@@ -155,14 +144,3 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     train.add_argument("--fresh", action="store_true")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_cmd_train_generator)
-
-    study = train_sub.add_parser("generator-study", help="the tiny digits generator on the CPU, trained and measured "
-                                                         "with the tokenizer study's frozen classifier")
-    study.add_argument("--out", default="runs/generator-study")
-    study.add_argument("--generator-steps", type=int)
-    study.add_argument("--tokenizer-steps", type=int)
-    study.add_argument("--seeds-per-digit", type=int, default=20)
-    study.add_argument("--edits", type=int, default=200)
-    study.add_argument("--fresh", action="store_true")
-    study.add_argument("--no-progress", action="store_true")
-    study.set_defaults(func=_cmd_generator_study)

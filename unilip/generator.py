@@ -12,13 +12,14 @@ Reads top to bottom like the official model (``unilip/model/unilip_internvl.py``
 3. the SANA DiT (diffusers ``SanaTransformer2DModel``) denoises in UniLIP's latent space (the
    tokenizer's bridge output of a 448 px image times ``unilip_factor``), cross-attending to that
    condition with its token mask; the tokenizer's pixel decoder turns latents into images.
+
+This file is the model only; sampling (the scheduler, initial noise, classifier-free guidance) lives in
+``unilip.pipelines``, as in diffusers.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,8 +28,8 @@ from torch import nn
 from diffusers import SanaTransformer2DModel
 from transformers import Qwen2Config, Qwen2Model
 
-from unilip.tokenizer import (CONFIG_NAME, WEIGHTS_NAME, TokenizerConfig, UniLIPTokenizer, check_config_keys,
-                              read_saved_config)
+from unilip.persistence import PretrainedMixin, check_config_keys
+from unilip.tokenizer import TokenizerConfig, UniLIPTokenizer
 
 # InternVL3 tokenizer ids (upstream unilip/constants.py); the defaults of GeneratorConfig.
 IMG_START_ID = 151665       # <img>
@@ -104,14 +105,18 @@ def position_ids_from_mask(token_mask: torch.Tensor) -> torch.Tensor:
     return (token_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-class UniLIPGenerator(nn.Module):
+class UniLIPGenerator(nn.Module, PretrainedMixin):
     """Tokenizer (vision path and latent space), LLM, queries, connector, projector and SANA DiT.
 
     State-dict prefixes follow the released model's inner names: ``language_model.``,
     ``latent_queries``, ``llm_connector.``, ``projector.``, ``dit.``, and ``tokenizer.`` (our tokenizer
     layout; ``unilip.checkpoints`` maps the released ``vision_tower`` / ``multi_modal_projector`` /
-    ``vae_decoder`` onto it).
+    ``vae_decoder`` onto it). ``save_pretrained`` / ``from_pretrained`` come from
+    :class:`unilip.persistence.PretrainedMixin`.
     """
+
+    model_type = MODEL_TYPE
+    model_kind = "generator"
 
     def __init__(self, tokenizer_config: TokenizerConfig, config: GeneratorConfig) -> None:
         super().__init__()
@@ -249,31 +254,24 @@ class UniLIPGenerator(nn.Module):
             state.pop("lm_head.weight", None)
         return state
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (our layout) to ``directory``."""
-        from safetensors.torch import save_file
+    def pretrained_state_dict(self) -> dict[str, torch.Tensor]:
+        """What ``save_pretrained`` writes: :meth:`weights_state_dict`."""
+        return self.weights_state_dict()
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        payload = {"model_type": MODEL_TYPE, "tokenizer": self.tokenizer.config.to_dict(),
-                   "generator": self.config.to_dict()}
-        (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.weights_state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "layout": "unilip"})
-        return directory
+    def pretrained_config(self) -> dict[str, Any]:
+        """``config.json`` after ``model_type``: the tokenizer's architecture, then the generator's."""
+        return {"tokenizer": self.tokenizer.config.to_dict(), "generator": self.config.to_dict()}
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32,
-                        device: str | torch.device = "cpu") -> "UniLIPGenerator":
-        """Load a directory written by :meth:`save_pretrained`; every parameter must be present."""
-        from unilip.checkpoints import load_safetensors_state_dict
+    def config_from_saved(cls, payload: dict[str, Any]) -> tuple[TokenizerConfig, GeneratorConfig]:
+        """The (tokenizer, generator) architectures a saved ``config.json`` describes (validated)."""
+        return TokenizerConfig.from_dict(payload["tokenizer"]), GeneratorConfig.from_dict(payload["generator"])
 
-        directory = Path(directory)
-        payload = read_saved_config(directory, MODEL_TYPE, "generator")
-        state = load_safetensors_state_dict(directory / WEIGHTS_NAME)
-        return load_generator_strict(TokenizerConfig.from_dict(payload["tokenizer"]),
-                                     GeneratorConfig.from_dict(payload["generator"]), state, dtype=dtype,
-                                     device=device, source=str(directory))
+    @classmethod
+    def from_saved(cls, config: tuple[TokenizerConfig, GeneratorConfig], state: dict[str, torch.Tensor], *,
+                   dtype: torch.dtype, device: str | torch.device, source: str) -> "UniLIPGenerator":
+        """A generator of ``config`` with every parameter from ``state`` (our layout): :func:`load_generator_strict`."""
+        return load_generator_strict(*config, state, dtype=dtype, device=device, source=source)
 
 
 def build_generator(tokenizer_config: TokenizerConfig, config: GeneratorConfig, device: str | torch.device = "cpu",
@@ -320,64 +318,3 @@ def load_generator_strict(tokenizer_config: TokenizerConfig, config: GeneratorCo
         raise CheckpointError(f"tensors left uninitialised after loading {source}: {leftover[:12]}")
     model.weights_source = source
     return model.to(device).eval()
-
-
-# ----------------------------------------------------------------------------------- sampling
-def flow_dpm_solver(num_train_timesteps: int = 1000, flow_shift: float = 3.0):
-    """SANA-512's inference scheduler as UniLIP uses it: DPM-Solver++ (2M, midpoint) on flow sigmas, shift 3."""
-    from diffusers import DPMSolverMultistepScheduler
-
-    return DPMSolverMultistepScheduler(
-        num_train_timesteps=num_train_timesteps, solver_order=2, prediction_type="flow_prediction",
-        algorithm_type="dpmsolver++", solver_type="midpoint", lower_order_final=True, use_flow_sigmas=True,
-        flow_shift=flow_shift, final_sigmas_type="zero")
-
-
-def initial_noise(seeds: list[int], shape: tuple[int, ...], device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """One noise tensor per seed, each drawn from its own generator: image k depends only on its seed,
-    not on how many images are generated together (upstream draws them in sequence from one RNG)."""
-    noise = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(seed))) for seed in seeds]
-    return torch.stack(noise).to(device=device, dtype=dtype)
-
-
-@torch.no_grad()
-def sample_latents(dit: SanaTransformer2DModel, condition: torch.Tensor, condition_mask: torch.Tensor,
-                   null_condition: torch.Tensor, null_mask: torch.Tensor, seeds: list[int], steps: int = 20,
-                   guidance: float = 4.5, flow_shift: float = 3.0, progress: bool = False) -> torch.Tensor:
-    """Denoise one latent per seed with classifier-free guidance; both branches run in one batch.
-
-    Args:
-        condition, condition_mask: ``B x L x C`` and ``B x L`` from :meth:`UniLIPGenerator.condition`.
-        null_condition, null_mask: the same for the null prompts (``"Generate an image."`` /
-            ``"Edit the image.\\n<image>"`` with the same reference image), padded to the same length L.
-        seeds: one per latent; the conditional and null branches share each latent's noise.
-        steps, guidance, flow_shift: sampler settings (upstream: 20, 4.5, 3.0), all honoured.
-
-    Returns:
-        ``B x 32 x h x w`` latents in the DiT's space (divide by ``unilip_factor`` to decode).
-    """
-    if condition.shape != null_condition.shape:
-        raise ValueError(f"condition {tuple(condition.shape)} and null condition {tuple(null_condition.shape)} "
-                         "must be padded to the same shape")
-    if len(seeds) != condition.shape[0]:
-        raise ValueError(f"{len(seeds)} seeds for {condition.shape[0]} conditions")
-    config = dit.config
-    shape = (config.in_channels, config.sample_size, config.sample_size)
-    parameter = next(dit.parameters())
-    latents = initial_noise(seeds, shape, parameter.device, torch.float32)
-    scheduler = flow_dpm_solver(flow_shift=flow_shift)
-    scheduler.set_timesteps(steps, device=parameter.device)
-    both_condition = torch.cat([null_condition, condition]).to(parameter.dtype)
-    both_mask = torch.cat([null_mask, condition_mask])
-    from tqdm.auto import tqdm
-
-    for timestep in tqdm(scheduler.timesteps, desc="denoise", disable=not progress):
-        model_input = torch.cat([latents, latents]).to(parameter.dtype)
-        velocity = dit(model_input, encoder_hidden_states=both_condition,
-                       timestep=timestep.expand(model_input.shape[0]), encoder_attention_mask=both_mask,
-                       return_dict=False)[0].float()
-        null_velocity, conditional_velocity = velocity.chunk(2)
-        guided = null_velocity + guidance * (conditional_velocity - null_velocity)
-        latents = scheduler.step(guided, timestep, latents, return_dict=False)[0]
-    return latents

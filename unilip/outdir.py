@@ -19,6 +19,8 @@ RUN_JSON = "run.json"
 # Arguments that do not change what a command writes.
 _NOT_INVOCATION = ("func", "overwrite", "no_progress", "verbose", "batch_size")
 
+OVERWRITE_HELP = "replace the outputs an earlier, different invocation left in --out (otherwise refused)"
+
 
 def ensure_writable(directory: Path, what: str = "output directory", flag: str = "--out") -> None:
     """Create ``directory`` if needed and prove a file can be written there; one-line ``ValueError`` otherwise."""

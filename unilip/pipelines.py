@@ -1,7 +1,9 @@
-"""Inference pipelines: preprocessing, the model call, postprocessing.
+"""Inference pipelines: preprocessing, the model call, sampling, postprocessing.
 
 Reconstruction (``reconstruct_files``, used by ``unilip reconstruct``) and the generator's
 text-to-image, editing and chat (``UniLIPPipeline``, used by ``unilip generate`` / ``unilip edit``).
+The sampler lives here, not in the model file (the diffusers way): ``flow_dpm_solver`` (the scheduler),
+``initial_noise`` (one noise tensor per seed) and ``sample_latents`` (the denoising loop with CFG).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unilip.data import MAX_UPSCALE, ImageReadError, eval_transform, printable, read_image, to_uint8, upscale_factor
+from unilip.data import MAX_UPSCALE, ImageReadError, eval_transform, printable, read_image, upscale_factor
+from unilip.pixels import to_uint8
 from unilip.tokenizer import UniLIPTokenizer
 
 if TYPE_CHECKING:
+    from diffusers import DPMSolverMultistepScheduler, SanaTransformer2DModel
+
     from unilip.generator import UniLIPGenerator
 
 logger = logging.getLogger(__name__)
@@ -128,6 +133,67 @@ class SamplerSettings:
             raise ValueError(f"flow_shift must be > 0; got {self.flow_shift}")
 
 
+# ----------------------------------------------------------------------------------- sampling
+def flow_dpm_solver(num_train_timesteps: int = 1000, flow_shift: float = 3.0) -> "DPMSolverMultistepScheduler":
+    """SANA-512's inference scheduler as UniLIP uses it: DPM-Solver++ (2M, midpoint) on flow sigmas, shift 3."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(
+        num_train_timesteps=num_train_timesteps, solver_order=2, prediction_type="flow_prediction",
+        algorithm_type="dpmsolver++", solver_type="midpoint", lower_order_final=True, use_flow_sigmas=True,
+        flow_shift=flow_shift, final_sigmas_type="zero")
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, ...], device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One noise tensor per seed, each drawn from its own generator: image k depends only on its seed,
+    not on how many images are generated together (upstream draws them in sequence from one RNG)."""
+    noise = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(seed))) for seed in seeds]
+    return torch.stack(noise).to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def sample_latents(dit: "SanaTransformer2DModel", condition: torch.Tensor, condition_mask: torch.Tensor,
+                   null_condition: torch.Tensor, null_mask: torch.Tensor, seeds: list[int], steps: int = 20,
+                   guidance: float = 4.5, flow_shift: float = 3.0, progress: bool = False) -> torch.Tensor:
+    """Denoise one latent per seed with classifier-free guidance; both branches run in one batch.
+
+    Args:
+        condition, condition_mask: ``B x L x C`` and ``B x L`` from :meth:`UniLIPGenerator.condition`.
+        null_condition, null_mask: the same for the null prompts (``"Generate an image."`` /
+            ``"Edit the image.\\n<image>"`` with the same reference image), padded to the same length L.
+        seeds: one per latent; the conditional and null branches share each latent's noise.
+        steps, guidance, flow_shift: sampler settings (upstream: 20, 4.5, 3.0), all honoured.
+
+    Returns:
+        ``B x 32 x h x w`` latents in the DiT's space (divide by ``unilip_factor`` to decode).
+    """
+    if condition.shape != null_condition.shape:
+        raise ValueError(f"condition {tuple(condition.shape)} and null condition {tuple(null_condition.shape)} "
+                         "must be padded to the same shape")
+    if len(seeds) != condition.shape[0]:
+        raise ValueError(f"{len(seeds)} seeds for {condition.shape[0]} conditions")
+    config = dit.config
+    shape = (config.in_channels, config.sample_size, config.sample_size)
+    parameter = next(dit.parameters())
+    latents = initial_noise(seeds, shape, parameter.device, torch.float32)
+    scheduler = flow_dpm_solver(flow_shift=flow_shift)
+    scheduler.set_timesteps(steps, device=parameter.device)
+    both_condition = torch.cat([null_condition, condition]).to(parameter.dtype)
+    both_mask = torch.cat([null_mask, condition_mask])
+    from tqdm.auto import tqdm
+
+    for timestep in tqdm(scheduler.timesteps, desc="denoise", disable=not progress):
+        model_input = torch.cat([latents, latents]).to(parameter.dtype)
+        velocity = dit(model_input, encoder_hidden_states=both_condition,
+                       timestep=timestep.expand(model_input.shape[0]), encoder_attention_mask=both_mask,
+                       return_dict=False)[0].float()
+        null_velocity, conditional_velocity = velocity.chunk(2)
+        guided = null_velocity + guidance * (conditional_velocity - null_velocity)
+        latents = scheduler.step(guided, timestep, latents, return_dict=False)[0]
+    return latents
+
+
 class UniLIPPipeline:
     """Text-to-image, editing and image chat with one UniLIP generator and its text tokenizer.
 
@@ -164,7 +230,6 @@ class UniLIPPipeline:
     @torch.no_grad()
     def _sample(self, user_texts: list[str], null_texts: list[str], images: torch.Tensor | None, seeds: list[int],
                 settings: SamplerSettings, progress: bool = False) -> torch.Tensor:
-        from unilip.generator import sample_latents
         from unilip.prompts import TokenizedPrompts, generation_prompt, tokenize
 
         tokens = self.model.config.image_tokens

@@ -20,10 +20,10 @@ happens inside.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -34,11 +34,9 @@ from diffusers.models.autoencoders.autoencoder_dc import Decoder as DCAEDecoder
 from transformers import InternVLConfig, InternVLVisionConfig, InternVLVisionModel
 from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector, InternVLVisionEmbeddings
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from unilip.pixels import IMAGENET_MEAN, IMAGENET_STD
+from unilip.persistence import PretrainedMixin, check_config_keys, read_saved_config
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 # Float inputs may leave [0, 1] by this much (half an 8-bit grey level): rounding in resizes and in
 # normalise / un-normalise round trips, never a different convention ([-1, 1], 0..255, ImageNet-normalised).
 UNIT_RANGE_TOLERANCE = 0.5 / 255
@@ -117,27 +115,6 @@ class Float32DCAEDecoder(DCAEDecoder):
             return moved
 
         return super()._apply(keep_float32, recurse)
-
-
-def read_saved_config(directory: Path, model_type: str, what: str) -> dict[str, Any]:
-    """The ``config.json`` of a directory written by ``save_pretrained`` (``model_type`` removed), or a
-    clear error when it is missing or belongs to another kind of model."""
-    config_path = directory / CONFIG_NAME
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: a saved UniLIP {what} directory holds "
-                                f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
-    payload = json.loads(config_path.read_text())
-    if payload.pop("model_type", None) != model_type:
-        raise ValueError(f"{config_path} is not a UniLIP {what} config (model_type != {model_type})")
-    return payload
-
-
-def check_config_keys(cls: type, data: dict[str, Any], what: str) -> None:
-    """Refuse keys a config dataclass does not have, naming them and the known ones."""
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} config keys {unknown}; known keys are {sorted(known)}")
 
 
 @dataclass(frozen=True)
@@ -251,18 +228,22 @@ def _projector_config(config: TokenizerConfig) -> InternVLConfig:
                           downsample_ratio=config.downsample_ratio, projector_hidden_act="gelu")
 
 
-class UniLIPTokenizer(nn.Module):
+class UniLIPTokenizer(nn.Module, PretrainedMixin):
     """Encoder (InternViT + pixel shuffle + ``mlp1``), bridge and DC-AE pixel decoder.
 
     State-dict prefixes: ``encoder.`` (transformers InternViT names), ``mlp1.`` (transformers
     projector names), ``down_blocks.`` / ``down_mlp.`` (the bridge, official names) and ``decoder.``
     (diffusers DC-AE decoder names). ``unilip.checkpoints`` converts to and from the released layouts.
+    ``save_pretrained`` / ``from_pretrained`` come from :class:`unilip.persistence.PretrainedMixin`.
 
     Args:
         config: the architecture.
         decoder_float32: keep the pixel decoder in float32 whatever dtype the model is cast to (the
             generator's decoder, as upstream; see :class:`Float32DCAEDecoder`).
     """
+
+    model_type = "unilip_tokenizer"
+    model_kind = "tokenizer"
 
     def __init__(self, config: TokenizerConfig, *, decoder_float32: bool = False) -> None:
         super().__init__()
@@ -418,35 +399,28 @@ class UniLIPTokenizer(nn.Module):
         return (self.config.latent_channels, math.ceil(height / stride), math.ceil(width / stride))
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (our key layout) to ``directory``."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        payload = {"model_type": "unilip_tokenizer", "format_version": 1, **self.config.to_dict()}
-        (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n")
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "layout": "unilip"})
-        return directory
+    def pretrained_config(self) -> dict[str, Any]:
+        """``config.json`` after ``model_type``: a format version, then the architecture."""
+        return {"format_version": 1, **self.config.to_dict()}
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32,
-                        device: str | torch.device = "cpu") -> "UniLIPTokenizer":
-        """Load a directory written by ``save_pretrained``; every parameter must be present."""
-        from unilip.checkpoints import load_safetensors_state_dict, load_strict
+    def config_from_saved(cls, payload: dict[str, Any]) -> TokenizerConfig:
+        """The architecture a saved ``config.json`` describes (validated)."""
+        payload = dict(payload)
+        payload.pop("format_version", None)
+        return TokenizerConfig.from_dict(payload)
 
-        directory = Path(directory)
-        config = saved_tokenizer_config(directory)
-        state = load_safetensors_state_dict(directory / WEIGHTS_NAME)
-        return load_strict(config, state, dtype=dtype, device=device, source=str(directory))
+    @classmethod
+    def from_saved(cls, config: TokenizerConfig, state: dict[str, torch.Tensor], *, dtype: torch.dtype,
+                   device: str | torch.device, source: str) -> "UniLIPTokenizer":
+        """A tokenizer of ``config`` with every parameter from ``state`` (our layout), strictly."""
+        return load_strict(config, state, dtype=dtype, device=device, source=source)
 
 
 def saved_tokenizer_config(directory: str | Path) -> TokenizerConfig:
     """The architecture of a directory written by ``UniLIPTokenizer.save_pretrained`` (its weights unread)."""
-    payload = read_saved_config(Path(directory), "unilip_tokenizer", "tokenizer")
-    payload.pop("format_version", None)
-    return TokenizerConfig.from_dict(payload)
+    return UniLIPTokenizer.config_from_saved(read_saved_config(Path(directory), UniLIPTokenizer.model_type,
+                                                               UniLIPTokenizer.model_kind))
 
 
 def build_tokenizer(config: TokenizerConfig, device: str | torch.device = "cpu",
@@ -456,3 +430,24 @@ def build_tokenizer(config: TokenizerConfig, device: str | torch.device = "cpu",
         torch.manual_seed(seed)
     with torch.device(device):
         return UniLIPTokenizer(config)
+
+
+def load_strict(config: TokenizerConfig, state: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+                device: str | torch.device = "cpu", source: str = "state dict") -> UniLIPTokenizer:
+    """Build a tokenizer of ``config`` without initialising it and fill every parameter from ``state``.
+
+    Raises:
+        CheckpointKeyError: listing missing and unexpected keys, or shape mismatches.
+    """
+    from unilip.checkpoints import CheckpointError, check_state_matches, preview
+
+    model = build_tokenizer(config, device="meta")
+    check_state_matches(model.state_dict(), state, source, "tokenizer")
+    converted = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    model.load_state_dict(converted, strict=True, assign=True)
+    model.reset_buffers(device)
+    model.weights_source = source
+    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"tensors left uninitialised after loading {source}: {preview(leftover)}")
+    return model.eval()

@@ -3,6 +3,9 @@
 A variant file holds the architecture (``tokenizer:``, validated into ``TokenizerConfig``) and, for
 variants with released weights, where those weights come from (``weights:``). Adding a variant is
 adding one YAML file here, or passing the path of one anywhere a variant name is accepted.
+
+Wherever a model directory is accepted, a Hugging Face repo id (``kanashi6/UniLIP-1B``) that is not a local
+path is read from the local Hugging Face cache (``unilip.persistence.cached_snapshot``; never downloaded).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import torch
 import yaml
 
 from unilip import checkpoints
-from unilip.tokenizer import CONFIG_NAME, TokenizerConfig, UniLIPTokenizer, build_tokenizer, saved_tokenizer_config
+from unilip.persistence import CONFIG_NAME, cached_snapshot, is_repo_id
+from unilip.tokenizer import TokenizerConfig, UniLIPTokenizer, build_tokenizer, load_strict, saved_tokenizer_config
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,17 @@ def _read_variant(path: Path) -> VariantSpec:
     return VariantSpec(name=str(data["name"]), description=str(data.get("description", "")),
                        tokenizer=tokenizer, weights=data.get("weights"), path=path, generator=data.get("generator"),
                        text_tokenizer=(path.parent / data["text_tokenizer"]) if data.get("text_tokenizer") else None)
+
+
+def _from_hub_cache(name_or_path: str | Path) -> str | Path:
+    """A Hugging Face repo id that is not a local path -> its snapshot in the local cache; anything else unchanged.
+
+    Raises:
+        CheckpointNotFoundError: a repo id that is not in the cache (naming the download command).
+    """
+    if is_repo_id(name_or_path) and not Path(name_or_path).exists():
+        return cached_snapshot(str(name_or_path))
+    return name_or_path
 
 
 def _builtin_paths() -> dict[str, Path]:
@@ -120,7 +135,7 @@ def _load_weights_file(spec: VariantSpec | None, weights: Path, dtype: torch.dty
             raise checkpoints.CheckpointKeyError(f"{weights}: no mlp1 weights found (key mlp1.1.weight)")
         spec = _variant_for_width(int(state[width_key].shape[0]), str(weights))
         logger.info("%s: identified as variant %s", weights, spec.name)
-    return checkpoints.load_strict(spec.tokenizer, state, dtype=dtype, device=device, source=str(weights))
+    return load_strict(spec.tokenizer, state, dtype=dtype, device=device, source=str(weights))
 
 
 def _under_weights_root(name: str) -> Path:
@@ -148,7 +163,8 @@ def load_tokenizer(name_or_path: str | Path, weights: str | Path | None = None, 
 
     Args:
         name_or_path: a variant name (``list_variants()``), a variant ``.yaml``, a directory written by
-            ``save_pretrained``, a released UniLIP model directory, or a released tokenizer ``.pth``.
+            ``save_pretrained``, a released UniLIP model directory (or its Hugging Face repo id, from the
+            local cache), or a released tokenizer ``.pth``.
         weights: for a variant name or YAML, the weights to load (``.pth``, model directory or
             safetensors). Real variants without it look for their file under ``$UNILIP_WEIGHTS``.
         random_init: build a variant with random weights instead (tests, training from scratch); the
@@ -160,6 +176,7 @@ def load_tokenizer(name_or_path: str | Path, weights: str | Path | None = None, 
         CheckpointNotFoundError: a named file is missing (the message says where to get it).
         CheckpointKeyError: the file's keys do not fill the model exactly.
     """
+    name_or_path = _from_hub_cache(name_or_path)
     path = Path(name_or_path)
     is_variant_ref = path.suffix in (".yaml", ".yml") or not path.exists()
     if is_variant_ref:
@@ -237,6 +254,7 @@ def probe_reference(name_or_path: str | Path, weights: str | Path | None = None,
     It raises the same errors for a missing file or an unknown variant, so commands can check a
     reference in a second and only then spend minutes loading it.
     """
+    name_or_path = _from_hub_cache(name_or_path)
     if is_generator_reference(name_or_path):
         directory = PRETRAINED_DIR / str(name_or_path) if str(name_or_path) in list_pretrained() else Path(name_or_path)
         payload = json.loads((directory / CONFIG_NAME).read_text())
@@ -261,9 +279,15 @@ def probe_reference(name_or_path: str | Path, weights: str | Path | None = None,
 
 
 def is_generator_reference(model: str | Path) -> bool:
-    """A shipped generator, a saved generator directory or a released UniLIP model directory."""
+    """A shipped generator, a saved generator directory or a released UniLIP model directory (also as a
+    Hugging Face repo id in the local cache; one that is not cached is no generator reference here, and
+    the loader then says how to download it)."""
     if str(model) in list_pretrained():
         return True
+    try:
+        model = _from_hub_cache(model)
+    except checkpoints.CheckpointNotFoundError:
+        return False
     config = Path(model) / CONFIG_NAME
     if not config.is_file():
         return False
@@ -338,8 +362,9 @@ def load_generator(name_or_path: str | Path, weights: str | Path | None = None, 
 
     Args:
         name_or_path: a shipped model (``list_pretrained()``, e.g. ``tiny-digits``), a directory written
-            by ``UniLIPGenerator.save_pretrained``, a released UniLIP-1B/3B model directory, or a variant
-            name / YAML with a ``generator`` section.
+            by ``UniLIPGenerator.save_pretrained``, a released UniLIP-1B/3B model directory (or its Hugging
+            Face repo id, ``kanashi6/UniLIP-1B``, from the local cache), or a variant name / YAML with a
+            ``generator`` section.
         weights: for a variant, its released model directory.
         random_init: build a variant with random weights (tests; a variant without released weights).
         seed, dtype, device: as for ``load_tokenizer``.
@@ -351,7 +376,7 @@ def load_generator(name_or_path: str | Path, weights: str | Path | None = None, 
 
     if str(name_or_path) in list_pretrained():
         name_or_path = PRETRAINED_DIR / str(name_or_path)
-    path = Path(name_or_path)
+    path = Path(_from_hub_cache(name_or_path))
     if path.is_dir():
         if weights is not None:
             raise ValueError(f"weights= is only for a variant name or YAML; {path} already names the weights")

@@ -17,13 +17,17 @@ places were searched, what the file is and where to get it. Training refuses to 
 switched off in the config); an evaluation reports the metric as not computed.
 
 The files themselves are read with :func:`load_weights_state_dict` (``weights_only=True``, both
-``torch.save`` formats, a one-line error naming the file for anything else).
+``torch.save`` formats, a one-line error naming the file for anything else), and fingerprinted with
+:func:`file_sha256`.
 
-``unilip`` never imports ``evals``; ``evals.metrics`` builds on this module.
+This is the only resolver: the training losses (``unilip.training.losses``), LPIPS (``unilip.lpips``) and
+the evaluation metrics (``evals.metrics``) all call :func:`resolve_weights`, each with its own
+:class:`WeightsUnavailable` subclass and wording. ``unilip`` never imports ``evals``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -33,7 +37,7 @@ import torch
 from unilip.checkpoints import (CheckpointKeyError, CheckpointNotFoundError, StateDict, check_state_matches,
                                 load_pth_state_dict)
 
-__all__ = ["WeightsNotFoundError", "WeightsUnavailable", "check_weights_keys", "hub_checkpoints_dir",
+__all__ = ["WeightsNotFoundError", "WeightsUnavailable", "check_weights_keys", "file_sha256", "hub_checkpoints_dir",
            "load_weights_state_dict", "resolve_weights", "torch_home"]
 
 
@@ -152,3 +156,28 @@ def check_weights_keys(expected: Mapping[str, torch.Tensor], state: Mapping[str,
         check_state_matches(expected, state, str(path), what)
     except CheckpointKeyError as mismatch:
         raise error(f"{mismatch}\n  {path} should be {what}. {source}") from None
+
+
+_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks.
+
+    Cached by (resolved path, mtime in ns, size): fingerprints ask for the same large weights file many
+    times, and any rewrite of the file changes its mtime, so a stale digest is never returned.
+
+    Raises:
+        OSError: the file cannot be read (``FileNotFoundError`` when it does not exist).
+    """
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    key = (str(resolved), stat.st_mtime_ns, stat.st_size)
+    digest = _SHA256_CACHE.get(key)
+    if digest is None:
+        hasher = hashlib.sha256()
+        with resolved.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+        digest = _SHA256_CACHE[key] = hasher.hexdigest()
+    return digest

@@ -16,7 +16,7 @@ from typing import Any
 
 from evals.judges.config import JudgeConfig
 from evals.judges.request import JudgeRequest
-from evals.runtime.records import atomic_write_json
+from evals.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

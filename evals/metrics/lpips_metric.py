@@ -1,48 +1,25 @@
-"""LPIPS (Zhang et al. 2018) from the ``lpips`` package, with its ImageNet backbone read from local disk.
+"""LPIPS (Zhang et al. 2018) as a metric: the ``lpips`` package with its ImageNet backbone read from local disk.
 
-The ``lpips`` package ships its learned linear heads (``lpips/weights/v0.1/{alex,vgg}.pth``) but would
-download the backbone through torchvision (``pretrained=True``). We build the model with a random backbone
-(``pnet_rand=True``; nothing is downloaded) and load torchvision's own backbone state dict from a local file
-into the backbone slices, strictly. The numbers are then exactly those of ``lpips.LPIPS(net=...)``.
+The network is built by :func:`unilip.lpips.build_lpips`, the project's one LPIPS builder (the training
+loss uses it too): a random backbone (``pnet_rand=True``; nothing is downloaded) filled strictly from
+torchvision's own backbone state dict on local disk, and the packaged v0.1 heads, verified. The numbers
+are exactly those of ``lpips.LPIPS(net=...)``.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
-import warnings
 from typing import Any
 
 import torch
 
-from unilip.training.losses import check_lpips_heads, lpips_backbone_state
-from unilip.weights import load_weights_state_dict
+from unilip.lpips import LPIPS_BACKBONES, build_lpips
 
-from .weights import WeightsKeyError, file_sha256, resolve_weights
+from .weights import MetricUnavailable, WeightsKeyError, file_sha256
 
 __all__ = ["LPIPSMetric", "LPIPS_BACKBONES"]
 
-#: Backbone files: torchvision's ImageNet weights that ``lpips`` would download, and the env var naming them.
-LPIPS_BACKBONES: dict[str, dict[str, str]] = {
-    "alex": {
-        "filename": "alexnet-owt-7be5be79.pth",
-        "env_var": "UNILIP_LPIPS_ALEX_WEIGHTS",
-        "what": "AlexNet ImageNet backbone weights for LPIPS(net='alex')",
-        "source": (
-            "They are torchvision's AlexNet_Weights.IMAGENET1K_V1, "
-            "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth."
-        ),
-    },
-    "vgg": {
-        "filename": "vgg16-397923af.pth",
-        "env_var": "UNILIP_LPIPS_VGG_WEIGHTS",
-        "what": "VGG16 ImageNet backbone weights for LPIPS(net='vgg')",
-        "source": (
-            "They are torchvision's VGG16_Weights.IMAGENET1K_V1, "
-            "https://download.pytorch.org/models/vgg16-397923af.pth."
-        ),
-    },
-}
 
 class LPIPSMetric:
     """Per-image LPIPS distance on images in [0, 1].
@@ -75,33 +52,10 @@ class LPIPSMetric:
             RuntimeError: The packaged heads did not load (a broken lpips install).
             ValueError: For an unknown ``net``.
         """
-        if net not in LPIPS_BACKBONES:
-            raise ValueError(f"net must be one of {sorted(LPIPS_BACKBONES)}, got {net!r}")
-        spec = LPIPS_BACKBONES[net]
         self.net_name = net
         self.device = torch.device(device)
-        self.backbone_path = resolve_weights(
-            backbone_weights_path, spec["env_var"], (spec["filename"],), spec["what"], spec["source"]
-        )
-        what = f"{spec['what']} (torchvision's state dict, file {spec['filename']})"
-        # Read first: an unusable file fails before any network is built.
-        state = load_weights_state_dict(self.backbone_path, what, spec["source"])
-
-        import lpips
-
-        with warnings.catch_warnings():
-            # pnet_rand=True makes lpips call torchvision's alexnet/vgg16(pretrained=False); torchvision warns
-            # that the `pretrained` argument is deprecated. That is lpips' call, not ours, and it downloads
-            # nothing; silence only these two warnings.
-            warnings.filterwarnings("ignore", message=r".*'pretrained' is deprecated.*", category=UserWarning)
-            warnings.filterwarnings("ignore", message=r".*Arguments other than a weight enum.*", category=UserWarning)
-            model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
-        self.head_path = check_lpips_heads(model, net)
-        # strict=True: every backbone parameter set (checked and named above), shapes agree.
-        model.net.load_state_dict(lpips_backbone_state(model.net, state, self.backbone_path, what, WeightsKeyError),
-                                  strict=True)
-        model.requires_grad_(False)
-        model.eval()
+        model, self.backbone_path, self.head_path = build_lpips(
+            net, backbone_weights_path, unavailable=MetricUnavailable, key_error=WeightsKeyError)
         self.model = model.to(self.device)
 
     @property

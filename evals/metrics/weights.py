@@ -1,8 +1,8 @@
-"""Finding metric weights on local disk, and fingerprinting them.
+"""Finding metric weights on local disk, and fingerprinting them: the metrics' names for :mod:`unilip.weights`.
 
 No metric downloads anything at run time. Every network a metric needs (Inception-v3 for FID/IS, the
-AlexNet/VGG16 backbone of LPIPS) is found by the one rule of :mod:`unilip.weights`, shared with the
-training losses:
+AlexNet/VGG16 backbone of LPIPS) is found by the one resolver of the project,
+:func:`unilip.weights.resolve_weights`, shared with the training losses:
 
 1. a path the caller names (``--inception-weights``, ``--lpips-alex-weights`` ...), else the file's
    environment variable when it is set. A named path must exist: when it does not,
@@ -13,18 +13,17 @@ training losses:
 
 When nothing was named and the cache lacks the file, :class:`MetricUnavailable` says which places were
 searched, what the file is and where to get it: the metric is then reported as not computed, never silently
-skipped or replaced by random weights.
+skipped or replaced by random weights. Files are fingerprinted with :func:`unilip.weights.file_sha256`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
 
 from unilip.checkpoints import CheckpointKeyError
-from unilip.weights import WeightsNotFoundError, WeightsUnavailable, hub_checkpoints_dir, torch_home
+from unilip.weights import WeightsNotFoundError, WeightsUnavailable, file_sha256, hub_checkpoints_dir, torch_home
 from unilip.weights import resolve_weights as _resolve_weights
 
 __all__ = ["MetricUnavailable", "WeightsKeyError", "WeightsNotFoundError", "file_sha256", "hub_checkpoints_dir",
@@ -51,7 +50,7 @@ def resolve_weights(
     what: str,
     source: str,
 ) -> Path:
-    """Find a metric's weights file on local disk, never downloading (:func:`unilip.weights.resolve_weights`).
+    """:func:`unilip.weights.resolve_weights` for a metric: nothing found raises :class:`MetricUnavailable`.
 
     Args:
         explicit_path: A path given by the caller (a file, or a folder holding one of ``filenames``). When
@@ -70,29 +69,3 @@ def resolve_weights(
             location tried.
     """
     return _resolve_weights(explicit_path, env_var, filenames, what, source, unavailable=MetricUnavailable)
-
-
-_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file, cached by (resolved path, mtime, size) so repeated fingerprints cost nothing.
-
-    Args:
-        path: The file to hash.
-
-    Returns:
-        The hex digest.
-    """
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    key = (str(resolved), stat.st_mtime_ns, stat.st_size)
-    digest = _SHA256_CACHE.get(key)
-    if digest is None:
-        hasher = hashlib.sha256()
-        with resolved.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                hasher.update(block)
-        digest = hasher.hexdigest()
-        _SHA256_CACHE[key] = digest
-    return digest

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from evals.runtime.records import read_json
+from evals.files import read_json
 from evals.runtime.runner import RESULTS
 
 

@@ -8,7 +8,13 @@ from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
-import torch.distributed as dist
+
+def _dist() -> Any:
+    """``torch.distributed``, imported when a run has more than one process (a single-process run, and
+    the commands that only read run directories, never import torch for it)."""
+    import torch.distributed
+
+    return torch.distributed
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,7 @@ class World:
 
     def barrier(self) -> None:
         if self.size > 1:
-            dist.barrier()
+            _dist().barrier()
 
     def broadcast(self, value: Any) -> Any:
         """The main process's ``value``, on every process (a decision only the main process can make,
@@ -30,7 +36,7 @@ class World:
         if self.size == 1:
             return value
         box = [value if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)
+        _dist().broadcast_object_list(box, src=0)
         return box[0]
 
     def on_main(self, work: Callable[[], T]) -> T:
@@ -52,9 +58,9 @@ def init_world() -> World:
     """Join the process group the launcher describes (``WORLD_SIZE``/``RANK``); a single process otherwise."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if size > 1 and not dist.is_initialized():
+    if size > 1 and not _dist().is_initialized():
         backend = "nccl" if os.environ.get("UNILIP_DIST_BACKEND") == "nccl" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://")
+        _dist().init_process_group(backend=backend, init_method="env://")
     return World(rank=rank, size=size)
 
 

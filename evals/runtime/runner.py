@@ -17,17 +17,16 @@ stages with it. So a killed run resumes where it stopped with any number of proc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import zipfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evals.benchmark import Benchmark, BenchmarkSpec, Item, StageContext, StageResult
+from evals.benchmark import BenchmarkSpec, Item, ResolvedBenchmark, StageContext, StageResult
 from evals.runtime.distributed import World, shard
 from evals.runtime.records import atomic_write_json, atomic_write_npz, read_json, safe_item_name
 from evals.runtime.rundir import RunDirectoryError
@@ -79,14 +78,6 @@ def load_arrays(bench_dir: Path, stage: str, item_id: str) -> dict[str, np.ndarr
 
 
 # ------------------------------------------------------------------------------------ files behind a record
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_entry(path: Path, sha256: str) -> dict[str, Any]:
     stat = path.stat()
     return {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
@@ -103,6 +94,8 @@ def file_unchanged(path: Path, entry: dict[str, Any]) -> bool:
     if stat.st_mtime_ns == entry.get("mtime_ns"):
         return True
     # Touched or copied: compare the content (an entry without a digest is judged by size and mtime alone).
+    from unilip.weights import file_sha256
+
     return bool(entry.get("sha256")) and file_sha256(path) == entry["sha256"]
 
 
@@ -129,22 +122,23 @@ def _drop_later_records(bench_dir: Path, stages: tuple[str, ...], index: int, it
 
 
 # ------------------------------------------------------------------------------------ manifest
-def write_manifest(bench: Benchmark, bench_dir: Path, spec: BenchmarkSpec, items: list[Item],
-                   rescore: bool = False) -> tuple[BenchmarkSpec, list[str]]:
+def write_manifest(resolved: ResolvedBenchmark, bench_dir: Path,
+                   rescore: bool = False) -> tuple[ResolvedBenchmark, list[str]]:
     """Write the manifest, or check that an existing one describes this spec and these items.
 
-    Returns the spec to run with and the manifest's item ids (the expected items). ``rescore`` accepts a
-    changed spec for the same items: every record carries its stage fingerprint, so the stages whose
+    Returns the benchmark to run (with the run's own spec) and the manifest's item ids (the expected
+    items). ``rescore`` accepts a changed spec for the same items: every record carries its stage fingerprint, so the stages whose
     inputs changed (a judge, a template, a scorer) are redone and the others (generated images) kept.
     A data listing that lost items since the run started (files deleted) resumes with the run's own
     spec: the lost items count as missing, and finished items whose source changed are redone.
     """
     path = bench_dir / MANIFEST
-    ids = [item.id for item in items]
+    spec = resolved.spec
+    ids = [item.id for item in resolved.items]
     payload = {"spec": spec.to_dict(), "items": ids}
     if not path.is_file():
         atomic_write_json(path, payload)
-        return spec, ids
+        return resolved, ids
     try:
         existing = read_json(path)
         old_spec = existing["spec"]
@@ -156,19 +150,20 @@ def write_manifest(bench: Benchmark, bench_dir: Path, spec: BenchmarkSpec, items
                      if old_spec["knobs"].get(k) != spec.knobs.get(k))
     lost = sorted(set(old_ids) - set(ids))
     added = sorted(set(ids) - set(old_ids))
-    listing = bench.listing_knob
+    listing = resolved.benchmark.listing_knob
     if old_spec["fingerprint"] != spec.fingerprint:
         if rescore and old_ids == ids:
             logger.info("%s: spec changed (%s); redoing the stages that depend on it", spec.name,
                         ", ".join(changed) or "version")
             atomic_write_json(path, payload)
-            return spec, ids
+            return resolved, ids
         if not (listing is not None and changed == [listing] and not added and old_spec["version"] == spec.version):
             raise RunDirectoryError(
                 f"{bench_dir} was started with another {spec.name} spec (changed: {', '.join(changed) or 'version'}); "
                 "resume with the same options, --rescore to redo only the stages that depend on what changed, "
                 "a new --out, or --fresh to discard it")
         spec = BenchmarkSpec(old_spec["benchmark"], old_spec["variant"], old_spec["version"], old_spec["knobs"])
+        resolved = resolved.with_spec(spec)
     if added:
         raise RunDirectoryError(f"{bench_dir} was started with another {spec.name} spec: the data now lists "
                                 f"{len(added)} item(s) the run did not have (e.g. {added[0]!r}); use a new --out, or "
@@ -176,7 +171,7 @@ def write_manifest(bench: Benchmark, bench_dir: Path, spec: BenchmarkSpec, items
     if lost:
         logger.warning("%s: %d item(s) of the run are no longer in the data (e.g. %r): they count as missing unless "
                        "they were finished before", spec.name, len(lost), lost[0])
-    return spec, old_ids
+    return resolved, old_ids
 
 
 def stage_status(bench_dir: Path, stages: tuple[str, ...], item_ids: list[str],
@@ -219,53 +214,57 @@ def _record_payload(item: Item, stage: str, fingerprint: str, result: StageResul
     return payload
 
 
-def run_benchmark(bench: Benchmark, spec: BenchmarkSpec, adapter: Any, bench_dir: Path, world: World,
+def run_benchmark(resolved: ResolvedBenchmark, adapter: Any, bench_dir: Path, world: World,
                   batch_size: int, cache_dir: Path, progress: bool = True, retry_failed: bool = False,
                   extra_results: dict[str, Any] | None = None, rescore: bool = False) -> dict[str, Any] | None:
-    """Run every stage of ``spec`` for this process's shard, then (main process) aggregate.
+    """Run the stages of ``resolved`` (produce, then score) for this process's shard, then (main
+    process) aggregate.
 
     Returns the aggregate on the main process, None on the others.
 
     Raises:
         Interrupted: on Ctrl-C, saying how many items are finished (all finished work is on disk).
     """
-    adapter.require(bench.capability)
+    adapter.require(resolved.capability)
     model = adapter.describe()
-    items = bench.list_items(spec)
-    def start() -> tuple[BenchmarkSpec, list[str]]:
-        bench_dir.mkdir(parents=True, exist_ok=True)
-        return write_manifest(bench, bench_dir, spec, items, rescore=rescore)
 
-    spec, expected = world.on_main(start)
+    def start() -> tuple[ResolvedBenchmark, list[str]]:
+        bench_dir.mkdir(parents=True, exist_ok=True)
+        return write_manifest(resolved, bench_dir, rescore=rescore)
+
+    resolved, expected = world.on_main(start)
     ctx = StageContext(adapter=adapter, bench_dir=bench_dir, batch_size=batch_size, cache_dir=cache_dir,
                        progress=progress and world.is_main, rank=world.rank)
-    mine = shard(items, world)
+    mine = shard(list(resolved.items), world)
     timings: dict[str, float] = {}
+    stages = resolved.stages
     try:
-        for index, stage in enumerate(bench.stages):
+        for index, stage in enumerate(stages):
             started = time.perf_counter()
-            _run_stage(bench, spec, model, index, stage, mine, ctx, retry_failed)
+            _run_stage(resolved, model, index, mine, ctx, retry_failed)
             world.barrier()
             timings[stage] = time.perf_counter() - started
     except KeyboardInterrupt:
-        final = stage_status(bench_dir, bench.stages, expected)[bench.stages[-1]]
+        final = stage_status(bench_dir, stages, expected)[stages[-1]]
         finished = final["done"] + final["failed"]
-        raise Interrupted(f"{spec.name}: {finished}/{len(expected)} items finished and kept") from None
+        raise Interrupted(f"{resolved.name}: {finished}/{len(expected)} items finished and kept") from None
     if not world.is_main:
         return None
-    return aggregate_run(bench, spec, expected, bench_dir, model, {**(extra_results or {}), "timings_s": timings})
+    return aggregate_run(resolved, expected, bench_dir, model, {**(extra_results or {}), "timings_s": timings})
 
 
-def _run_stage(bench: Benchmark, spec: BenchmarkSpec, model: dict[str, Any], index: int, stage: str,
-               mine: list[Item], ctx: StageContext, retry_failed: bool) -> None:
+def _run_stage(resolved: ResolvedBenchmark, model: dict[str, Any], index: int, mine: list[Item], ctx: StageContext,
+               retry_failed: bool) -> None:
     bench_dir = ctx.bench_dir
-    fingerprint = bench.stage_fingerprint(stage, spec, model)
-    previous_fingerprint = bench.stage_fingerprint(bench.stages[index - 1], spec, model) if index else None
+    spec, stages = resolved.spec, resolved.stages
+    stage = stages[index]
+    fingerprint = resolved.stage_fingerprint(stage, model)
+    previous_fingerprint = resolved.stage_fingerprint(stages[index - 1], model) if index else None
     todo: list[Item] = []
     failed_earlier = 0
     for item in mine:
         if index > 0:
-            previous = load_record(bench_dir, bench.stages[index - 1], item.id)
+            previous = load_record(bench_dir, stages[index - 1], item.id)
             if previous is None or previous["status"] != "ok" or previous["fingerprint"] != previous_fingerprint:
                 continue  # failed earlier (kept as failed) or not produced by this process's shard
         record = load_record(bench_dir, stage, item.id)
@@ -285,31 +284,32 @@ def _run_stage(bench: Benchmark, spec: BenchmarkSpec, model: dict[str, Any], ind
         logger.warning("%s %s: %d item(s) failed earlier; pass --retry-failed to redo them", spec.name, stage,
                        failed_earlier)
     logger.info("%s stage %s: %d of this process's %d items to do", spec.name, stage, len(todo), len(mine))
-    for item, result in bench.run_stage(stage, spec, todo, ctx):
+    for item, result in resolved.run_stage(stage, todo, ctx):
         path = record_path(bench_dir, stage, item.id)
         if result.arrays:
             atomic_write_npz(path.with_suffix(".npz"), result.arrays)
         atomic_write_json(path, _record_payload(item, stage, fingerprint, result, bench_dir))
-        _drop_later_records(bench_dir, bench.stages, index, item.id)
+        _drop_later_records(bench_dir, stages, index, item.id)
         if result.status != "ok":
             logger.warning("%s: item %s failed in %s: %s", spec.name, item.id, stage, result.error)
 
 
-def aggregate_run(bench: Benchmark, spec: BenchmarkSpec, items: list[Item] | list[str], bench_dir: Path,
+def aggregate_run(resolved: ResolvedBenchmark, items: list[Item] | list[str], bench_dir: Path,
                   model: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Aggregate the final stage's records in manifest order and write ``results.json``.
 
     ``items``: the run's expected items (or their ids): the manifest's, which includes items whose data
     has gone since the run started (they count as missing unless they were finished).
     """
+    spec, stages = resolved.spec, resolved.stages
     ids = [item if isinstance(item, str) else item.id for item in items]
-    fingerprints = {stage: bench.stage_fingerprint(stage, spec, model) for stage in bench.stages}
-    status = stage_status(bench_dir, bench.stages, ids, fingerprints)
-    final = bench.stages[-1]
+    fingerprints = {stage: resolved.stage_fingerprint(stage, model) for stage in stages}
+    status = stage_status(bench_dir, stages, ids, fingerprints)
+    final = stages[-1]
     records: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     for item_id in ids:
-        for stage in bench.stages:
+        for stage in stages:
             record = load_record(bench_dir, stage, item_id)
             if record is not None and record["status"] == "failed":
                 failures[item_id] = f"{stage}: {record.get('error', 'failed')}"
@@ -322,7 +322,7 @@ def aggregate_run(bench: Benchmark, spec: BenchmarkSpec, items: list[Item] | lis
                 "missing": len(ids) - len(records) - len(failures)}
     coverage["fraction"] = coverage["ok"] / coverage["expected"] if ids else 0.0
     started = time.perf_counter()
-    metrics = bench.aggregate(spec, records, bench_dir)
+    metrics = resolved.aggregate(records, bench_dir)
     if "timings_s" in extra:  # wall time of this invocation's stages (work resumed from disk is not counted)
         extra = {**extra, "timings_s": {**extra["timings_s"], "aggregate": time.perf_counter() - started}}
     results = {

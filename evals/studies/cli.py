@@ -1,4 +1,7 @@
-"""``unilip quickstart`` and ``unilip train sweep``: registered by the harness, which they evaluate with."""
+"""The studies' commands, registered by the harness (``evals.cli.register``): ``unilip quickstart``,
+``unilip train sweep`` (both evaluate with the harness) and ``unilip train generator-study``.
+
+Nothing heavy is imported here: ``unilip --help`` builds every parser; each command imports its work."""
 
 from __future__ import annotations
 
@@ -9,7 +12,17 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``quickstart`` to the ``unilip`` parser and ``sweep`` to its ``train`` group."""
+    """Add ``quickstart`` to the ``unilip`` parser, ``generator-study`` and ``sweep`` to its ``train`` group."""
+    study = train_subparsers.add_parser("generator-study", help="the tiny digits generator on the CPU, trained and "
+                                                                "measured with the tokenizer study's frozen classifier")
+    study.add_argument("--out", default="runs/generator-study")
+    study.add_argument("--generator-steps", type=int)
+    study.add_argument("--tokenizer-steps", type=int)
+    study.add_argument("--seeds-per-digit", type=int, default=20)
+    study.add_argument("--edits", type=int, default=200)
+    study.add_argument("--fresh", action="store_true")
+    study.add_argument("--no-progress", action="store_true")
+    study.set_defaults(func=_cmd_generator_study)
     sweep = train_subparsers.add_parser("sweep", help="stage 2 once per distillation weight, evaluated and tabulated")
     sweep.add_argument("--config", required=True)
     sweep.add_argument("--distill-weights", default="0,0.1,1,10", help="comma-separated lambdas")
@@ -53,4 +66,15 @@ def _cmd_train_sweep(args: argparse.Namespace) -> int:
                       fresh=args.fresh, progress=not args.no_progress)
     sys.stdout.write(Path(files["markdown"]).read_text() if "markdown" in files else "")
     print(json.dumps({k: str(v) for k, v in files.items()}))
+    return 0
+
+
+def _cmd_generator_study(args: argparse.Namespace) -> int:
+    from evals.studies.generator_study import run_generator_study
+
+    summary = run_generator_study(args.out, generator_steps=args.generator_steps, tokenizer_steps=args.tokenizer_steps,
+                                  seeds_per_digit=args.seeds_per_digit, edits=args.edits, fresh=args.fresh,
+                                  progress=not args.no_progress)
+    sys.stdout.write((Path(args.out) / "report" / "generator.md").read_text())
+    print(json.dumps({k: summary[k]["value"] for k in ("t2i_accuracy", "edit_accuracy")}))
     return 0

@@ -48,12 +48,12 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
     """Teacher, stage 1, stage 2 per lambda, evaluation and report; returns the report's files."""
     import torch
 
+    from evals.studies.report import write_sweep_report
+    from evals.studies.understanding import FeatureHead, train_frozen_head, train_teacher, understanding_metrics
     from unilip.tokenizer import UniLIPTokenizer
     from unilip.training.config import load_train_config
     from unilip.training.digits import export_digits_folder, load_digits_split
-    from unilip.training.report import write_sweep_report
     from unilip.training.tokenizer_trainer import train_tokenizer
-    from unilip.training.understanding import FeatureHead, train_frozen_head, train_teacher, understanding_metrics
 
     out = Path(out_dir)
     if fresh and out.exists():
@@ -119,7 +119,7 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
         else:
             eval_dir = out / "eval" / directory.parent.name
             results = evaluate_reconstruction(directory, heldout, eval_dir)
-            eval_dirs[name] = eval_dir / RECON_BENCH
+            eval_dirs[name] = eval_dir / results["benchmark"]  # its folder in the run directory
             for metric, value in results["metrics"].items():
                 row[metric] = value.get("value") if value.get("status") != "not_computed" else None
             row["coverage"] = f"{results['coverage']['ok']}/{results['coverage']['expected']}"
@@ -127,8 +127,8 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
     timings["evaluation"] = time.perf_counter() - started
     say(f"evaluation: {len(models)} models on {len(labels)} held-out digits ({timings['evaluation']:.1f} s)")
     files = write_sweep_report(rows, out / "report")
+    from evals.studies.html_report import write_study_report
     from unilip.provenance import environment_report
-    from unilip.training.html_report import write_study_report
 
     provenance = {
         "command": sys.argv, "recipe": str(config_path), "recipe_text": Path(config_path).read_text(),
@@ -147,7 +147,7 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
 def _reconstruction_grid(heldout: Path, eval_dirs: dict[str, Path]):
     """Originals (the first held-out image of each digit) beside each model's reconstructions."""
     from evals.runtime.runner import load_record
-    from unilip.training.html_report import reconstruction_grid
+    from evals.studies.html_report import reconstruction_grid
 
     chosen = [sorted((heldout / str(label)).glob("*.png"))[0] for label in range(10)]
     ids = [p.relative_to(heldout).as_posix() for p in chosen]

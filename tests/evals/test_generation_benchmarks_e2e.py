@@ -35,8 +35,8 @@ def test_tiny_generator_runs_geneval_wise_and_imgedit_end_to_end(tmp_path):
         done = run_cli("eval", "run", "--model", "tiny-digits", "--bench", "geneval@hf-mask2former,wise@legacy,imgedit",
                        "--out", str(run), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--steps", "4",
                        "--opt", f"detector={detector}", "--opt", f"clip={clip}", "--opt", "limit=2",
-                       "--opt", "n_samples=2", "--opt", "scorer_device=cpu", "--opt", f"wise_data={wise}",
-                       "--opt", f"imgedit_data={tmp_path / 'ImgEdit'}",
+                       "--opt", "n_samples=2", "--opt", "scorer_device=cpu", "--opt", f"wise.data={wise}",
+                       "--opt", f"imgedit.data={tmp_path / 'ImgEdit'}",
                        "--opt", f"imgedit_images={tmp_path / 'imgedit-images'}",
                        "--opt", f"judge_base_url={server.base_url}", "--opt", "judge_max_retries=1")
         calls = server.total_calls

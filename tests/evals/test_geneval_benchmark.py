@@ -107,10 +107,10 @@ class FakeGenerator(ModelAdapter):
 def run(variant, out, adapter=None, retry_failed=False, **options):
     adapter = adapter or FakeGenerator()
     bench, name = get_benchmark(variant)
-    spec = bench.make_spec(name, options, adapter)
-    results = run_benchmark(bench, spec, adapter, Path(out) / spec.name, World(0, 1), 4, Path(out) / "cache",
+    resolved = bench.resolve(name, options, adapter)
+    results = run_benchmark(resolved, adapter, Path(out) / resolved.name, World(0, 1), 4, Path(out) / "cache",
                             progress=False, retry_failed=retry_failed)
-    return results, bench, spec, adapter
+    return results, resolved, resolved.spec, adapter
 
 
 # ---------------------------------------------------------------------- adapters on tiny models
@@ -189,20 +189,20 @@ def test_missing_scorer_directories_say_which_option_and_where_to_get_them(score
     bench, variant = get_benchmark("geneval@hf-mask2former")
     adapter = FakeGenerator()
     with pytest.raises(ScorerWeightsMissing, match="--opt detector=PATH.*facebook/mask2former-swin-small-coco-instance"):
-        bench.make_spec(variant, {}, adapter)
+        bench.resolve(variant, {}, adapter)
     with pytest.raises(ScorerWeightsMissing, match=f"{tmp_path / 'nope'} does not exist"):
-        bench.make_spec(variant, {"detector": str(tmp_path / "nope"), "clip": str(scorer_dirs["clip"])}, adapter)
+        bench.resolve(variant, {"detector": str(tmp_path / "nope"), "clip": str(scorer_dirs["clip"])}, adapter)
     with pytest.raises(ScorerWeightsMissing, match="no 'clip' directory.*openai/clip-vit-large-patch14"):
-        bench.make_spec(variant, {"detector": str(scorer_dirs["detector"])}, adapter)
+        bench.resolve(variant, {"detector": str(scorer_dirs["detector"])}, adapter)
     with pytest.raises(ValueError, match="unknown options"):
-        bench.make_spec(variant, {"colour": 1}, adapter)
+        bench.resolve(variant, {"colour": 1}, adapter)
     with pytest.raises(ValueError, match="n_samples must be at least 1"):
-        bench.make_spec(variant, {"n_samples": 0, **{k: str(v) for k, v in scorer_dirs.items()}}, adapter)
+        bench.resolve(variant, {"n_samples": 0, **{k: str(v) for k, v in scorer_dirs.items()}}, adapter)
     official, name = get_benchmark("geneval@official")
     with pytest.raises(ScorerWeightsMissing, match="no 'official_scorer' given"):
-        official.make_spec(name, {}, adapter)
+        official.resolve(name, {}, adapter)
     with pytest.raises(ScorerWeightsMissing, match="has no evaluation/evaluate_images.py"):
-        official.make_spec(name, {"official_scorer": sys.executable, "official_repo": str(tmp_path)}, adapter)
+        official.resolve(name, {"official_scorer": sys.executable, "official_repo": str(tmp_path)}, adapter)
 
 
 def test_a_given_path_that_names_nothing_is_refused_in_one_line_even_where_the_variant_ignores_it(
@@ -212,21 +212,21 @@ def test_a_given_path_that_names_nothing_is_refused_in_one_line_even_where_the_v
     dirs = {name: str(path) for name, path in scorer_dirs.items()}
     for option in ("official_repo", "official_scorer"):  # used only by @official: a typo is still refused
         with pytest.raises(ScorerWeightsMissing) as error:
-            bench.make_spec(variant, {**dirs, option: str(tmp_path / "typo")}, adapter)
+            bench.resolve(variant, {**dirs, option: str(tmp_path / "typo")}, adapter)
         assert str(error.value) == f"geneval: --opt {option}={tmp_path / 'typo'}: no such file or folder"
     official, name = get_benchmark("geneval@official")
     options, _ = fake_official
     with pytest.raises(ScorerWeightsMissing, match="--opt clip=.*: no such file or folder"):
-        official.make_spec(name, {**options, "clip": str(tmp_path / "typo")}, adapter)
+        official.resolve(name, {**options, "clip": str(tmp_path / "typo")}, adapter)
     # preflight: the scorer files the spec was made with are checked again before the model loads.
     import shutil
 
     clip_copy = Path(shutil.copytree(scorer_dirs["clip"], tmp_path / "clip-copy"))
-    spec = bench.make_spec(variant, {**dirs, "clip": str(clip_copy)}, adapter)
-    bench.preflight(spec)
+    resolved = bench.resolve(variant, {**dirs, "clip": str(clip_copy)}, adapter)
+    resolved.preflight()
     shutil.rmtree(clip_copy)
     with pytest.raises(ScorerWeightsMissing, match=f"--opt clip={clip_copy}: no such file or folder"):
-        bench.preflight(spec)
+        resolved.preflight()
 
 
 # ---------------------------------------------------------------------- end to end, in process
@@ -271,7 +271,7 @@ def test_end_to_end_official_layout_records_aggregate_and_resume(scorer_dirs, tm
     # Resume: nothing is generated or scored again (a fresh benchmark object never loads the scorers).
     stamps = {p: p.stat().st_mtime_ns for p in bench_dir.rglob("*") if p.is_file() and p.name != "results.json"}
     again, bench_again, _, adapter_again = run("geneval@hf-mask2former", tmp_path, **options)
-    assert adapter_again.calls == [] and bench_again._scorers == {}
+    assert adapter_again.calls == [] and bench_again.scorers._loaded == {}
     assert {p: p.stat().st_mtime_ns for p in stamps if p.name != "scored_images.jsonl"} == \
         {p: t for p, t in stamps.items() if p.name != "scored_images.jsonl"}
     assert again["metrics"] == results["metrics"] and again["coverage"] == results["coverage"]
@@ -303,7 +303,7 @@ def test_bad_generator_output_and_missing_images_are_failed_items(scorer_dirs, t
 
 
 class _DeleteBeforeScoring:
-    """Wraps the benchmark: deletes one sample when the score stage starts (gone between the two stages)."""
+    """Wraps the resolved benchmark: deletes one sample when the score stage starts (gone between the two stages)."""
 
     def __init__(self, bench, relative):
         self.bench, self.relative = bench, relative
@@ -311,19 +311,19 @@ class _DeleteBeforeScoring:
     def __getattr__(self, name):
         return getattr(self.bench, name)
 
-    def run_stage(self, stage, spec, items, ctx):
+    def run_stage(self, stage, items, ctx):
         if stage == "score":
             (ctx.bench_dir / self.relative).unlink()
-        yield from self.bench.run_stage(stage, spec, items, ctx)
+        yield from self.bench.run_stage(stage, items, ctx)
 
 
 def test_an_image_that_vanishes_before_scoring_fails_its_item_explicitly(fake_official, tmp_path):
     options, _ = fake_official
     bench, name = get_benchmark("geneval@official")
     adapter = FakeGenerator()
-    spec = bench.make_spec(name, options, adapter)
-    wrapped = _DeleteBeforeScoring(bench, "images/00001/samples/00000.png")
-    results = run_benchmark(wrapped, spec, adapter, tmp_path / spec.name, World(0, 1), 4, tmp_path / "cache",
+    resolved = bench.resolve(name, options, adapter)
+    wrapped = _DeleteBeforeScoring(resolved, "images/00001/samples/00000.png")
+    results = run_benchmark(wrapped, adapter, tmp_path / resolved.name, World(0, 1), 4, tmp_path / "cache",
                             progress=False)
     assert results["failures"] == {"00001": "score: missing image(s): images/00001/samples/00000.png"}
 

@@ -13,7 +13,7 @@ from evals.adapter import ModelAdapter
 from evals.benchmark import get_benchmark
 from evals.benchmarks.imgedit.scoring import aggregate_types, parse_axis_scores
 from evals.judges import ParseError
-from evals.judges.bench import item_seed
+from evals.runtime.records import item_seed
 from evals.runtime.distributed import World
 from evals.runtime.runner import load_record, run_benchmark
 
@@ -119,8 +119,9 @@ def run_imgedit(reference, data, images, out, server, retry_failed=False, **opti
     bench, variant = get_benchmark(reference)
     options = {"data": str(data), "imgedit_images": str(images), "judge_base_url": server.base_url,
                "judge_max_retries": 1, "judge_config": {"backoff_base_s": 0.01, "backoff_max_s": 0.02}, **options}
-    spec = bench.make_spec(variant, options, adapter)
-    results = run_benchmark(bench, spec, adapter, Path(out) / spec.name, World(0, 1), 1, Path(out) / "cache",
+    resolved = bench.resolve(variant, options, adapter)
+    spec = resolved.spec
+    results = run_benchmark(resolved, adapter, Path(out) / spec.name, World(0, 1), 1, Path(out) / "cache",
                             progress=False, retry_failed=retry_failed)
     return results, spec, adapter
 
@@ -183,14 +184,14 @@ def test_aggregate_needs_every_type_and_bad_inputs_are_explained(tmp_path):
     write_imgedit(tmp_path / "ImgEdit", tmp_path / "images")
     bench, variant = get_benchmark("imgedit@basic")
     with pytest.raises(ValueError, match="none of the 12 source images"):
-        bench.make_spec(variant, {"data": str(tmp_path / "ImgEdit"), "imgedit_images": str(tmp_path)}, None)
+        bench.resolve(variant, {"data": str(tmp_path / "ImgEdit"), "imgedit_images": str(tmp_path)}, None)
     with pytest.raises(ValueError, match="judge_template applies to imgedit@uge"):
-        bench.make_spec(variant, {"data": str(tmp_path / "ImgEdit"), "imgedit_images": str(tmp_path / "images"),
+        bench.resolve(variant, {"data": str(tmp_path / "ImgEdit"), "imgedit_images": str(tmp_path / "images"),
                                   "judge_template": "x.yaml"}, None)
     prompts = tmp_path / "ImgEdit" / "Benchmark" / "Basic" / "prompts.json"
     prompts.write_text(json.dumps({"add": "Rate <edit_prompt>"}))
     with pytest.raises(ValueError, match="no judge prompt for edit types"):
-        bench.make_spec(variant, {"data": str(tmp_path / "ImgEdit"), "imgedit_images": str(tmp_path / "images")}, None)
+        bench.resolve(variant, {"data": str(tmp_path / "ImgEdit"), "imgedit_images": str(tmp_path / "images")}, None)
 
 
 # ---------------------------------------------------------------------- digits the official step counts

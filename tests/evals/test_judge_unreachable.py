@@ -145,21 +145,21 @@ def test_preflight_refuses_a_missing_key_and_only_warns_about_a_judge_that_is_do
         monkeypatch.delenv(name, raising=False)
     data = write_wise_repo(tmp_path / "WISE")
     bench, variant = get_benchmark("wise@legacy")
-    remote = bench.make_spec(variant, {"data": str(data), "judge_base_url": "https://judge.example.org/v1"}, None)
+    remote = bench.resolve(variant, {"data": str(data), "judge_base_url": "https://judge.example.org/v1"}, None)
     with pytest.raises(JudgeConfigError, match="no API key for the judge at https://judge.example.org"):
-        bench.preflight(remote)
+        remote.preflight()
     monkeypatch.setenv("UNILIP_JUDGE_API_KEY", "sk-one\nsk-two-pasted-from-a-file")
     with pytest.raises(JudgeConfigError, match="UNILIP_JUDGE_API_KEY contains a line break") as error:
-        bench.preflight(remote)
+        remote.preflight()
     assert "sk-one" not in str(error.value) and "\n" not in str(error.value)
     monkeypatch.delenv("UNILIP_JUDGE_API_KEY")
     caplog.set_level(logging.WARNING)
     port = closed_port()
-    local = bench.make_spec(variant, {"data": str(data), "judge_base_url": f"http://127.0.0.1:{port}/v1"}, None)
-    bench.preflight(local)  # a loopback judge needs no key; down now is a warning, not a refusal
+    local = bench.resolve(variant, {"data": str(data), "judge_base_url": f"http://127.0.0.1:{port}/v1"}, None)
+    local.preflight()  # a loopback judge needs no key; down now is a warning, not a refusal
     assert f"judge at http://127.0.0.1:{port} unreachable" in caplog.text
     with JudgeServer(lambda call: answer("1")) as server:
-        up = bench.make_spec(variant, {"data": str(data), "judge_base_url": server.base_url}, None)
+        up = bench.resolve(variant, {"data": str(data), "judge_base_url": server.base_url}, None)
         caplog.clear()
-        bench.preflight(up)
+        up.preflight()
         assert server.probes == 1 and server.total_calls == 0 and "unreachable" not in caplog.text

@@ -14,7 +14,7 @@ from judge_server import (JudgeServer, Reply, answer, content_filter, http_error
                           refusal, slow)
 from evals.judges import (JudgeCache, JudgeClient, JudgeConfig, JudgeConfigError, JudgeImage, JudgeRequest,
                           MissingImage, ParseError, backoff_delay, cache_key, parse_retry_after, resolve_judge_config)
-from evals.judges.bench import JudgeTemplate
+from evals.judges.template import JudgeTemplate
 
 SECRET = "sk-test-7f3a9c1e5b2d4f60a8e9c7b1d3f5a2e4"
 # A key whose encodings all differ from it: "/" (JSON may write "\/"), "+", "=", "&", a quote, a Latin-1 letter.

@@ -30,10 +30,10 @@ def test_rfid_matches_torch_fidelity_on_the_same_images(photo_folder, weights, t
     adapter = load_adapter("tiny")
     options = {"data_kind": "folder", "data": str(photo_folder), "inception_weights": str(weights / "inception.pth"),
                "inception_dtype": "float32", "lpips_nets": ["alex"], "lpips_alex_weights": str(weights / "alexnet.pth")}
-    spec = bench.make_spec(variant, options, adapter)
-    bench_dir = tmp_path / "run" / spec.name
+    resolved = bench.resolve(variant, options, adapter)
+    bench_dir = tmp_path / "run" / resolved.name
     cache = tmp_path / "cache"
-    result = run_benchmark(bench, spec, adapter, bench_dir, World(0, 1), 4, cache, progress=False)
+    result = run_benchmark(resolved, adapter, bench_dir, World(0, 1), 4, cache, progress=False)
     metrics = result["metrics"]
     assert metrics["lpips_alex"]["n"] == 6 and 0 <= metrics["lpips_alex"]["value"]
     assert metrics["is"]["value"] >= 1.0 and metrics["rfid"]["n"] == 6
@@ -42,7 +42,7 @@ def test_rfid_matches_torch_fidelity_on_the_same_images(photo_folder, weights, t
     # The same uint8 images through torch-fidelity itself (which runs this network in float32).
     reals, fakes = tmp_path / "reals", tmp_path / "fakes"
     reals.mkdir(), fakes.mkdir()
-    for index, item in enumerate(bench.list_items(spec)):
+    for index, item in enumerate(resolved.items):
         real = eval_transform(Image.open(photo_folder / item.id).convert("RGB"), 56)
         Image.fromarray((real * 255).round().byte().permute(1, 2, 0).numpy()).save(reals / f"{index}.png")
         output = bench_dir / load_record(bench_dir, "produce", item.id)["output"]
@@ -57,8 +57,8 @@ def test_rfid_matches_torch_fidelity_on_the_same_images(photo_folder, weights, t
 
     # A second model over the same images reuses the cached real features.
     other = load_adapter("tiny", seed=1)
-    spec2 = bench.make_spec(variant, options, other)
-    second = run_benchmark(bench, spec2, other, tmp_path / "run2" / spec2.name, World(0, 1), 4, cache, progress=False)
+    resolved2 = bench.resolve(variant, options, other)
+    second = run_benchmark(resolved2, other, tmp_path / "run2" / resolved2.name, World(0, 1), 4, cache, progress=False)
     assert len(list(cache.rglob("*.npz"))) == 6
     assert second["metrics"]["rfid"]["value"] != metrics["rfid"]["value"]
 
@@ -68,13 +68,13 @@ def test_a_damaged_real_feature_cache_entry_is_computed_again(photo_folder, weig
     adapter = load_adapter("tiny")
     options = {"data_kind": "folder", "data": str(photo_folder), "inception_weights": str(weights / "inception.pth"),
                "inception_dtype": "float32", "lpips_nets": ["alex"], "lpips_alex_weights": str(weights / "alexnet.pth")}
-    spec = bench.make_spec(variant, options, adapter)
+    resolved = bench.resolve(variant, options, adapter)
     cache = tmp_path / "cache"
-    clean = run_benchmark(bench, spec, adapter, tmp_path / "a" / spec.name, World(0, 1), 4, cache, progress=False)
+    clean = run_benchmark(resolved, adapter, tmp_path / "a" / resolved.name, World(0, 1), 4, cache, progress=False)
     entries = sorted(cache.rglob("*.npz"))
     entries[0].write_bytes(entries[0].read_bytes()[:100])  # truncated, as a killed copy would leave it
     entries[1].write_bytes(b"")
-    again = run_benchmark(bench, spec, adapter, tmp_path / "b" / spec.name, World(0, 1), 4, cache, progress=False)
+    again = run_benchmark(resolved, adapter, tmp_path / "b" / resolved.name, World(0, 1), 4, cache, progress=False)
     assert again["metrics"]["rfid"] == clean["metrics"]["rfid"]
     assert caplog.text.count("real-feature cache entry") == 2
     assert entries[0].stat().st_size > 100  # rewritten whole

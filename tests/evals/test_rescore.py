@@ -21,9 +21,9 @@ def test_rescore_redoes_judging_only(tmp_path):
         options = {"data": str(data), "judge_base_url": server.base_url, "judge_max_retries": 1,
                    "judge_config": {"backoff_base_s": 0.01, "backoff_max_s": 0.02}, "judge_model": "judge-b"}
         again = FakeGenerator()
-        changed = bench.make_spec(variant, options, again)
-        assert changed.fingerprint != spec.fingerprint
-        run = lambda **kw: run_benchmark(bench, changed, again, Path(tmp_path / "run") / changed.name, World(0, 1), 1,
+        changed = bench.resolve(variant, options, again)
+        assert changed.spec.fingerprint != spec.fingerprint
+        run = lambda **kw: run_benchmark(changed, again, Path(tmp_path / "run") / changed.name, World(0, 1), 1,
                                          tmp_path / "run" / "cache", progress=False, **kw)
         with pytest.raises(RunDirectoryError, match="--rescore"):
             run()
@@ -31,5 +31,5 @@ def test_rescore_redoes_judging_only(tmp_path):
     assert again.calls == []  # not one image generated again
     # Every item judged again by the new judge: the same calls as the first run's judging (same scripted answers).
     assert server.total_calls - calls_before == calls_before
-    assert second["spec"]["fingerprint"] == changed.fingerprint
+    assert second["spec"]["fingerprint"] == changed.spec.fingerprint
     assert second["coverage"]["ok"] == first["coverage"]["ok"]

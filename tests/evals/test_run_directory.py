@@ -39,8 +39,8 @@ def eval_run(capsys, data, out, *extra, model="tiny"):
 def _run(data, out, adapter=None, **options):
     adapter = adapter or load_adapter("tiny")
     bench, name = get_benchmark("recon@standard")
-    spec = bench.make_spec(name, {"data_kind": "folder", "data": str(data), **options}, adapter)
-    return run_benchmark(bench, spec, adapter, Path(out) / spec.name, World(0, 1), 2, Path(out) / "cache",
+    resolved = bench.resolve(name, {"data_kind": "folder", "data": str(data), **options}, adapter)
+    return run_benchmark(resolved, adapter, Path(out) / resolved.name, World(0, 1), 2, Path(out) / "cache",
                          progress=False)
 
 
@@ -271,7 +271,7 @@ def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path):
 def test_a_full_disk_is_one_line_and_exit_2(photo_folder, tmp_path, capsys, monkeypatch):
     import errno
 
-    import evals.runtime.records as records
+    import evals.files as records
 
     out = tmp_path / "run"
     real_fsync = os.fsync

@@ -17,8 +17,8 @@ from evals.runtime.runner import RunDirectoryError, run_benchmark
 def _run(data, out, batch_size=2, adapter=None, variant="recon@standard", cache=None, **options):
     adapter = adapter or load_adapter("tiny")
     bench, name = get_benchmark(variant)
-    spec = bench.make_spec(name, {"data_kind": "folder", "data": str(data), **options}, adapter)
-    return run_benchmark(bench, spec, adapter, Path(out) / spec.name, World(0, 1), batch_size,
+    resolved = bench.resolve(name, {"data_kind": "folder", "data": str(data), **options}, adapter)
+    return run_benchmark(resolved, adapter, Path(out) / resolved.name, World(0, 1), batch_size,
                          Path(cache or Path(out) / "cache"), progress=False)
 
 
@@ -85,7 +85,7 @@ def test_unknown_benchmark_and_option_are_explained(photo_folder):
         get_benchmark("recon@paper")
     bench, variant = get_benchmark("recon@standard")
     with pytest.raises(ValueError, match="unknown options"):
-        bench.make_spec(variant, {"data": str(photo_folder), "colour": 1}, load_adapter("tiny"))
+        bench.resolve(variant, {"data": str(photo_folder), "colour": 1}, load_adapter("tiny"))
 
 
 @pytest.mark.slow

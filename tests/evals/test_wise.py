@@ -20,9 +20,10 @@ from evals.benchmark import get_benchmark
 from evals.benchmarks.wise.scoring import (LEGACY_RANGES, LEGACY_WEIGHTS, VERIFIED_RANGES, VERIFIED_WEIGHTS,
                                            aggregate_wise, parse_legacy, parse_legacy_missing_zero, parse_verified,
                                            wiscore)
-from evals.judges import ParseError, plan
-from evals.judges.bench import item_seed
-from evals.judges.plan import main as plan_main
+from evals.benchmarks.judged import plan
+from evals.judges import ParseError
+from evals.runtime.records import item_seed
+from unilip.cli import main as unilip_main
 from evals.runtime.distributed import World
 from evals.runtime.runner import load_record, run_benchmark
 
@@ -184,13 +185,13 @@ def wise_judge(call, fixed=()):
 def run_wise(data, out, server, adapter=None, wrap=None, retry_failed=False, reference="wise@legacy", **options):
     adapter = adapter or FakeGenerator()
     real, variant = get_benchmark(reference)
-    bench = wrap(real) if wrap else real
     options = {"data": str(data), "judge_base_url": server.base_url, "judge_max_retries": 1,
                "judge_concurrency": 3, "judge_config": {"backoff_base_s": 0.01, "backoff_max_s": 0.02}, **options}
-    spec = real.make_spec(variant, options, adapter)
-    results = run_benchmark(bench, spec, adapter, Path(out) / spec.name, World(0, 1), 1,
+    resolved = real.resolve(variant, options, adapter)
+    runnable = wrap(resolved) if wrap else resolved
+    results = run_benchmark(runnable, adapter, Path(out) / resolved.name, World(0, 1), 1,
                             Path(out) / "cache", progress=False, retry_failed=retry_failed)
-    return results, spec, adapter
+    return results, resolved.spec, adapter
 
 
 def test_run_scores_what_parses_counts_the_rest_and_reports_the_data_mismatch(tmp_path, caplog, monkeypatch):
@@ -250,8 +251,8 @@ class InterruptJudging:
     def __getattr__(self, name):
         return getattr(self.bench, name)
 
-    def run_stage(self, stage, spec, items, ctx):
-        with closing(self.bench.run_stage(stage, spec, items, ctx)) as results:
+    def run_stage(self, stage, items, ctx):
+        with closing(self.bench.run_stage(stage, items, ctx)) as results:
             for count, pair in enumerate(results):
                 if stage == "judge" and count == self.after:
                     raise KeyboardInterrupt("simulated interrupt while judging")
@@ -293,11 +294,11 @@ def test_dry_run_plan_counts_calls_and_cache_hits_without_calling(tmp_path, caps
         after, = plan(["wise@legacy"], tmp_path / "run", options, cache_dir=tmp_path / "run" / "cache")
         assert (after["cached"], after["judge_calls"], after["awaiting_generation"]) == (8, 1, 0)
         capsys.readouterr()
-        assert plan_main(["plan", "--bench", "wise@legacy", "--out", str(tmp_path / "run"), "--data", str(data),
+        assert unilip_main(["eval", "plan", "--bench", "wise@legacy", "--out", str(tmp_path / "run"), "--data", str(data),
                           "--cache-dir", str(tmp_path / "run" / "cache"), "--json",
                           "--opt", f"judge_base_url={server.base_url}", "--opt", "judge_max_retries=1"]) == 0
         assert json.loads(capsys.readouterr().out) == [after]
-        assert plan_main(["plan", "--bench", "recon@standard", "--out", str(tmp_path / "run")]) == 2
+        assert unilip_main(["eval", "plan", "--bench", "recon@standard", "--out", str(tmp_path / "run")]) == 2
         assert "not scored by a judge" in capsys.readouterr().err
         assert server.total_calls == calls  # planning made no call
 
@@ -325,24 +326,24 @@ def test_cli_run_routes_options_and_keeps_the_key_out_of_everything(tmp_path):
 def test_missing_data_and_bad_template_are_explained(tmp_path):
     bench, variant = get_benchmark("wise@legacy")
     with pytest.raises(ValueError, match="needs data=PATH"):
-        bench.make_spec(variant, {}, None)
+        bench.resolve(variant, {}, None)
     with pytest.raises(ValueError, match="cannot find WISE_legacy/data/cultural_common_sense.json"):
-        bench.make_spec(variant, {"data": str(tmp_path)}, None)
+        bench.resolve(variant, {"data": str(tmp_path)}, None)
     data = write_wise_repo(tmp_path / "WISE")
     template = tmp_path / "official.yaml"
     template.write_text("user: 'Rate the image for {prompt}.'\n")
     with pytest.raises(ValueError, match="does not use {explanation}"):
-        bench.make_spec(variant, {"data": str(data), "judge_template": str(template)}, None)
+        bench.resolve(variant, {"data": str(data), "judge_template": str(template)}, None)
     template.write_text("system: auditor\nuser: 'Rate the image for {prompt} ({explanation}).'\n")
-    ours = bench.make_spec(variant, {"data": str(data)}, None)
-    theirs = bench.make_spec(variant, {"data": str(data), "judge_template": str(template)}, None)
+    ours = bench.resolve(variant, {"data": str(data)}, None).spec
+    theirs = bench.resolve(variant, {"data": str(data), "judge_template": str(template)}, None).spec
     assert ours.fingerprint != theirs.fingerprint
     assert theirs.knobs["judge"]["templates"]["judge"]["source"] == "file:official.yaml"
     assert ours.knobs["produce"] == theirs.knobs["produce"]  # a template change re-judges, never regenerates
-    limited = bench.make_spec(variant, {"data": str(data), "limit": 2}, None)
-    assert [item.id for item in bench.list_items(limited)] == ["1", "2"] and limited.knobs["produce"]["limit"] == 2
+    limited = bench.resolve(variant, {"data": str(data), "limit": 2}, None)
+    assert [item.id for item in limited.items] == ["1", "2"] and limited.spec.knobs["produce"]["limit"] == 2
     with pytest.raises(ValueError, match="limit must be between 1 and 9"):
-        bench.make_spec(variant, {"data": str(data), "limit": 0}, None)
+        bench.resolve(variant, {"data": str(data), "limit": 0}, None)
 
 
 def test_verified_variant_runs_with_its_file_binary_judge_and_weights(tmp_path):
@@ -360,8 +361,9 @@ def test_verified_variant_runs_with_its_file_binary_judge_and_weights(tmp_path):
     with JudgeServer(responder) as server:
         bench, variant = get_benchmark("wise@verified")
         adapter = FakeGenerator()
-        spec = bench.make_spec(variant, {"data": str(tmp_path / "WISE"), "judge_base_url": server.base_url}, adapter)
-        results = run_benchmark(bench, spec, adapter, tmp_path / "run" / spec.name, World(0, 1), 1,
+        resolved = bench.resolve(variant, {"data": str(tmp_path / "WISE"), "judge_base_url": server.base_url}, adapter)
+        spec = resolved.spec
+        results = run_benchmark(resolved, adapter, tmp_path / "run" / spec.name, World(0, 1), 1,
                                 tmp_path / "run" / "cache", progress=False)
         assert server.history[0].body["model"] == "Qwen/Qwen3.5-35B-A3B" and server.history[0].body["max_tokens"] == 500
         assert sorted(server.calls.values()) == [1] * 6 + [3]
@@ -424,10 +426,10 @@ class DeleteBeforeJudging:
     def __getattr__(self, name):
         return getattr(self.bench, name)
 
-    def run_stage(self, stage, spec, items, ctx):
+    def run_stage(self, stage, items, ctx):
         if stage == "judge":
             (ctx.bench_dir / self.relative).unlink()
-        yield from self.bench.run_stage(stage, spec, items, ctx)
+        yield from self.bench.run_stage(stage, items, ctx)
 
 
 def test_an_image_deleted_after_generation_says_how_to_fix_it_and_the_same_command_regenerates_it(tmp_path):

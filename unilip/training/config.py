@@ -6,8 +6,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 def _build(cls, data: dict[str, Any] | None, where: str):
     data = dict(data or {})
@@ -99,16 +97,25 @@ class TrainConfig:
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
 
 
+def list_recipes() -> list[str]:
+    """The names of the built-in training recipes (``unilip/configs/train/NAME.yaml``), sorted.
+
+    Each is accepted by ``unilip train tokenizer --config NAME`` / ``unilip train generator --config NAME``
+    and resolved by :func:`recipe_path`; it is the counterpart of :func:`unilip.list_variants`.
+    """
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml") if p.is_file())
+
+
 def recipe_path(value: str | Path) -> Path:
-    """A training YAML: a file's path, or the name of a built-in recipe in ``unilip/configs/train/``."""
+    """A training YAML: a file's path, or the name of a built-in recipe (:func:`list_recipes`)."""
     path = Path(value)
     if path.is_file():
         return path
     builtin = RECIPES_DIR / f"{value}.yaml"
     if builtin.is_file():
         return builtin
-    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"training config {str(value)!r} is neither a file nor a built-in recipe ({', '.join(names)})")
+    raise FileNotFoundError(f"training config {str(value)!r} is neither a file nor a built-in recipe "
+                            f"({', '.join(list_recipes())})")
 
 
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
@@ -116,6 +123,8 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training config {path} does not exist; the recipes are in unilip/configs/train/")
+    import yaml
+
     raw = yaml.safe_load(path.read_text()) or {}
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(raw) - known)
@@ -238,6 +247,8 @@ def load_generator_train_config(path: str | Path, **overrides: Any) -> Generator
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training config {path} does not exist; the recipes are in unilip/configs/train/")
+    import yaml
+
     raw = dict(yaml.safe_load(path.read_text()) or {})
     known = {f.name for f in fields(GeneratorTrainConfig)}
     unknown = sorted(set(raw) - known)

@@ -96,7 +96,7 @@ def digit_labels(split: Split, seed: int = 0) -> list[int]:
 
 def digit_images_uint8(split: Split, size: int = DATASET_SIZE, seed: int = 0) -> np.ndarray:
     """A split as ``N x size x size x 3`` uint8 RGB: ``load_digits_split`` rounded, as PNGs would hold it."""
-    from unilip.data import to_uint8
+    from unilip.pixels import to_uint8
 
     images, _ = load_digits_split(split, size=size, seed=seed)
     return to_uint8(images).numpy()

@@ -17,21 +17,18 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unilip.generator import UniLIPGenerator
-from unilip.training.checkpointing import (check_or_write_config, interruption_reported, list_checkpoints,
-                                           load_optimizer, rng_state, save_optimizer, set_rng_state, trim_log,
-                                           write_checkpoint)
 from unilip.training.config import GeneratorTrainConfig
 from unilip.training.generator_data import GenerationBatch, GenerationData
-from unilip.training.tokenizer_trainer import lr_factor, uses_weight_decay
+from unilip.training.loop import (TrainingLoop, clear_out_dir, start_accelerator, uses_weight_decay,
+                                  warmup_cosine_schedule)
 
 logger = logging.getLogger(__name__)
 
@@ -202,18 +199,19 @@ class _TrainForward(nn.Module):
 
 
 # ----------------------------------------------------------------------------------- the trainer
-class GeneratorTrainer:
-    """One stage of generator training into ``out_dir`` (resumes from its last checkpoint)."""
+class GeneratorTrainer(TrainingLoop):
+    """One stage of generator training into ``out_dir`` (resumes from its last checkpoint; the loop, logging,
+    checkpoints and resume are :class:`unilip.training.loop.TrainingLoop`'s)."""
+
+    kind = "generator"
+    loss_key = "loss"
 
     def __init__(self, config: GeneratorTrainConfig, out_dir: str | Path, progress: bool = True) -> None:
-        from accelerate import Accelerator
-
         from unilip.prompts import load_text_tokenizer
 
         self.config, self.out_dir, self.progress = config, Path(out_dir), progress
         check_local_inputs(config)
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
-        torch.manual_seed(config.seed)
+        self.accelerator = start_accelerator(config.mixed_precision, config.seed)
         self.model, self.text_dir = build_initial_generator(config)
         self.model.to(self.accelerator.device)
         if self.model.tokenizer.config.image_size != config.data.size and config.stage >= 2:
@@ -244,7 +242,7 @@ class GeneratorTrainer:
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": config.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=config.optim.lr, betas=tuple(config.optim.betas))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, config.optim))
+        self.scheduler = warmup_cosine_schedule(self.optimizer, config.optim)
         self.forward_model, self.optimizer = self.accelerator.prepare(_TrainForward(self.model), self.optimizer)
         self.step = 0
 
@@ -255,7 +253,13 @@ class GeneratorTrainer:
                 return self.targets(images).float()
             return self.model.image_to_latent(images).float()
 
-    def training_step(self, batch: GenerationBatch) -> dict[str, float]:
+    def next_batch(self, step: int) -> GenerationBatch:
+        """This process' examples of ``step`` (a function of seed, step and rank only)."""
+        return self.data.batch(step, self.config.data.batch_size, self.config.seed, self.accelerator.process_index,
+                               self.accelerator.num_processes)
+
+    def training_step(self, batch: GenerationBatch) -> dict[str, Any]:
+        """One flow-matching step on ``batch``; returns the logged loss, gradient norm, task and rate."""
         from unilip.prompts import generation_prompt, tokenize
 
         device = self.accelerator.device
@@ -278,87 +282,28 @@ class GeneratorTrainer:
         return {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "task": batch.task,
                 "lr": self.optimizer.param_groups[0]["lr"]}
 
-    # ------------------------------------------------------------------ loop
-    def train(self, max_steps: int | None = None) -> Path:
-        """Run (or resume) until ``max_steps`` (default: the config's); returns the saved generator.
-
-        Raises:
-            Interrupted: on Ctrl-C, saying the step reached and the checkpoint a rerun resumes from
-                (checkpoints are written whole or not at all, so nothing partial is kept).
-        """
-        total = max_steps or self.config.optim.max_steps
-        with interruption_reported(f"train generator ({self.config.name}, stage {self.config.stage})", self.out_dir,
-                                   total, lambda: self.step):
-            return self._train(total)
-
-    def _train(self, total: int) -> Path:
-        from tqdm.auto import tqdm
-
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        check_or_write_config(self.out_dir, {k: v for k, v in self.config.to_dict().items() if k != "source"})
-        self._resume()
-        if self.accelerator.is_main_process:
-            trim_log(self.out_dir, self.step)  # also without a checkpoint: a rerun from step 0 logs afresh
-        bar = tqdm(total=total, initial=self.step, desc=f"{self.config.name} stage {self.config.stage}", unit="step",
-                   disable=not (self.progress and self.accelerator.is_main_process))
-        with (self.out_dir / "log.jsonl").open("a") as log:
-            while self.step < total:
-                batch = self.data.batch(self.step, self.config.data.batch_size, self.config.seed,
-                                        self.accelerator.process_index, self.accelerator.num_processes)
-                started = time.perf_counter()
-                record = self.training_step(batch)
-                record.update({"step": self.step, "seconds": time.perf_counter() - started})
-                if self.accelerator.is_main_process:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
-                if self.step % self.config.checkpoint_every == 0 or self.step == total:
-                    self.save_checkpoint()
-        bar.close()
-        return self.save_final()
-
     # ------------------------------------------------------------------ persistence
-    def save_checkpoint(self) -> Path:
-        """Trained weights, optimizer, scheduler, step and RNG states: written whole or not at all."""
-        if self.accelerator.is_main_process:
-            write_checkpoint(self.out_dir, self.step, self.config.keep_checkpoints, self._write_checkpoint)
-        self.accelerator.wait_for_everyone()
-        return self.out_dir
-
     def _trained_state(self) -> dict[str, torch.Tensor]:
         parameters = dict(self.model.named_parameters())
         return {name: parameters[name].detach().contiguous().cpu() for name in self.trainable}
 
-    def _write_checkpoint(self, tmp: Path) -> None:
+    def write_weights(self, directory: Path) -> None:
+        """Only what trains: the frozen parts are the start's, rebuilt from the same config on resume."""
         from safetensors.torch import save_file
 
-        # Only what trains: the frozen parts are the start's, rebuilt from the same config on resume.
-        save_file(self._trained_state(), str(tmp / "trained.safetensors"))
-        save_optimizer(self.optimizer, tmp, "optimizer")
-        (tmp / "state.json").write_text(json.dumps({"step": self.step, "scheduler": self.scheduler.state_dict(),
-                                                    "rng": rng_state()}))
+        save_file(self._trained_state(), str(directory / "trained.safetensors"))
 
-    def _resume(self) -> None:
+    def read_weights(self, directory: Path, state: dict[str, Any]) -> None:
+        """Copy the trained parameters of a checkpoint into the model (they must be exactly this stage's)."""
         from safetensors.torch import load_file
 
-        checkpoints = list_checkpoints(self.out_dir)
-        if not checkpoints:
-            return
-        latest = checkpoints[-1]
-        trained = load_file(str(latest / "trained.safetensors"))
+        trained = load_file(str(directory / "trained.safetensors"))
         if set(trained) != set(self.trainable):
-            raise ValueError(f"{latest}: its trained parameters differ from this stage's")
+            raise ValueError(f"{directory}: its trained parameters differ from this stage's")
         parameters = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, value in trained.items():
                 parameters[name].copy_(value)
-        load_optimizer(self.optimizer, latest, "optimizer")
-        state = json.loads((latest / "state.json").read_text())
-        self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        self.step = state["step"]
-        logger.info("resumed %s from %s (step %d)", self.config.name, latest, self.step)
 
     def save_final(self) -> Path:
         """The whole generator (``save_pretrained``) plus its text tokenizer, in ``out_dir/final``."""
@@ -378,8 +323,5 @@ class GeneratorTrainer:
 def train_generator(config: GeneratorTrainConfig, out_dir: str | Path, *, max_steps: int | None = None,
                     progress: bool = True, fresh: bool = False) -> Path:
     """Run one generator training stage into ``out_dir``; returns the saved generator directory."""
-    out_dir = Path(out_dir)
-    if fresh and out_dir.exists():
-        shutil.rmtree(out_dir)
-    return GeneratorTrainer(config, out_dir, progress=progress).train(max_steps)
+    return GeneratorTrainer(config, clear_out_dir(out_dir, fresh), progress=progress).train(max_steps)
 

@@ -1,11 +1,13 @@
-"""Tokenizer training losses: L2, LPIPS (VGG16), ConvNeXt-S logit MSE, and the patch GAN.
+"""Tokenizer training losses: L2, LPIPS (VGG16), ConvNeXt-S logit MSE, self-distillation and the patch GAN.
 
 These follow the UniLIP tokenizer training, which reuses TiTok's (bytedance/1d-tokenizer,
 ``modeling/modules/{losses,perceptual_loss,discriminator}.py``) reconstruction losses:
 
 * ``l2_loss``: pixel MSE.
-* ``LPIPSLoss``: LPIPS on a VGG16 backbone.
+* ``LPIPSLoss``: LPIPS on a VGG16 backbone (built by ``unilip.lpips.build_lpips``, as the LPIPS metric is).
 * ``ConvNeXtLogitLoss``: MSE between the 1000-way ImageNet logits of a frozen ConvNeXt-S.
+* ``FeatureTeacher`` / ``self_distillation_loss``: UniLIP's self-distillation, the MSE of the
+  understanding features (post-``mlp1`` tokens) to those of a frozen copy of the encoder.
 * ``PatchDiscriminator``: TiTok's ``NLayerDiscriminator`` (MaskGIT style, blur downsampling).
 * ``hinge_d_loss`` / ``generator_adversarial_loss``: the hinge GAN objective.
 * ``LeCamEMA``: the LeCam regulariser of the discriminator and its running logit means.
@@ -16,33 +18,37 @@ upstream (whose loss module documents "Both inputs and reconstructions are in ra
 Loss forwards run in float32 with autocast disabled, as upstream does (``@autocast(enabled=False)``).
 
 No weights are downloaded: the two frozen ImageNet backbones are read from local torchvision state
-dict files (``vgg16-397923af.pth``, ``convnext_small-0c510722.pth``) found through
-``resolve_loss_weights`` (the rule of ``unilip.weights``: a path named in the config or the environment
-must exist, else ``WeightsNotFoundError``; with nothing named and nothing in the torch hub cache,
+dict files (``vgg16-397923af.pth``, ``convnext_small-0c510722.pth``) found by the one rule of
+``unilip.weights.resolve_weights`` (a path named in the config or the environment must exist, else
+``WeightsNotFoundError``; with nothing named and nothing in the torch hub cache,
 ``LossWeightsUnavailable`` explains where to get the file and how to switch that loss off).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
-import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from unilip.checkpoints import CheckpointKeyError
-from unilip.weights import (WeightsUnavailable, check_weights_keys, hub_checkpoints_dir, load_weights_state_dict,
-                            resolve_weights)
+from unilip.pixels import IMAGENET_MEAN, IMAGENET_STD
+from unilip.lpips import LPIPS_BACKBONES, build_lpips
+from unilip.weights import WeightsUnavailable, check_weights_keys, load_weights_state_dict, resolve_weights
+
+if TYPE_CHECKING:
+    from unilip.tokenizer import UniLIPTokenizer
 
 __all__ = [
     "CONVNEXT_S_ENV",
     "CONVNEXT_S_FILENAME",
     "ConvNeXtLogitLoss",
     "BlurPool2d",
+    "FeatureTeacher",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "LPIPSLoss",
@@ -54,25 +60,19 @@ __all__ = [
     "discriminator_loss",
     "generator_adversarial_loss",
     "hinge_d_loss",
-    "check_lpips_heads",
     "l2_loss",
-    "lpips_backbone_state",
     "resolve_loss_weights",
-    "torch_hub_checkpoints_dir",
+    "self_distillation_loss",
 ]
 
 # torchvision's own file names (hash prefix included), so a file fetched by torchvision on a machine
-# with internet can be copied over unchanged.
-LPIPS_VGG_FILENAME = "vgg16-397923af.pth"
+# with internet can be copied over unchanged. LPIPS' come from the one LPIPS table (unilip.lpips).
+LPIPS_VGG_FILENAME = LPIPS_BACKBONES["vgg"]["filename"]
+LPIPS_VGG_ENV = LPIPS_BACKBONES["vgg"]["env_var"]
 CONVNEXT_S_FILENAME = "convnext_small-0c510722.pth"
-LPIPS_VGG_ENV = "UNILIP_LPIPS_VGG_WEIGHTS"
 CONVNEXT_S_ENV = "UNILIP_CONVNEXT_S_WEIGHTS"
 _DOWNLOAD_BASE = "https://download.pytorch.org/models/"
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_VGG_WHAT = "torchvision's VGG16_Weights.IMAGENET1K_V1 (the ImageNet VGG16 backbone of the LPIPS loss)"
 _CONVNEXT_WHAT = (
     "torchvision's ConvNeXt_Small_Weights.IMAGENET1K_V1 (the ImageNet ConvNeXt-S of the ConvNeXt logit loss)"
 )
@@ -83,11 +83,6 @@ _CONVNEXT_WHAT = (
 
 class LossWeightsUnavailable(WeightsUnavailable):
     """A frozen loss network's weights file was not named and is not in the torch hub cache."""
-
-
-def torch_hub_checkpoints_dir() -> Path:
-    """The directory torchvision caches downloaded weights in (``unilip.weights.hub_checkpoints_dir``)."""
-    return hub_checkpoints_dir()
 
 
 def resolve_loss_weights(
@@ -102,7 +97,7 @@ def resolve_loss_weights(
     """Find a frozen loss network's local weights file (the one rule of :func:`unilip.weights.resolve_weights`).
 
     ``explicit`` (a file, or a folder holding ``filename``) is the only candidate when given; else the
-    environment variable ``env_var`` (same forms) when set; else ``torch_hub_checkpoints_dir() / filename``.
+    environment variable ``env_var`` (same forms) when set; else the torch hub cache's ``filename``.
 
     Args:
         explicit: Path given by the caller (e.g. from the training config), or None.
@@ -130,11 +125,6 @@ def _source(filename: str) -> str:
             "with internet access.")
 
 
-def _load_tensor_file(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """Read a flat ``{name: tensor}`` state dict safely (``weights_only=True``, either torch.save format)."""
-    return load_weights_state_dict(path, what, _source(path.name))
-
-
 def _freeze(module: nn.Module) -> None:
     for param in module.parameters():
         param.requires_grad_(False)
@@ -159,87 +149,13 @@ def l2_loss(x01: torch.Tensor, y01: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ LPIPS
 
 
-def lpips_backbone_state(
-    backbone: nn.Module,
-    source: Mapping[str, torch.Tensor],
-    path: Path,
-    what: str,
-    error: type[CheckpointKeyError] = CheckpointKeyError,
-) -> dict[str, torch.Tensor]:
-    """torchvision's AlexNet / VGG16 state dict (``features.<i>.*``) -> lpips' backbone slices (``slice<k>.<i>.*``).
-
-    lpips keeps torchvision's layer indices inside its slices (``slice1`` = features 0..3, ...), so the
-    index -> slice table is read off the module instead of being hard coded. The ImageNet classifier
-    (``classifier.*``) is not part of LPIPS and is skipped; every other key must fill the backbone exactly.
-
-    Args:
-        backbone: ``lpips.LPIPS(...).net``.
-        source: The torchvision state dict read from ``path``.
-        path: The file, for the messages.
-        what: What the file should be, for the messages.
-        error: The ``CheckpointKeyError`` subclass to raise.
-
-    Raises:
-        CheckpointKeyError: (``error``) backbone parameters the file does not set, or keys with no
-            place (a different architecture), named.
-    """
-    index_to_slice: dict[str, str] = {}
-    for slice_name, slice_module in backbone.named_children():
-        for index in slice_module._modules:
-            index_to_slice[index] = slice_name
-    mapped: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    for key, value in source.items():
-        parts = key.split(".")
-        if parts[0] == "classifier":
-            continue  # the ImageNet classifier head is not part of LPIPS
-        if parts[0] == "features" and len(parts) == 3 and parts[1] in index_to_slice:
-            mapped[f"{index_to_slice[parts[1]]}.{parts[1]}.{parts[2]}"] = value
-        else:
-            unexpected.append(key)
-    expected = backbone.state_dict()
-    missing = sorted(f"features.{k.split('.', 1)[1]}" for k in set(expected) - set(mapped))
-    unexpected += sorted(f"features.{k.split('.', 1)[1]}" for k in set(mapped) - set(expected))
-    misshapen = sorted(f"features.{k.split('.', 1)[1]}: file {tuple(mapped[k].shape)} vs {tuple(expected[k].shape)}"
-                       for k in set(mapped) & set(expected) if mapped[k].shape != expected[k].shape)
-    if missing or unexpected or misshapen:
-        raise error(f"{path} does not fit lpips' backbone: it should be {what}; backbone parameters not set: "
-                    f"{missing}; unexpected keys: {sorted(unexpected)}; shape mismatches: {misshapen}")
-    return mapped
-
-
-def check_lpips_heads(model: nn.Module, net: str) -> Path:
-    """Verify every LPIPS linear head holds the lpips package's v0.1 weights for ``net``; returns that file.
-
-    ``lpips.LPIPS`` loads its heads non-strictly, which would silently leave a head random if the
-    packaged file ever changed; each head is compared with the file read independently.
-
-    Raises:
-        RuntimeError: a head differs from, or is missing in, the packaged file (a broken lpips install).
-    """
-    import lpips
-
-    heads_file = Path(lpips.__file__).resolve().parent / "weights" / "v0.1" / f"{net}.pth"
-    expected = load_weights_state_dict(heads_file, f"the lpips package's v0.1 {net} heads",
-                                       "It ships with the lpips package: reinstall lpips.")
-    state = model.state_dict()
-    # lpips registers each head twice (``lin<k>.*`` and ``lins.<k>.*``, the same tensors).
-    head_keys = {k for k in state if k.startswith("lin") and not k.startswith("lins.")}
-    problems = sorted(head_keys ^ set(expected))
-    problems += [k for k in sorted(head_keys & set(expected))
-                 if not torch.equal(state[k], expected[k].to(state[k].dtype))]
-    if problems:
-        raise RuntimeError(f"LPIPS heads were not all loaded from {heads_file} (a broken lpips install?): {problems}")
-    return heads_file
-
-
 class LPIPSLoss(nn.Module):
     """LPIPS perceptual loss (lpips package, v0.1 linear heads, VGG16 backbone), frozen.
 
     Upstream (TiTok) used taming-transformers' ``vgg_lpips.pth`` heads; those are the original LPIPS
     v0.1 VGG heads, which the ``lpips`` package ships as ``weights/v0.1/vgg.pth`` and which are used
     here. The VGG16 backbone carries torchvision's ImageNet weights (``VGG16_Weights.IMAGENET1K_V1``)
-    read from a local file and copied strictly into lpips' slices.
+    read from a local file and copied strictly into lpips' slices (:func:`unilip.lpips.build_lpips`).
 
     The module is always in eval mode (``train()`` keeps it in eval, so lpips' dropout stays off) and
     no parameter requires grad; gradients still flow to both inputs.
@@ -264,28 +180,9 @@ class LPIPSLoss(nn.Module):
         super().__init__()
         if net != "vgg":
             raise ValueError(f"LPIPSLoss supports net='vgg' only (as upstream), got {net!r}")
-        path = resolve_loss_weights(
-            backbone_weights,
-            LPIPS_VGG_ENV,
-            LPIPS_VGG_FILENAME,
-            _VGG_WHAT,
-            config_switch="losses.lpips_weight: 0",
-            config_path_key="losses.lpips_vgg_weights",
-        )
-        import lpips  # imported here: only training with LPIPS needs the package
-
-        state = _load_tensor_file(path, _VGG_WHAT)  # first: an unusable file fails before any build
-        with warnings.catch_warnings():
-            # lpips calls torchvision's deprecated ``vgg16(pretrained=False)``; that only builds a random
-            # backbone (pnet_rand=True) which is overwritten below.
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.models\._utils")
-            model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
-        mapped = lpips_backbone_state(model.net, state, path, _VGG_WHAT)
-        model.net.load_state_dict(mapped, strict=True)
-        check_lpips_heads(model, "vgg")
-        _freeze(model)
-        self.model = model
-        self.weights_path = path
+        self.model, self.weights_path, _ = build_lpips(
+            "vgg", backbone_weights, setting="losses.lpips_vgg_weights", switch_off="losses.lpips_weight: 0",
+            unavailable=LossWeightsUnavailable)
         self.eval()
 
     def train(self, mode: bool = True) -> "LPIPSLoss":
@@ -344,7 +241,8 @@ class ConvNeXtLogitLoss(nn.Module):
         )
         from torchvision.models import convnext_small
 
-        state = _load_tensor_file(path, _CONVNEXT_WHAT)  # first: an unusable file fails before any build
+        # First: an unusable file fails before any build.
+        state = load_weights_state_dict(path, _CONVNEXT_WHAT, _source(path.name))
         model = convnext_small()  # weights=None: architecture only, filled strictly below
         check_weights_keys(model.state_dict(), state, path, _CONVNEXT_WHAT, _source(path.name))
         model.load_state_dict(state, strict=True)
@@ -376,6 +274,62 @@ class ConvNeXtLogitLoss(nn.Module):
         """
         with torch.autocast(device_type=x01.device.type, enabled=False):
             return F.mse_loss(self._logits(x01), self._logits(r01), reduction="mean")
+
+
+# ------------------------------------------------------------------------------- self-distillation
+
+
+class FeatureTeacher(nn.Module):
+    """A frozen copy of a tokenizer's encoder and ``mlp1`` as they were when it was made (eval, no gradients).
+
+    UniLIP's self-distillation target: stages 2-3 train the encoder for reconstruction while keeping its
+    understanding features (what InternVL3's LLM reads) close to those of the encoder the stage began with.
+    Only the understanding path is copied; the bridge and the pixel decoder are not (the teacher never
+    needs them, and they would double the memory of the copy).
+    """
+
+    def __init__(self, model: "UniLIPTokenizer") -> None:
+        """Copy ``model``'s encoder and ``mlp1`` (its weights as they are now).
+
+        Args:
+            model: The tokenizer about to be trained; it is left unchanged.
+        """
+        super().__init__()
+        parts = {name: getattr(model, name) for name in ("down_blocks", "down_mlp", "decoder")}
+        for name in parts:
+            setattr(model, name, None)
+        try:
+            self.tokenizer = copy.deepcopy(model)
+        finally:
+            for name, module in parts.items():
+                setattr(model, name, module)
+        self.tokenizer.requires_grad_(False)
+        self.tokenizer.eval()
+        self.calls = 0  # counted so tests can check that lambda = 0 never runs the teacher
+
+    def train(self, mode: bool = True) -> "FeatureTeacher":
+        """Keep eval mode whatever ``mode`` is: no drop-path, fixed statistics."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's understanding features (``B x N x H``) of [0, 1] images."""
+        self.calls += 1
+        return self.tokenizer.encode_features(images)
+
+
+def self_distillation_loss(features: torch.Tensor, teacher: FeatureTeacher, images: torch.Tensor) -> torch.Tensor:
+    """The self-distillation term, unweighted (the trainer multiplies it by ``distill_weight``, lambda).
+
+    Args:
+        features: The student's understanding features of ``images`` (``encode_with_features``), B x N x H.
+        teacher: The frozen copy of the encoder the stage began with.
+        images: The same images in [0, 1], B x 3 x H x W.
+
+    Returns:
+        Scalar float32 ``mean((features - teacher(images)) ** 2)``; gradients reach the student only.
+    """
+    return F.mse_loss(features.float(), teacher(images).float())
 
 
 # ------------------------------------------------------------------------------------ discriminator

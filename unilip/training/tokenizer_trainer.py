@@ -15,12 +15,7 @@ the discriminator's schedule counts steps in one unit (upstream mixes per-proces
 
 from __future__ import annotations
 
-import copy
 import json
-import logging
-import math
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from unilip.tokenizer import UniLIPTokenizer
-from unilip.training.checkpointing import (check_or_write_config, interruption_reported, list_checkpoints,
-                                           load_optimizer, rng_state, save_optimizer, set_rng_state, trim_log,
-                                           write_checkpoint)
-from unilip.training.config import OptimConfig, TrainConfig
+from unilip.training.checkpointing import load_optimizer, save_optimizer
+from unilip.training.config import TrainConfig
 from unilip.training.data import TrainImages, make_batch
-
-logger = logging.getLogger(__name__)
+from unilip.training.losses import FeatureTeacher, self_distillation_loss
+from unilip.training.loop import (TrainingLoop, clear_out_dir, start_accelerator, uses_weight_decay,
+                                  warmup_cosine_schedule)
 
 ENCODER_PREFIXES = ("encoder.", "mlp1.")
-# Upstream's no-decay rule: parameters of dimension < 2, and names containing any of these.
-NO_DECAY_SUBSTRINGS = ("ln", "bias", "embedding", "norm", "gamma", "embed")
 
 
 # ----------------------------------------------------------------------------------- model set-up
@@ -72,33 +64,6 @@ def configure_trainable(model: UniLIPTokenizer, stage: int) -> None:
         model.mlp1.requires_grad_(False)
 
 
-class FeatureTeacher(nn.Module):
-    """A frozen copy of the encoder and ``mlp1`` as they were when the stage began (eval, no gradients)."""
-
-    def __init__(self, model: UniLIPTokenizer) -> None:
-        super().__init__()
-        # Copy only the understanding path: the teacher never needs the bridge or the decoder.
-        parts = {name: getattr(model, name) for name in ("down_blocks", "down_mlp", "decoder")}
-        for name in parts:
-            setattr(model, name, None)
-        try:
-            self.tokenizer = copy.deepcopy(model)
-        finally:
-            for name, module in parts.items():
-                setattr(model, name, module)
-        self.tokenizer.requires_grad_(False)
-        self.tokenizer.eval()
-        self.calls = 0  # counted so tests can check that lambda = 0 never runs the teacher
-
-    def train(self, mode: bool = True) -> "FeatureTeacher":
-        return super().train(False)  # always eval: no drop-path, fixed statistics
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.tokenizer.encode_features(images)
-
-
 class _TrainForward(nn.Module):
     """The training forward as one ``forward`` (so DDP sees it): reconstruction and, if asked, features."""
 
@@ -115,11 +80,6 @@ class _TrainForward(nn.Module):
 
 
 # ----------------------------------------------------------------------------------- optimisation
-def uses_weight_decay(name: str, parameter: torch.Tensor) -> bool:
-    """Upstream's rule: decay only weights of dimension >= 2 that are not norms, biases or embeddings."""
-    return parameter.ndim >= 2 and not any(part in name for part in NO_DECAY_SUBSTRINGS)
-
-
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     """AdamW groups: (encoder part or not) x (decay or not); frozen parameters are left out entirely."""
     groups: dict[tuple[bool, bool], dict[str, Any]] = {}
@@ -137,36 +97,28 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
     return [groups[key] for key in sorted(groups)]
 
 
-def lr_factor(step: int, optim: OptimConfig) -> float:
-    """Linear warm-up to 1, then cosine down to ``end_lr / lr`` at ``max_steps``."""
-    if step < optim.warmup_steps:
-        return step / max(1, optim.warmup_steps)
-    end = optim.end_lr / optim.lr
-    progress = min(1.0, (step - optim.warmup_steps) / max(1, optim.max_steps - optim.warmup_steps))
-    return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def build_optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the trainable parameters with the upstream groups, and its warm-up + cosine schedule."""
     groups = parameter_groups(model, config)
     if not groups:
         raise ValueError("nothing to train: every parameter is frozen")
     optimizer = torch.optim.AdamW(groups, lr=config.optim.lr, betas=tuple(config.optim.betas))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config.optim))
-    return optimizer, scheduler
+    return optimizer, warmup_cosine_schedule(optimizer, config.optim)
 
 
 # ----------------------------------------------------------------------------------- the trainer
-class TokenizerTrainer:
-    """One stage of tokenizer training into ``out_dir`` (resumes from its last checkpoint)."""
+class TokenizerTrainer(TrainingLoop):
+    """One stage of tokenizer training into ``out_dir`` (resumes from its last checkpoint; the loop, logging,
+    checkpoints and resume are :class:`unilip.training.loop.TrainingLoop`'s)."""
+
+    kind = "tokenizer"
+    loss_key = "loss/total"
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, progress: bool = True) -> None:
-        from accelerate import Accelerator
         from diffusers.training_utils import EMAModel
 
         self.config, self.out_dir, self.progress = config, Path(out_dir), progress
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
-        torch.manual_seed(config.seed)
+        self.accelerator = start_accelerator(config.mixed_precision, config.seed)
         self.model = load_initial_model(config, device=self.accelerator.device)
         configure_trainable(self.model, config.stage)
         self.model.train()
@@ -207,6 +159,17 @@ class TokenizerTrainer:
         self.discriminator, self.disc_optimizer = self.accelerator.prepare(self.discriminator, self.disc_optimizer)
 
     # ------------------------------------------------------------------ one step
+    def prepare_data(self) -> None:
+        """Open the training images (after the resume: a finished run re-saves without reading them twice)."""
+        if self.images is None:
+            self.images = TrainImages(self.config.data.sources, self.config.data.size, self.config.data.hflip)
+
+    def next_batch(self, step: int) -> torch.Tensor:
+        """This process' images of ``step`` (``make_batch``: a function of seed, step and rank only)."""
+        images = make_batch(self.images, step, self.config.data.batch_size, self.config.seed,
+                            self.accelerator.process_index, self.accelerator.num_processes)
+        return images.to(self.accelerator.device)
+
     def training_step(self, images: torch.Tensor) -> dict[str, float]:
         """One optimisation step (and one discriminator step once the GAN is on); returns the logged terms."""
         losses_cfg = self.config.losses
@@ -222,7 +185,7 @@ class TokenizerTrainer:
             terms[name] = module(images, recon01)
             total = total + getattr(losses_cfg, f"{name}_weight") * terms[name]
         if self.teacher is not None:
-            terms["distill"] = F.mse_loss(features.float(), self.teacher(images).float())
+            terms["distill"] = self_distillation_loss(features, self.teacher, images)
             total = total + losses_cfg.distill_weight * terms["distill"]
         if gan_on:
             terms["gan_g"] = generator_adversarial_loss(self.discriminator(recon01))
@@ -249,108 +212,45 @@ class TokenizerTrainer:
         record.update({f"lr/{g['group_name']}": g["lr"] for g in self.optimizer.param_groups})
         return record
 
-    # ------------------------------------------------------------------ loop
-    def train(self, max_steps: int | None = None) -> Path:
-        """Run (or resume) until ``max_steps`` (default: the config's); returns the saved EMA tokenizer.
-
-        Raises:
-            Interrupted: on Ctrl-C, saying the step reached and the checkpoint a rerun resumes from
-                (checkpoints are written whole or not at all, so nothing partial is kept).
-        """
-        total = max_steps or self.config.optim.max_steps
-        with interruption_reported(f"train tokenizer ({self.config.name}, stage {self.config.stage})", self.out_dir,
-                                   total, lambda: self.step):
-            return self._train(total)
-
-    def _train(self, total: int) -> Path:
-        from tqdm.auto import tqdm
-
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._check_or_write_config()
-        self._resume()
-        if self.accelerator.is_main_process:
-            trim_log(self.out_dir, self.step)  # also without a checkpoint: a rerun from step 0 logs afresh
-        if self.images is None:
-            self.images = TrainImages(self.config.data.sources, self.config.data.size, self.config.data.hflip)
-        log_path = self.out_dir / "log.jsonl"
-        bar = tqdm(total=total, initial=self.step, desc=f"{self.config.name} stage {self.config.stage}", unit="step",
-                   disable=not (self.progress and self.accelerator.is_main_process))
-        with log_path.open("a") as log:
-            while self.step < total:
-                images = make_batch(self.images, self.step, self.config.data.batch_size, self.config.seed,
-                                    self.accelerator.process_index, self.accelerator.num_processes)
-                started = time.perf_counter()
-                record = self.training_step(images.to(self.accelerator.device))
-                record.update({"step": self.step, "seconds": time.perf_counter() - started})
-                if self.accelerator.is_main_process:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss/total']:.4f}")
-                if self.step % self.config.checkpoint_every == 0 or self.step == total:
-                    self.save_checkpoint()
-        bar.close()
-        return self.save_final()
-
     # ------------------------------------------------------------------ persistence
-    def _check_or_write_config(self) -> None:
-        check_or_write_config(self.out_dir, {k: v for k, v in self.config.to_dict().items() if k != "source"})
-
-    def save_checkpoint(self) -> Path:
-        """Weights, EMA, optimizer(s), scheduler, step and RNG states: written whole or not at all."""
-        if not self.accelerator.is_main_process:
-            self.accelerator.wait_for_everyone()
-            return self.out_dir
-        final = write_checkpoint(self.out_dir, self.step, self.config.keep_checkpoints, self._write_checkpoint)
-        self.accelerator.wait_for_everyone()
-        return final
-
-    def _write_checkpoint(self, tmp: Path) -> None:
+    def write_weights(self, directory: Path) -> None:
+        """Model and EMA weights, and the discriminator (with the LeCam EMAs) and its optimizer when there is one."""
         from safetensors.torch import save_file
 
         names = [name for name, _ in self.model.named_parameters()]
         save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
-                  str(tmp / "model.safetensors"))
+                  str(directory / "model.safetensors"))
         save_file({n: s.detach().contiguous().cpu() for n, s in zip(names, self.ema.shadow_params)},
-                  str(tmp / "ema.safetensors"))
-        save_optimizer(self.optimizer, tmp, "optimizer")
-        state = {"step": self.step, "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
-                 "ema_optimization_step": self.ema.optimization_step}
+                  str(directory / "ema.safetensors"))
         if self.discriminator is not None:
             unwrapped = self.accelerator.unwrap_model(self.discriminator)
             save_file({k: v.detach().contiguous().cpu() for k, v in
                        {**unwrapped.state_dict(), **{f"lecam.{k}": v for k, v in self.lecam.state_dict().items()}}.items()},
-                      str(tmp / "discriminator.safetensors"))
-            save_optimizer(self.disc_optimizer, tmp, "disc_optimizer")
-        (tmp / "state.json").write_text(json.dumps(state))
+                      str(directory / "discriminator.safetensors"))
+            save_optimizer(self.disc_optimizer, directory, "disc_optimizer")
 
-    def _resume(self) -> None:
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The EMA's update count (its warm-up decay depends on it)."""
+        return {"ema_optimization_step": self.ema.optimization_step}
+
+    def read_weights(self, directory: Path, state: dict[str, Any]) -> None:
+        """Restore what :meth:`write_weights` wrote, and the EMA's update count."""
         from safetensors.torch import load_file
 
-        checkpoints = list_checkpoints(self.out_dir)
-        if not checkpoints:
-            return
-        latest = checkpoints[-1]
-        state = json.loads((latest / "state.json").read_text())
-        self.model.load_state_dict(load_file(str(latest / "model.safetensors")), strict=True)
-        ema = load_file(str(latest / "ema.safetensors"))
+        self.model.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
+        ema = load_file(str(directory / "ema.safetensors"))
         names = [name for name, _ in self.model.named_parameters()]
         if set(ema) != set(names):
-            raise ValueError(f"{latest}: EMA weights do not match the model's parameters")
+            raise ValueError(f"{directory}: EMA weights do not match the model's parameters")
         self.ema.shadow_params = [ema[n].to(self.accelerator.device) for n in names]
         self.ema.optimization_step = state["ema_optimization_step"]
-        load_optimizer(self.optimizer, latest, "optimizer")
-        self.scheduler.load_state_dict(state["scheduler"])
         if self.discriminator is not None:
-            saved = load_file(str(latest / "discriminator.safetensors"))
+            saved = load_file(str(directory / "discriminator.safetensors"))
             lecam = {k[len("lecam."):]: v for k, v in saved.items() if k.startswith("lecam.")}
             self.accelerator.unwrap_model(self.discriminator).load_state_dict(
                 {k: v for k, v in saved.items() if not k.startswith("lecam.")}, strict=True)
             self.lecam.load_state_dict(lecam, strict=True)
-            load_optimizer(self.disc_optimizer, latest, "disc_optimizer")
-        set_rng_state(state["rng"])
-        self.step = state["step"]
-        logger.info("resumed %s from %s (step %d)", self.config.name, latest, self.step)
+            load_optimizer(self.disc_optimizer, directory, "disc_optimizer")
 
     def save_final(self) -> Path:
         """Save the EMA weights as a tokenizer directory (``out_dir/final``) with the run's provenance."""
@@ -376,8 +276,4 @@ def train_tokenizer(config: TrainConfig, out_dir: str | Path, *, max_steps: int 
 
     An interrupted stage resumes from its last checkpoint; a finished one only re-saves ``final``.
     """
-    out_dir = Path(out_dir)
-    if fresh and out_dir.exists():
-        shutil.rmtree(out_dir)
-    trainer = TokenizerTrainer(config, out_dir, progress=progress)
-    return trainer.train(max_steps)
+    return TokenizerTrainer(config, clear_out_dir(out_dir, fresh), progress=progress).train(max_steps)

@@ -4,6 +4,7 @@ Variants: ``geneval@hf-mask2former`` (scored in process with transformers Mask2F
 official mmdetection stack) and ``geneval@official`` (the official scorer run in the user's environment).
 """
 
-from evals.benchmarks.geneval.benchmark import GenEvalBenchmark, item_seed
+from .benchmark import GenEvalBenchmark
+from evals.runtime.records import item_seed
 
 __all__ = ["GenEvalBenchmark", "item_seed"]

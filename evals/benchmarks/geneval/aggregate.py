@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from evals.benchmarks.geneval.protocol import TAGS
+from .protocol import TAGS
 
 
 @dataclass(frozen=True)

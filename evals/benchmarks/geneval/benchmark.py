@@ -22,21 +22,21 @@ means; ``scored_images.jsonl`` beside ``results.json`` holds one official-format
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from PIL import Image, ImageOps
-
-from evals.benchmark import (Benchmark, BenchmarkSpec, Item, StageContext, StageResult, model_identity,
-                             produce_then_score_fingerprint, register_benchmark)
-from evals.benchmarks.geneval.aggregate import ImageOutcome, summarize
-from evals.benchmarks.geneval.protocol import (ScoringRules, load_color_protocol, load_object_names, load_prompts,
+from evals.benchmark import (Benchmark, BenchmarkSpec, Item, ResolvedBenchmark, StageContext, StageResult,
+                             model_identity, option, register_benchmark)
+from .aggregate import ImageOutcome, summarize
+from .protocol import (ScoringRules, load_color_protocol, load_object_names, load_prompts,
                                                prompts_identity)
-from evals.runtime.records import atomic_write_bytes, canonical_hash, item_seed, write_output
+from evals.benchmarks.kit import png_bytes
+from evals.files import atomic_write_bytes, canonical_hash, write_output
 
 logger = logging.getLogger(__name__)
 
@@ -55,62 +55,86 @@ def sample_name(k: int) -> str:
     return f"{k:05d}.png"
 
 
-def _int_option(options: dict[str, Any], name: str, default: int | None, minimum: int) -> int | None:
-    value = options.get(name, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().lstrip("-").isdigit():
-        raise ValueError(f"geneval: option {name} must be an integer, got {value!r}")
-    if int(value) < minimum:
+def _at_least(value: int | None, name: str, minimum: int) -> int | None:
+    if value is not None and value < minimum:
         raise ValueError(f"geneval: option {name} must be at least {minimum}, got {value}")
-    return int(value)
+    return value
 
 
-def _png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
+@dataclass(frozen=True)
+class GenEvalProtocol:
+    """Which scorer runs the official rules, and what it is (said in every spec)."""
+
+    runtime: str  # "transformers" (in process) or "official" (the user's GenEval environment)
+    stack: str
+
+
+@dataclass(frozen=True)
+class GenEvalOptions:
+    """Options of ``geneval@*``."""
+
+    limit: int | None = option("score only the first N of the 553 prompts (default: all)")
+    n_samples: int = option("images per prompt (default 4, as the official protocol)", default=4)
+    seed: int = option("run seed; each prompt's seed is derived from it and the prompt index (default: --seed)",
+                       default=0)
+    detector: str | None = option("@hf-mask2former: local transformers Mask2Former Swin-S COCO-instance directory "
+                                  "(facebook/mask2former-swin-small-coco-instance); @official: the folder holding "
+                                  "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth (the official --model-path)")
+    clip: str | None = option("@hf-mask2former: local transformers CLIP ViT-L/14 directory "
+                              "(openai/clip-vit-large-patch14)")
+    scorer_device: str | None = option("@hf-mask2former: torch device of the detector and CLIP (default cuda if "
+                                       "available)")
+    official_scorer: str | None = option("@official: the Python interpreter of your GenEval environment")
+    official_repo: str | None = option("@official: your djghosh13/geneval checkout")
+
+
+@dataclass(frozen=True)
+class GenEvalScorers:
+    """The scorer of a resolved GenEval run: the in-process detector and CLIP (loaded on first use, at the
+    score step, never before the model) or the official scorer."""
+
+    detector: Path | None = None
+    clip: Path | None = None
+    device: str | None = None
+    official: Any = None  # an OfficialScorer
+    _loaded: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def in_process(self) -> dict[str, Any]:
+        """The detector and the CLIP colour classifier, loaded once."""
+        if not self._loaded:
+            from .color import CLIPColorClassifier
+            from .detector import Mask2FormerDetector
+
+            device = _local_device(self.device)
+            logger.info("geneval: loading the detector from %s and CLIP from %s on %s", self.detector, self.clip,
+                        device)
+            self._loaded.update(detector=Mask2FormerDetector(self.detector, load_object_names(), device),
+                                clip=CLIPColorClassifier(self.clip, load_color_protocol(), device), device=device)
+        return self._loaded
 
 
 @register_benchmark
 class GenEvalBenchmark(Benchmark):
-    name = "geneval"
     version = "2"  # 2: float32 thresholds, the official tie order, the official reason texts (README change log)
     capability = "generate"
-    stages = ("produce", "score")
-    options = {
-        "limit": "score only the first N of the 553 prompts (default: all)",
-        "n_samples": "images per prompt (default 4, as the official protocol)",
-        "seed": "run seed; each prompt's seed is derived from it and the prompt index (default 0)",
-        "detector": "@hf-mask2former: local transformers Mask2Former Swin-S COCO-instance directory "
-                    "(facebook/mask2former-swin-small-coco-instance); @official: the folder holding "
-                    "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth (the official --model-path)",
-        "clip": "@hf-mask2former: local transformers CLIP ViT-L/14 directory (openai/clip-vit-large-patch14)",
-        "scorer_device": "@hf-mask2former: torch device of the detector and CLIP (default cuda if available)",
-        "official_scorer": "@official: the Python interpreter of your GenEval environment",
-        "official_repo": "@official: your djghosh13/geneval checkout",
-    }
+    Options = GenEvalOptions
     variants = {
-        "hf-mask2former": {"runtime": "transformers", "stack": HF_NOTE},
-        "official": {"runtime": "official", "stack": OFFICIAL_NOTE},
+        "hf-mask2former": GenEvalProtocol(runtime="transformers", stack=HF_NOTE),
+        "official": GenEvalProtocol(runtime="official", stack=OFFICIAL_NOTE),
     }
 
-    def __init__(self) -> None:
-        self._items: dict[str, list[Item]] = {}
-        self._scorer_options: dict[str, dict[str, Any]] = {}
-        self._scorers: dict[str, Any] = {}
-
-    # ------------------------------------------------------------------ spec
-    def make_spec(self, variant: str, options: dict[str, Any], adapter: Any) -> BenchmarkSpec:
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            raise ValueError(f"geneval: unknown options {unknown}; known: {sorted(self.options)}")
-        limit = _int_option(options, "limit", None, 1)
-        n_samples = _int_option(options, "n_samples", 4, 1)
-        seed = _int_option(options, "seed", 0, 0)
-        runtime = self.variants[variant]["runtime"]
+    # ------------------------------------------------------------------ resolution
+    def resolve(self, variant: str, options: Any, model: Any = None) -> ResolvedBenchmark:
+        if not isinstance(options, GenEvalOptions):
+            options = self.parse_options(options)
+        limit = _at_least(options.limit, "limit", 1)
+        n_samples = _at_least(options.n_samples, "n_samples", 1)
+        seed = _at_least(options.seed, "seed", 0)
+        protocol: GenEvalProtocol = self.variants[variant]
+        runtime = protocol.runtime
+        given = asdict(options)
         knobs: dict[str, Any] = {
-            **self.variants[variant],
+            **asdict(protocol),
             "prompts": prompts_identity(limit),
             "n_samples": n_samples,
             "seed": seed,
@@ -120,40 +144,37 @@ class GenEvalBenchmark(Benchmark):
             "color": load_color_protocol().to_dict(),
             "aggregation": "task = mean over images; overall = unweighted mean of the task means (summary_scores.py)",
         }
-        scorer_options: dict[str, Any] = {}
         if runtime == "transformers":
-            from evals.benchmarks.geneval.color import CLIP_SOURCE
-            from evals.benchmarks.geneval.detector import DETECTOR_SOURCE, detector_knobs
-            from evals.benchmarks.geneval.weights import directory_fingerprint, require_dir
+            from .color import CLIP_SOURCE
+            from .detector import DETECTOR_SOURCE, detector_knobs
+            from .weights import directory_fingerprint, require_dir
 
-            ignored = sorted(name for name in ("official_scorer", "official_repo") if options.get(name))
-            self._check_paths({name: options[name] for name in ignored})
-            detector_dir = require_dir(options.get("detector"), "detector", "Mask2Former weights", DETECTOR_SOURCE)
-            clip_dir = require_dir(options.get("clip"), "clip", "CLIP ViT-L/14 weights", CLIP_SOURCE)
+            ignored = sorted(name for name in ("official_scorer", "official_repo") if given[name])
+            self._check_paths({name: given[name] for name in ignored})
+            detector_dir = require_dir(options.detector, "detector", "Mask2Former weights", DETECTOR_SOURCE)
+            clip_dir = require_dir(options.clip, "clip", "CLIP ViT-L/14 weights", CLIP_SOURCE)
             knobs["detector"] = {**directory_fingerprint(detector_dir), **detector_knobs()}
             knobs["clip"] = {**directory_fingerprint(clip_dir), "dtype": "float32",
                              "preprocess": "open_clip eval transform (torchvision on PIL), sizes and mean/std "
                                            "from the directory's preprocessor_config.json"}
             import torch
 
-            device = options.get("scorer_device") or ("cuda" if torch.cuda.is_available() else "cpu")
-            scorer_options = {"detector": detector_dir, "clip": clip_dir, "device": str(device)}
+            device = options.scorer_device or ("cuda" if torch.cuda.is_available() else "cpu")
+            scorers = GenEvalScorers(detector=detector_dir, clip=clip_dir, device=str(device))
         else:
-            from evals.benchmarks.geneval.official import OfficialScorer
+            from .official import OfficialScorer
 
-            ignored = sorted(name for name in ("clip", "scorer_device") if options.get(name))
-            self._check_paths({name: options[name] for name in ignored if name == "clip"})
-            scorer = OfficialScorer.from_options(options.get("official_scorer"), options.get("official_repo"),
-                                                 options.get("detector"))
+            ignored = sorted(name for name in ("clip", "scorer_device") if given[name])
+            self._check_paths({name: given[name] for name in ignored if name == "clip"})
+            scorer = OfficialScorer.from_options(options.official_scorer, options.official_repo, options.detector)
             knobs["official"] = scorer.fingerprint()
-            scorer_options = {"scorer": scorer}
+            scorers = GenEvalScorers(official=scorer)
         if ignored:
             logger.info("geneval@%s does not use the options %s", variant, ", ".join(ignored))
         spec = BenchmarkSpec(self.name, variant, self.version, knobs)
         prompts = load_prompts()[:limit] if limit else load_prompts()
-        self._items[spec.fingerprint] = [Item(id=f"{index:05d}", source=record) for index, record in enumerate(prompts)]
-        self._scorer_options[spec.fingerprint] = scorer_options
-        return spec
+        items = tuple(Item(id=f"{index:05d}", source=record) for index, record in enumerate(prompts))
+        return ResolvedBenchmark(self, spec, items, options, protocol, scorers)
 
     @staticmethod
     def _check_paths(paths: dict[str, Any]) -> None:
@@ -162,46 +183,42 @@ class GenEvalBenchmark(Benchmark):
         The paths a variant uses are checked where they are read, with where to get them; this also
         covers those it ignores, which a user who gave them most likely meant to be used.
         """
-        from evals.benchmarks.geneval.weights import ScorerWeightsMissing
+        from .weights import ScorerWeightsMissing
 
         for name, value in paths.items():
             if value is not None and str(value).strip() and not Path(str(value)).expanduser().exists():
                 raise ScorerWeightsMissing(f"geneval: --opt {name}={value}: no such file or folder")
 
-    def preflight(self, spec: BenchmarkSpec) -> None:
+    def preflight(self, resolved: ResolvedBenchmark) -> None:
         """Check, before the model loads, that the scorer files the spec was made with are still there."""
-        options = self._scorer_options[spec.fingerprint]
-        if "scorer" in options:
-            scorer = options["scorer"]
+        scorers: GenEvalScorers = resolved.scorers
+        if scorers.official is not None:
+            scorer = scorers.official
             self._check_paths({"official_scorer": scorer.python, "official_repo": scorer.repo,
                                "detector": scorer.model_path})
         else:
-            self._check_paths({"detector": options["detector"], "clip": options["clip"]})
+            self._check_paths({"detector": scorers.detector, "clip": scorers.clip})
 
-    def list_items(self, spec: BenchmarkSpec) -> list[Item]:
-        return self._items[spec.fingerprint]
+    def produce_fingerprint(self, resolved: ResolvedBenchmark, model: dict[str, Any]) -> str:
+        knobs = resolved.spec.knobs
+        return canonical_hash({"model": model_identity(model), "n_samples": knobs["n_samples"],
+                               "seed": knobs["seed"], "seed_derivation": knobs["seed_derivation"],
+                               "layout": LAYOUT, "prompts": knobs["prompts"]["sha256"]})
 
-    def stage_fingerprint(self, stage: str, spec: BenchmarkSpec, model: dict[str, Any]) -> str:
-        produce = canonical_hash({"model": model_identity(model), "n_samples": spec.knobs["n_samples"],
-                                  "seed": spec.knobs["seed"], "seed_derivation": spec.knobs["seed_derivation"],
-                                  "layout": LAYOUT, "prompts": spec.knobs["prompts"]["sha256"]})
-        return produce_then_score_fingerprint(stage, produce, spec)
+    # ------------------------------------------------------------------ steps
+    def score(self, resolved: ResolvedBenchmark, items: list[Item],
+              ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+        if resolved.protocol.runtime == "transformers":
+            return self._score_in_process(resolved, items, ctx)
+        return self._score_official(resolved, items, ctx)
 
-    # ------------------------------------------------------------------ stages
-    def run_stage(self, stage: str, spec: BenchmarkSpec, items: list[Item],
-                  ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
-        if not items:
-            return
-        if stage == "produce":
-            yield from self._produce(spec, items, ctx)
-        elif spec.knobs["runtime"] == "transformers":
-            yield from self._score_in_process(spec, items, ctx)
-        else:
-            yield from self._score_official(spec, items, ctx)
-
-    def _produce(self, spec: BenchmarkSpec, items: list[Item], ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+    def produce(self, resolved: ResolvedBenchmark, items: list[Item],
+                ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
         from tqdm.auto import tqdm
 
+        from evals.runtime.records import item_seed
+
+        spec = resolved.spec
         n = spec.knobs["n_samples"]
         for item in tqdm(items, desc=f"{spec.name} produce", unit="prompt", disable=not ctx.progress):
             seed = item_seed(spec.knobs["seed"], item.id)
@@ -216,7 +233,8 @@ class GenEvalBenchmark(Benchmark):
                                          (json.dumps(item.source) + "\n").encode())])
             samples = []
             for k, image in enumerate(images[0]):
-                relative, digest = write_output(ctx.bench_dir, f"{folder}/samples/{sample_name(k)}", _png_bytes(image))
+                relative, digest = write_output(ctx.bench_dir, f"{folder}/samples/{sample_name(k)}",
+                                                png_bytes(image.convert("RGB")))
                 outputs[relative] = digest
                 samples.append(relative)
             yield item, StageResult(status="ok", payload={"seed": seed, "samples": samples,
@@ -230,13 +248,15 @@ class GenEvalBenchmark(Benchmark):
         missing = [f for f in files if not (bench_dir / f).is_file()]
         return files, (f"missing image(s): {', '.join(missing)}" if missing else None)
 
-    def _score_in_process(self, spec: BenchmarkSpec, items: list[Item],
+    def _score_in_process(self, resolved: ResolvedBenchmark, items: list[Item],
                           ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+        from PIL import Image, ImageOps
         from tqdm.auto import tqdm
 
-        from evals.benchmarks.geneval.rules import score_image
+        from .rules import score_image
 
-        scorer = self._in_process_scorer(spec)
+        spec = resolved.spec
+        scorer = resolved.scorers.in_process()
         detector, colors = scorer["detector"], scorer["clip"]
         rules = ScoringRules(**spec.knobs["rules"])
         for item in tqdm(items, desc=f"{spec.name} score", unit="prompt", disable=not ctx.progress):
@@ -259,27 +279,12 @@ class GenEvalBenchmark(Benchmark):
                 continue
             yield item, StageResult(status="ok", payload=_score_payload(item, rows, device=scorer["device"]))
 
-    def _in_process_scorer(self, spec: BenchmarkSpec) -> dict[str, Any]:
-        if spec.fingerprint not in self._scorers:
-            from evals.benchmarks.geneval.color import CLIPColorClassifier
-            from evals.benchmarks.geneval.detector import Mask2FormerDetector
-
-            options = self._scorer_options[spec.fingerprint]
-            device = _local_device(options["device"])
-            logger.info("geneval: loading the detector from %s and CLIP from %s on %s", options["detector"],
-                        options["clip"], device)
-            self._scorers[spec.fingerprint] = {
-                "detector": Mask2FormerDetector(options["detector"], load_object_names(), device),
-                "clip": CLIPColorClassifier(options["clip"], load_color_protocol(), device),
-                "device": device,
-            }
-        return self._scorers[spec.fingerprint]
-
-    def _score_official(self, spec: BenchmarkSpec, items: list[Item],
+    def _score_official(self, resolved: ResolvedBenchmark, items: list[Item],
                         ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
-        from evals.benchmarks.geneval.official import OfficialScorerError
+        from .official import OfficialScorerError
 
-        scorer = self._scorer_options[spec.fingerprint]["scorer"]
+        spec = resolved.spec
+        scorer = resolved.scorers.official
         ready: list[tuple[Item, list[str]]] = []
         for item in items:
             files, problem = self._load_samples(spec, item, ctx.bench_dir)
@@ -300,7 +305,8 @@ class GenEvalBenchmark(Benchmark):
             yield item, _official_record(item, files, rows_by_folder[item.id])
 
     # ------------------------------------------------------------------ aggregate
-    def aggregate(self, spec: BenchmarkSpec, records: dict[str, dict[str, Any]], bench_dir: Path) -> dict[str, Any]:
+    def aggregate(self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]],
+                  bench_dir: Path) -> dict[str, Any]:
         if not records:
             return {"overall": {"status": "not_computed", "reason": "no prompt was scored"}}
         outcomes, rows = [], []
@@ -326,6 +332,8 @@ def _local_device(device: str) -> str:
 
 def _check_generated(images: Any, n: int) -> str | None:
     """Why a ``generate([prompt], n, seed)`` answer is unusable, or None."""
+    from PIL import Image
+
     if not isinstance(images, (list, tuple)) or len(images) != 1:
         return f"returned {type(images).__name__} of length {len(images) if hasattr(images, '__len__') else '?'} " \
                "for 1 prompt"

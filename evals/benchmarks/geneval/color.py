@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evals.benchmarks.geneval.protocol import ColorProtocol
-from evals.benchmarks.geneval.rules import Detection, pick_colors
-from evals.benchmarks.geneval.weights import directory_fingerprint, require_dir
+from .protocol import ColorProtocol
+from .rules import Detection, pick_colors
+from .weights import directory_fingerprint, require_dir
 
 CLIP_HUB_ID = "openai/clip-vit-large-patch14"
 CLIP_SOURCE = (f"the transformers CLIP ViT-L/14 model, e.g. `hf download {CLIP_HUB_ID} "

@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evals.benchmarks.geneval.rules import Detection
-from evals.benchmarks.geneval.weights import directory_fingerprint, require_dir
+from .rules import Detection
+from .weights import directory_fingerprint, require_dir
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from evals.benchmarks.geneval.aggregate import read_results_jsonl
-from evals.benchmarks.geneval.weights import ScorerWeightsMissing
-from evals.metrics.weights import file_sha256
+from .aggregate import read_results_jsonl
+from .weights import ScorerWeightsMissing
+from unilip.weights import file_sha256
 from evals.runtime.records import canonical_hash
 
 logger = logging.getLogger(__name__)

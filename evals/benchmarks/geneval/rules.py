@@ -26,8 +26,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from evals.benchmarks.geneval.argsort import numpy123_argsort
-from evals.benchmarks.geneval.protocol import ScoringRules, load_color_protocol
+from .argsort import numpy123_argsort
+from .protocol import ScoringRules, load_color_protocol
 
 # (class name, its selected detections) -> one colour name per detection.
 ColorClassifier = Callable[[str, Sequence["Detection"]], list[str]]

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evals.metrics.weights import file_sha256
+from unilip.weights import file_sha256
 
 _SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
 _INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")

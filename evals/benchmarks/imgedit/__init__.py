@@ -1,5 +1,5 @@
 """ImgEdit-Bench: single-turn image editing (basic, UGE) scored by a judge."""
 
-from evals.benchmarks.imgedit.benchmark import ImgEditBenchmark
+from .benchmark import ImgEditBenchmark
 
 __all__ = ["ImgEditBenchmark"]

@@ -26,16 +26,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from evals.benchmark import BenchmarkSpec, Item, StageContext, StageResult, register_benchmark
-from evals.benchmarks.imgedit.data import (BASIC_EDITS, BASIC_PROMPTS, IMAGES_SOURCE, IMGEDIT_COMMIT, PINNED,
+from evals.benchmark import Item, ResolvedBenchmark, StageContext, StageResult, option, register_benchmark
+from .data import (BASIC_EDITS, BASIC_PROMPTS, IMAGES_SOURCE, IMGEDIT_COMMIT, PINNED,
                                            PROMPT_PLACEHOLDER, UGE_EDITS, EditItem, SourceImage, locate_files,
                                            locate_sources, output_name, read_edits, read_judge_prompts,
                                            source_identity)
-from evals.benchmarks.imgedit.scoring import aggregate_types, parse_axis_scores
-from evals.judges.bench import (IMAGES_DIR, JUDGE_OPTIONS, JudgedBenchmark, JudgeTemplate, Prepared, check_pinned,
-                                generated_image, mean_se, not_computed, save_png, take_first)
+from .scoring import aggregate_types, parse_axis_scores
+from evals.benchmarks.judged import IMAGES_DIR, JudgedBenchmark, JudgeOptions, Prepared, generated_image
+from evals.benchmarks.kit import check_pinned, mean_se, not_computed, take_first, write_png
 from evals.judges.request import JudgeImage, JudgeRequest
 from evals.judges.states import MissingImage
+from evals.judges.template import JudgeTemplate
 
 logger = logging.getLogger(__name__)
 
@@ -50,30 +51,39 @@ class _Source:
     output: str  # the edited image, relative to the benchmark directory
 
 
+@dataclass(frozen=True)
+class ImgEditProtocol:
+    """An ImgEdit protocol: its judge and decoding (options override them)."""
+
+    judge: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ImgEditOptions(JudgeOptions):
+    """Options of ``imgedit@*`` (and the judge options)."""
+
+    data: str | None = option("local copy of github.com/PKU-YuanGroup/ImgEdit (the clone, its Benchmark folder, or "
+                              "the JSONs' folder); `--opt imgedit.data=PATH` for ImgEdit only", flag="--data")
+    imgedit_images: str | None = option(f"folder the edit list's image paths are relative to (from {IMAGES_SOURCE}); "
+                                        "default: the data folder")
+    limit: int | None = option("only the first N edits (a smoke test: the overall then needs every edit type)")
+    seed: int = option("run seed from which each edit's seed is derived (default: --seed)", default=0)
+
+
 @register_benchmark
 class ImgEditBenchmark(JudgedBenchmark):
     """ImgEdit-Bench with a judge; variants ``basic`` and ``uge`` (see the module docstring)."""
 
-    name = "imgedit"
     version = "2"  # 2: Unicode decimal digits in answers count, as in the official step1 (README change log)
     capability = "edit"
     variants = {
-        "basic": {"judge": {"model": "gpt-4.1-2025-04-14", "temperature": None, "max_tokens": None}},
-        "uge": {"judge": {"model": "gpt-4o", "temperature": None, "max_tokens": None}},
+        "basic": ImgEditProtocol({"model": "gpt-4.1-2025-04-14", "temperature": None, "max_tokens": None}),
+        "uge": ImgEditProtocol({"model": "gpt-4o", "temperature": None, "max_tokens": None}),
     }
-    options = {
-        "data": "local copy of github.com/PKU-YuanGroup/ImgEdit (the clone, its Benchmark folder, or the "
-                "JSONs' folder)",
-        "imgedit_data": "the same as data, for ImgEdit only (when several benchmarks run in one command)",
-        "imgedit_images": f"folder the edit list's image paths are relative to (from {IMAGES_SOURCE}); "
-                          "default: the data folder",
-        "limit": "only the first N edits (a smoke test: the overall then needs every edit type)",
-        "seed": "run seed from which each edit's seed is derived (default 0)",
-        **JUDGE_OPTIONS,
-    }
+    Options = ImgEditOptions
 
-    def prepare(self, variant: str, options: dict[str, Any]) -> Prepared:
-        root = options.get("imgedit_data") or options.get("data")
+    def prepare(self, variant: str, options: ImgEditOptions) -> Prepared:
+        root = options.data
         if not root:
             raise ValueError(f"imgedit@{variant} needs data=PATH: a local clone of "
                              f"https://github.com/PKU-YuanGroup/ImgEdit (commit {IMGEDIT_COMMIT[:12]}); its files "
@@ -82,9 +92,9 @@ class ImgEditBenchmark(JudgedBenchmark):
         found = locate_files(Path(str(root)), wanted)
         identity, warnings = check_pinned(found, {name: PINNED[name] for name in wanted}, "ImgEdit data")
         edits = read_edits(found[wanted[0]], typed=variant == "basic")
-        edits, limit, limited = take_first(edits, options.get("limit"), "edits")
+        edits, limit, limited = take_first(edits, options.limit, "edits")
         warnings += limited
-        images_root = Path(str(options.get("imgedit_images") or root)).expanduser()
+        images_root = Path(str(options.imgedit_images or root)).expanduser()
         sources = locate_sources(images_root, edits)
         images, missing = source_identity(edits, sources)
         if len(missing) == len(edits):
@@ -122,14 +132,14 @@ class ImgEditBenchmark(JudgedBenchmark):
         return Prepared(items=items, knobs=knobs, templates=templates, parser=parse_axis_scores, parse_attempts=1,
                         warnings=warnings)
 
-    def _templates(self, variant: str, options: dict[str, Any], edits: list[EditItem], found: dict[str, Path],
+    def _templates(self, variant: str, options: ImgEditOptions, edits: list[EditItem], found: dict[str, Path],
                    warnings: list[str]) -> dict[str, JudgeTemplate]:
         if variant == "uge":
-            if options.get("judge_template"):
-                return {"uge": JudgeTemplate.load(str(options["judge_template"]), (PROMPT_PLACEHOLDER,))}
+            if options.judge_template:
+                return {"uge": JudgeTemplate.load(options.judge_template, (PROMPT_PLACEHOLDER,))}
             return {"uge": JudgeTemplate.load(TEMPLATES / "uge.yaml", (PROMPT_PLACEHOLDER,),
                                               source="builtin:imgedit/uge.yaml")}
-        if options.get("judge_template"):
+        if options.judge_template:
             raise ValueError("imgedit@basic takes its judge prompts from prompts.json (one per edit type); "
                              "judge_template applies to imgedit@uge")
         prompts = read_judge_prompts(found[BASIC_PROMPTS])
@@ -138,7 +148,7 @@ class ImgEditBenchmark(JudgedBenchmark):
         if absent:
             raise ValueError(f"ImgEdit prompts.json has no judge prompt for edit types {absent} "
                              f"(it has: {', '.join(sorted(prompts))})")
-        if len(types) != EXPECTED_TYPES and options.get("limit") is None:
+        if len(types) != EXPECTED_TYPES and options.limit is None:
             warnings.append(f"the data has {len(types)} edit types, not the benchmark's {EXPECTED_TYPES}")
             logger.warning("imgedit@basic: %s", warnings[-1])
         templates = {}
@@ -148,7 +158,7 @@ class ImgEditBenchmark(JudgedBenchmark):
             templates[edit_type] = template
         return templates
 
-    def produce(self, spec: BenchmarkSpec, item: Item, ctx: StageContext, seed: int) -> StageResult:
+    def produce_one(self, resolved: ResolvedBenchmark, item: Item, ctx: StageContext, seed: int) -> StageResult:
         import hashlib
         import io
 
@@ -170,17 +180,17 @@ class ImgEditBenchmark(JudgedBenchmark):
                                error=f"missing_image: source image {source.edit.image} is unreadable ({error})")
         edited = ctx.adapter.edit(image, source.edit.instruction, seed)
         try:
-            digest = save_png(edited, ctx.bench_dir / source.output)  # the official layout: <key>.png
+            _, digest = write_png(ctx.bench_dir, source.output, edited)  # the official layout: <key>.png
         except TypeError as error:
             return StageResult.failed(str(error))
         return StageResult(status="ok", payload={"image": source.output, "seed": seed, "image_sha256": digest},
                            outputs={source.output: digest},
                            inputs={str(source.image.path): hashlib.sha256(data).hexdigest()})
 
-    def build_request(self, spec: BenchmarkSpec, item: Item, bench_dir: Path) -> JudgeRequest:
+    def build_request(self, resolved: ResolvedBenchmark, item: Item, bench_dir: Path) -> JudgeRequest:
         source: _Source = item.source
-        templates = self._state(spec).prepared.templates
-        template = templates["uge"] if spec.variant == "uge" else templates[source.edit.edit_type]
+        templates = resolved.scorers.templates
+        template = templates["uge"] if resolved.spec.variant == "uge" else templates[source.edit.edit_type]
         request = template.render({PROMPT_PLACEHOLDER: source.edit.instruction})
         path = source.image.path
         if path is None:  # produce refused it; never read it here either
@@ -190,19 +200,19 @@ class ImgEditBenchmark(JudgedBenchmark):
                                "and run the same command again")
         return replace(request, images=(JudgeImage.from_file(path), generated_image(bench_dir, source.output)))
 
-    def describe_scores(self, spec: BenchmarkSpec, item: Item, scores: dict[str, Any]) -> dict[str, Any]:
+    def describe_scores(self, resolved: ResolvedBenchmark, item: Item, scores: dict[str, Any]) -> dict[str, Any]:
         source: _Source = item.source
         return {"edit_type": source.edit.edit_type} if source.edit.edit_type else {}
 
-    def score(self, spec: BenchmarkSpec, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        if spec.variant == "uge":
+    def metrics(self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        if resolved.spec.variant == "uge":
             values = [float(record["scores"]["score"]) for record in records.values()]
             if not values:
                 return {"overall": not_computed("no sample was judged")}
             return {"overall": {**mean_se(values), "value_rounded": round(sum(values) / len(values), 2)}}
         by_type: dict[str, list[float]] = {}
-        types = sorted(self._state(spec).prepared.templates)
-        items = {item.id: item for item in self.list_items(spec)}
+        types = sorted(resolved.scorers.templates)
+        items = {item.id: item for item in resolved.items}
         for item_id, record in records.items():
             by_type.setdefault(items[item_id].source.edit.edit_type, []).append(float(record["scores"]["score"]))
         return aggregate_types(by_type, types)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.judges.bench import PathEscapesRoot, find_release_files, path_inside
+from evals.benchmarks.kit import PathEscapesRoot, find_release_files, path_inside
 from evals.runtime.records import canonical_hash, safe_item_name
 
 IMGEDIT_REPOSITORY = "https://github.com/PKU-YuanGroup/ImgEdit"

@@ -1,5 +1,5 @@
 """Reconstruction benchmark: rFID, PSNR, SSIM, LPIPS (and IS) of a tokenizer's reconstructions."""
 
-from evals.benchmarks.recon.benchmark import ReconstructionBenchmark
+from .benchmark import ReconstructionBenchmark
 
 __all__ = ["ReconstructionBenchmark"]

@@ -1,5 +1,5 @@
 """WISE: world-knowledge text-to-image generation scored by a judge (legacy and verified protocols)."""
 
-from evals.benchmarks.wise.benchmark import WiseBenchmark
+from .benchmark import WiseBenchmark
 
 __all__ = ["WiseBenchmark"]

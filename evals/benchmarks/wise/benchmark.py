@@ -20,14 +20,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from evals.benchmark import BenchmarkSpec, Item, StageContext, StageResult, register_benchmark
-from evals.benchmarks.wise.data import LEGACY_FILES, VERIFIED_FILES, WISE_COMMIT, WisePrompt, locate_files, read_prompts
-from evals.benchmarks.wise.scoring import (LEGACY_RANGES, LEGACY_WEIGHTS, MISSING_SCORED_ZERO, VERIFIED_RANGES,
+from evals.benchmark import Item, ResolvedBenchmark, StageContext, StageResult, option, register_benchmark
+from evals.benchmarks.judged import (IMAGES_DIR, JudgedBenchmark, JudgeOptions, Prepared, generated_image)
+from evals.benchmarks.kit import check_pinned, mean_se, take_first, write_png
+from .data import LEGACY_FILES, VERIFIED_FILES, WISE_COMMIT, WisePrompt, locate_files, read_prompts
+from .scoring import (LEGACY_RANGES, LEGACY_WEIGHTS, MISSING_SCORED_ZERO, VERIFIED_RANGES,
                                            VERIFIED_WEIGHTS, WISCORE_WEIGHTS, aggregate_wise, category_of, parse_legacy,
                                            parse_legacy_missing_zero, parse_verified, wiscore)
-from evals.judges.bench import (IMAGES_DIR, JUDGE_OPTIONS, JudgedBenchmark, JudgeTemplate, Prepared, check_pinned,
-                                generated_image, mean_se, save_png, take_first)
 from evals.judges.request import JudgeRequest
+from evals.judges.template import JudgeTemplate
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,9 @@ PLACEHOLDERS = ("{prompt}", "{explanation}")
 
 
 @dataclass(frozen=True)
-class _Protocol:
+class WiseProtocol:
+    """A WISE protocol: prompt files (with their pinned sha256), categories, scoring, judge defaults."""
+
     files: dict[str, str]
     ranges: tuple[tuple[str, int, int], ...]
     weights: dict[str, float]
@@ -45,6 +48,10 @@ class _Protocol:
     template: str
     description: str
     three_axes: bool  # consistency/realism/aesthetic -> WiScore (else one binary score)
+    judge: dict[str, Any]  # the protocol's judge and decoding (options override them)
+
+
+LEGACY_JUDGE = {"model": "gpt-4o-2024-05-13", "temperature": 0.0, "max_tokens": 2000}
 
 
 MISSING_ZERO_WARNING = ("wise@legacy-missing-zero counts every score missing from a judge answer as 0, as the "
@@ -52,44 +59,46 @@ MISSING_ZERO_WARNING = ("wise@legacy-missing-zero counts every score missing fro
                         "failures. Use it only to reproduce numbers made with that script; it is not "
                         "comparable with wise@legacy")
 
-_PROTOCOLS = {
-    "legacy": _Protocol(LEGACY_FILES, LEGACY_RANGES, LEGACY_WEIGHTS, parse_legacy, 3, "legacy.yaml",
-                        "WISE legacy: consistency/realism/aesthetic 0-2, WiScore (0.7C+0.2R+0.1A)/2", True),
+PROTOCOLS = {
+    "legacy": WiseProtocol(LEGACY_FILES, LEGACY_RANGES, LEGACY_WEIGHTS, parse_legacy, 3, "legacy.yaml",
+                           "WISE legacy: consistency/realism/aesthetic 0-2, WiScore (0.7C+0.2R+0.1A)/2", True,
+                           LEGACY_JUDGE),
     # WISE_Verified's vllm_eval.py asks up to 3 times per item.
-    "verified": _Protocol(VERIFIED_FILES, VERIFIED_RANGES, VERIFIED_WEIGHTS, parse_verified, 3, "verified.yaml",
-                          "WISE verified: binary score 0/1", False),
+    "verified": WiseProtocol(VERIFIED_FILES, VERIFIED_RANGES, VERIFIED_WEIGHTS, parse_verified, 3, "verified.yaml",
+                             "WISE verified: binary score 0/1", False,
+                             {"model": "Qwen/Qwen3.5-35B-A3B", "base_url": "http://127.0.0.1:8000/v1",
+                              "temperature": 0.0, "max_tokens": 500}),
     # The mid-2025 gpt_eval.py asked once per item and had no line fallback.
-    "legacy-missing-zero": _Protocol(
+    "legacy-missing-zero": WiseProtocol(
         LEGACY_FILES, LEGACY_RANGES, LEGACY_WEIGHTS, parse_legacy_missing_zero, 1, "legacy.yaml",
         "WISE legacy scored as the mid-2025 official script: a score missing from the answer counts as 0 "
-        "(NOT the pinned protocol; for reproducing historical numbers only); WiScore (0.7C+0.2R+0.1A)/2", True),
+        "(NOT the pinned protocol; for reproducing historical numbers only); WiScore (0.7C+0.2R+0.1A)/2", True,
+        LEGACY_JUDGE),
 }
+
+
+@dataclass(frozen=True)
+class WiseOptions(JudgeOptions):
+    """Options of ``wise@*`` (and the judge options)."""
+
+    data: str | None = option("local copy of github.com/PKU-YuanGroup/WISE (the clone, or the folder holding the "
+                              "JSON files); `--opt wise.data=PATH` for WISE only", flag="--data")
+    limit: int | None = option("only the first N prompts (a smoke test: the overall then needs every category)")
+    seed: int = option("run seed from which each prompt's seed is derived (default: --seed)", default=0)
 
 
 @register_benchmark
 class WiseBenchmark(JudgedBenchmark):
     """WISE with a judge; variants ``legacy`` and ``verified`` (see the module docstring)."""
 
-    name = "wise"
     version = "2"  # 2: ASCII colon only, lines split at \n, verified asks 3 times (README change log)
     capability = "generate"
-    variants = {
-        "legacy": {"judge": {"model": "gpt-4o-2024-05-13", "temperature": 0.0, "max_tokens": 2000}},
-        "verified": {"judge": {"model": "Qwen/Qwen3.5-35B-A3B", "base_url": "http://127.0.0.1:8000/v1",
-                               "temperature": 0.0, "max_tokens": 500}},
-        "legacy-missing-zero": {"judge": {"model": "gpt-4o-2024-05-13", "temperature": 0.0, "max_tokens": 2000}},
-    }
-    options = {
-        "data": "local copy of github.com/PKU-YuanGroup/WISE (the clone, or the folder holding the JSON files)",
-        "wise_data": "the same as data, for WISE only (when several benchmarks run in one command)",
-        "limit": "only the first N prompts (a smoke test: the overall then needs every category)",
-        "seed": "run seed from which each prompt's seed is derived (default 0)",
-        **JUDGE_OPTIONS,
-    }
+    variants = PROTOCOLS
+    Options = WiseOptions
 
-    def prepare(self, variant: str, options: dict[str, Any]) -> Prepared:
-        protocol = _PROTOCOLS[variant]
-        root = options.get("wise_data") or options.get("data")
+    def prepare(self, variant: str, options: WiseOptions) -> Prepared:
+        protocol = PROTOCOLS[variant]
+        root = options.data
         if not root:
             raise ValueError(f"wise@{variant} needs data=PATH: a local clone of https://github.com/PKU-YuanGroup/WISE "
                              f"(commit {WISE_COMMIT[:12]}); its prompts are not redistributable, so none ship here")
@@ -98,13 +107,13 @@ class WiseBenchmark(JudgedBenchmark):
         prompts = read_prompts(found)
         for prompt in prompts:
             category_of(prompt.prompt_id, protocol.ranges)  # fail now on an id the protocol cannot place
-        prompts, limit, limited = take_first(prompts, options.get("limit"), "prompts")
+        prompts, limit, limited = take_first(prompts, options.limit, "prompts")
         warnings += limited
         if variant == "legacy-missing-zero":
             warnings.append(MISSING_ZERO_WARNING)
             logger.warning("%s", MISSING_ZERO_WARNING)
-        if options.get("judge_template"):
-            template = JudgeTemplate.load(str(options["judge_template"]), PLACEHOLDERS)
+        if options.judge_template:
+            template = JudgeTemplate.load(options.judge_template, PLACEHOLDERS)
         else:
             template = JudgeTemplate.load(TEMPLATES / protocol.template, PLACEHOLDERS,
                                           source=f"builtin:wise/{protocol.template}")
@@ -121,7 +130,7 @@ class WiseBenchmark(JudgedBenchmark):
         return Prepared(items=items, knobs=knobs, templates={"judge": template}, parser=protocol.parser,
                         parse_attempts=protocol.parse_attempts, warnings=warnings)
 
-    def produce(self, spec: BenchmarkSpec, item: Item, ctx: StageContext, seed: int) -> StageResult:
+    def produce_one(self, resolved: ResolvedBenchmark, item: Item, ctx: StageContext, seed: int) -> StageResult:
         prompt: WisePrompt = item.source
         # The raw prompt: any model-specific prompt convention is the adapter's business.
         images = ctx.adapter.generate([prompt.prompt], 1, seed)
@@ -130,35 +139,36 @@ class WiseBenchmark(JudgedBenchmark):
                                       "want [[image]] for one prompt and n=1")
         relative = f"{IMAGES_DIR}/{item.id}.png"  # the official layout: <prompt_id>.png
         try:
-            digest = save_png(images[0][0], ctx.bench_dir / relative)
+            relative, digest = write_png(ctx.bench_dir, relative, images[0][0])
         except TypeError as error:
             return StageResult.failed(str(error))
         return StageResult(status="ok", payload={"image": relative, "seed": seed, "image_sha256": digest},
                            outputs={relative: digest})
 
-    def build_request(self, spec: BenchmarkSpec, item: Item, bench_dir: Path) -> JudgeRequest:
+    def build_request(self, resolved: ResolvedBenchmark, item: Item, bench_dir: Path) -> JudgeRequest:
         prompt: WisePrompt = item.source
-        template = self._state(spec).prepared.templates["judge"]
+        template = resolved.scorers.templates["judge"]
         request = template.render({"{prompt}": prompt.prompt, "{explanation}": prompt.explanation})
         return replace(request, images=(generated_image(bench_dir, f"{IMAGES_DIR}/{item.id}.png"),))
 
-    def _item_score(self, spec: BenchmarkSpec, scores: dict[str, Any]) -> float:
-        if _PROTOCOLS[spec.variant].three_axes:
+    @staticmethod
+    def _item_score(protocol: WiseProtocol, scores: dict[str, Any]) -> float:
+        if protocol.three_axes:
             return wiscore(scores["consistency"], scores["realism"], scores["aesthetic_quality"])
         return float(scores["score"])
 
-    def describe_scores(self, spec: BenchmarkSpec, item: Item, scores: dict[str, Any]) -> dict[str, Any]:
-        ranges = _PROTOCOLS[spec.variant].ranges
-        return {"wiscore": self._item_score(spec, scores), "category": category_of(int(item.id), ranges)}
+    def describe_scores(self, resolved: ResolvedBenchmark, item: Item, scores: dict[str, Any]) -> dict[str, Any]:
+        protocol: WiseProtocol = resolved.protocol
+        return {"wiscore": self._item_score(protocol, scores), "category": category_of(int(item.id), protocol.ranges)}
 
-    def score(self, spec: BenchmarkSpec, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        protocol = _PROTOCOLS[spec.variant]
-        item_scores = {int(item_id): self._item_score(spec, record["scores"]) for item_id, record in records.items()}
+    def metrics(self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        protocol: WiseProtocol = resolved.protocol
+        item_scores = {int(item_id): self._item_score(protocol, record["scores"]) for item_id, record in records.items()}
         metrics = aggregate_wise(item_scores, protocol.ranges, protocol.weights)
         if protocol.three_axes and records:
             for axis in WISCORE_WEIGHTS:  # the raw 0-2 means, for comparison with papers that list them
                 metrics[axis] = mean_se([float(record["scores"][axis]) for record in records.values()])
-        if spec.variant == "legacy-missing-zero":
+        if resolved.spec.variant == "legacy-missing-zero":
             zeroed = sum(bool(record["scores"][MISSING_SCORED_ZERO]) for record in records.values())
             metrics["overall"]["missing_scores_counted_as_zero"] = {
                 "answers": zeroed, "of": len(records),

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.judges.bench import find_release_files
+from evals.benchmarks.kit import find_release_files
 
 WISE_REPOSITORY = "https://github.com/PKU-YuanGroup/WISE"
 WISE_COMMIT = "eb51174483a5de2e34e8614cf9dfb3319ee7fcd0"

@@ -14,7 +14,7 @@ import math
 import re
 from typing import Any
 
-from evals.judges.bench import mean_se, not_computed
+from evals.benchmarks.kit import mean_se, not_computed
 from evals.judges.states import ParseError
 
 AXES = ("consistency", "realism", "aesthetic_quality")

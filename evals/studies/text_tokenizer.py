@@ -9,7 +9,7 @@ as they load InternVL3's (``AutoTokenizer``).
 
 The shipped one (``unilip/configs/text_tokenizers/tiny``) was made by::
 
-    python -m unilip.training.text_tokenizer --out unilip/configs/text_tokenizers/tiny
+    python -m evals.studies.text_tokenizer --out unilip/configs/text_tokenizers/tiny
 """
 
 from __future__ import annotations

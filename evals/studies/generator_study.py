@@ -12,7 +12,7 @@ Phases (each skipped when its output exists, so a rerun resumes; ``fresh`` start
 1. teacher: the tiny encoder trained to classify digits; frozen head on its features (the classifier);
 2. tokenizer stage 1: bridge and pixel decoder trained on the frozen teacher encoder (the latent space);
 3. tiny LLM pretraining: a random LLM carries nothing a generator could follow, so it gets a little
-   causal-LM pretraining on the digit prompts first (``unilip.training.tiny_llm``), then stays frozen;
+   causal-LM pretraining on the digit prompts first (``evals.studies.tiny_llm``), then stays frozen;
 4. generator stage 2: queries, connector, projector and DiT trained by flow matching on UniLIP
    latents, text-to-image and editing, from the recipe;
 5. evaluation, report (JSON, Markdown, sample grid) and export of a self-contained model directory
@@ -32,9 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from unilip.training.config import RECIPES_DIR
+
 CLASSIFIER_FILE = "digit-classifier.safetensors"
-DEFAULT_GENERATOR_RECIPE = Path(__file__).parents[1] / "configs" / "train" / "tiny-digits-generator.yaml"
-DEFAULT_TOKENIZER_RECIPE = Path(__file__).parents[1] / "configs" / "train" / "tiny-digits.yaml"
+DEFAULT_GENERATOR_RECIPE = RECIPES_DIR / "tiny-digits-generator.yaml"
+DEFAULT_TOKENIZER_RECIPE = RECIPES_DIR / "tiny-digits.yaml"
 
 
 def _say(message: str) -> None:
@@ -67,7 +69,7 @@ def evaluate_generator(model_dir: str | Path, classifier: str | Path, *, seeds_p
     from unilip.pipelines import load_pipeline
     from unilip.training.digits import DIGIT_NAMES, load_digits_split
     from unilip.training.generator_data import digit_caption, digit_instruction
-    from unilip.training.understanding import FeatureHead
+    from evals.studies.understanding import FeatureHead
 
     pipeline = load_pipeline(model_dir, batch_size=batch_size)
     head = FeatureHead.load(classifier)
@@ -156,9 +158,9 @@ def sample_grid(generated, edit_pairs, path: Path, columns: int = 8) -> Path:
 
 def pretrain_tiny_llm(out: Path, config, steps: int) -> Path:
     """The generator's starting point: its variant with random weights, then the tiny LLM pretrained
-    (``unilip.training.tiny_llm``) and copied into the connector; saved with its text tokenizer."""
+    (``evals.studies.tiny_llm``) and copied into the connector; saved with its text tokenizer."""
     from unilip.prompts import load_text_tokenizer
-    from unilip.training.tiny_llm import digit_corpus, pretrain_llm
+    from evals.studies.tiny_llm import digit_corpus, pretrain_llm
     from unilip.variants import load_generator
 
     model, text_dir = load_generator(config.variant, random_init=True, seed=config.seed)
@@ -194,7 +196,7 @@ def run_generator_study(out_dir: str | Path, *, recipe: str | Path = DEFAULT_GEN
     from unilip.training.generator_trainer import train_generator
     from unilip.training.phases import run_phase
     from unilip.training.tokenizer_trainer import train_tokenizer
-    from unilip.training.understanding import train_frozen_head, train_teacher
+    from evals.studies.understanding import train_frozen_head, train_teacher
 
     out = Path(out_dir)
     if fresh and out.exists():

@@ -1,3 +1,0 @@
-from evals.judges.plan import main
-
-raise SystemExit(main())
