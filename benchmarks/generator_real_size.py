@@ -32,8 +32,11 @@ def _prompt_ids(model, batch: int, text_tokens: int, with_image: bool, generator
     vocab = model.language_model.embed_tokens.num_embeddings
     pieces = [torch.randint(6, min(151643, vocab), (batch, text_tokens), generator=generator)]
     if with_image:
-        pieces.append(torch.tensor([[config.image_start_id] + [config.image_context_id] * config.image_tokens
-                                    + [config.image_end_id]]).expand(batch, -1))
+        pieces.append(
+            torch.tensor(
+                [[config.image_start_id] + [config.image_context_id] * config.image_tokens + [config.image_end_id]]
+            ).expand(batch, -1)
+        )
     pieces.append(torch.full((batch, 1), config.image_start_id))
     ids = torch.cat(pieces, dim=1)
     return ids, torch.ones_like(ids)
@@ -54,8 +57,9 @@ def _timed(fn, device: torch.device, repeats: int) -> tuple[float, float]:
     return seconds, peak
 
 
-def measure(variant: str, device: torch.device, dtype: torch.dtype, images: int, train_batch: int,
-            repeats: int) -> dict:
+def measure(
+    variant: str, device: torch.device, dtype: torch.dtype, images: int, train_batch: int, repeats: int
+) -> dict:
     from unilip.generator import GeneratorConfig, build_generator
     from unilip.pipelines import sample_latents
     from unilip.training.generator_trainer import configure_trainable, flow_matching_loss, sample_sigmas
@@ -67,8 +71,10 @@ def measure(variant: str, device: torch.device, dtype: torch.dtype, images: int,
     model.to(dtype)
     model.tokenizer.decoder.float()
     build_seconds = time.perf_counter() - started
-    counts = {name: sum(p.numel() for p in getattr(model, name).parameters()) / 1e6
-              for name in ("language_model", "llm_connector", "projector", "dit", "tokenizer")}
+    counts = {
+        name: sum(p.numel() for p in getattr(model, name).parameters()) / 1e6
+        for name in ("language_model", "llm_connector", "projector", "dit", "tokenizer")
+    }
     generator = torch.Generator().manual_seed(0)
     size = spec.tokenizer.image_size
 
@@ -105,12 +111,25 @@ def measure(variant: str, device: torch.device, dtype: torch.dtype, images: int,
         optimizer.step()
 
     train_seconds, train_peak = _timed(train_step, device, repeats)
-    return {"variant": variant, "parameters_millions": counts, "build_seconds": build_seconds,
-            "t2i": {"images": images, "steps": 20, "seconds_per_call": t2i_seconds,
-                    "seconds_per_image": t2i_seconds / images, "peak_gib": t2i_peak},
-            "edit": {"images": 1, "steps": 20, "seconds_per_call": edit_seconds, "peak_gib": edit_peak},
-            "train_step": {"batch": train_batch, "seconds": train_seconds, "peak_gib": train_peak,
-                           "note": "bf16 weights and AdamW on bf16 parameters (no master copy), stage 2 parts"}}
+    return {
+        "variant": variant,
+        "parameters_millions": counts,
+        "build_seconds": build_seconds,
+        "t2i": {
+            "images": images,
+            "steps": 20,
+            "seconds_per_call": t2i_seconds,
+            "seconds_per_image": t2i_seconds / images,
+            "peak_gib": t2i_peak,
+        },
+        "edit": {"images": 1, "steps": 20, "seconds_per_call": edit_seconds, "peak_gib": edit_peak},
+        "train_step": {
+            "batch": train_batch,
+            "seconds": train_seconds,
+            "peak_gib": train_peak,
+            "note": "bf16 weights and AdamW on bf16 parameters (no master copy), stage 2 parts",
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     from unilip.provenance import environment_report
 
-    results = {"environment": environment_report(),
-               "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "runs": []}
+    results = {
+        "environment": environment_report(),
+        "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "runs": [],
+    }
     for variant in args.variants.split(","):
         run = measure(variant.strip(), device, getattr(torch, args.dtype), args.images, args.train_batch, args.repeats)
         results["runs"].append(run)

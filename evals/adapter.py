@@ -8,9 +8,10 @@ Adding a model family is adding one adapter and registering it.
 from __future__ import annotations
 
 import hashlib
-from abc import ABC
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -26,14 +27,16 @@ class ModelAdapter(ABC):
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
+    @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Identity of the model for results: name, weights source and digest, config."""
-        raise NotImplementedError
 
     def require(self, capability: str) -> None:
         if capability not in self.capabilities:
-            raise CapabilityError(f"{type(self).__name__} cannot '{capability}' (it can: "
-                                  f"{', '.join(sorted(self.capabilities)) or 'nothing'})")
+            raise CapabilityError(
+                f"{type(self).__name__} cannot '{capability}' (it can: "
+                f"{', '.join(sorted(self.capabilities)) or 'nothing'})"
+            )
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """``B x 3 x H x W`` images in [0, 1] -> reconstructions in [0, 1], same shape."""
@@ -79,9 +82,14 @@ class UniLIPAdapter(ModelAdapter):
     def describe(self) -> dict[str, Any]:
         if self._digest is None:
             self._digest = state_dict_digest(self.tokenizer)
-        return {"adapter": "unilip", "model": self.model_ref, "weights_source": self.tokenizer.weights_source,
-                "weights_sha256": self._digest, "config": self.tokenizer.config.to_dict(),
-                "native_size": self.tokenizer.config.image_size}
+        return {
+            "adapter": "unilip",
+            "model": self.model_ref,
+            "weights_source": self.tokenizer.weights_source,
+            "weights_sha256": self._digest,
+            "config": self.tokenizer.config.to_dict(),
+            "native_size": self.tokenizer.config.image_size,
+        }
 
     @property
     def native_size(self) -> int:
@@ -103,8 +111,9 @@ class UniLIPGeneratorAdapter(UniLIPAdapter):
 
     capabilities = frozenset({"reconstruct", "generate", "edit", "answer"})
 
-    def __init__(self, pipeline: Any, model_ref: str, steps: int = 20, guidance: float = 4.5,
-                 flow_shift: float = 3.0) -> None:
+    def __init__(
+        self, pipeline: Any, model_ref: str, steps: int = 20, guidance: float = 4.5, flow_shift: float = 3.0
+    ) -> None:
         super().__init__(pipeline.model.tokenizer, model_ref)
         self.pipeline = pipeline
         self.sampler = {"steps": int(steps), "guidance": float(guidance), "flow_shift": float(flow_shift)}
@@ -113,10 +122,15 @@ class UniLIPGeneratorAdapter(UniLIPAdapter):
         if self._digest is None:
             self._digest = state_dict_digest(self.pipeline.model)
         model = self.pipeline.model
-        return {"adapter": "unilip-generator", "model": self.model_ref, "weights_source": model.weights_source,
-                "weights_sha256": self._digest, "config": {"tokenizer": model.tokenizer.config.to_dict(),
-                                                           "generator": model.config.to_dict()},
-                "native_size": model.tokenizer.config.image_size, "sampler": self.sampler}
+        return {
+            "adapter": "unilip-generator",
+            "model": self.model_ref,
+            "weights_source": model.weights_source,
+            "weights_sha256": self._digest,
+            "config": {"tokenizer": model.tokenizer.config.to_dict(), "generator": model.config.to_dict()},
+            "native_size": model.tokenizer.config.image_size,
+            "sampler": self.sampler,
+        }
 
     def generate(self, prompts: list[str], n: int, seed: int) -> list[list[Any]]:
         return self.pipeline.generate(prompts, n=n, seed=seed, **self.sampler)
@@ -141,13 +155,15 @@ class ModelInfo:
     capabilities: frozenset[str]
     native_size: int | None = None
     # Set when the adapter has no cheap probe and had to be loaded to answer (see ``register_adapter``).
-    loaded: "ModelAdapter | None" = None
+    loaded: ModelAdapter | None = None
 
     def require(self, capability: str) -> None:
         """Raise ``CapabilityError`` unless the model can do ``capability``."""
         if capability not in self.capabilities:
-            raise CapabilityError(f"{self.model} ({self.adapter}) cannot '{capability}' (it can: "
-                                  f"{', '.join(sorted(self.capabilities)) or 'nothing'})")
+            raise CapabilityError(
+                f"{self.model} ({self.adapter}) cannot '{capability}' (it can: "
+                f"{', '.join(sorted(self.capabilities)) or 'nothing'})"
+            )
 
 
 AdapterFactory = Callable[..., ModelAdapter]
@@ -172,27 +188,41 @@ def _unilip_probe(model: str, weights: str | None = None, random_init: bool = Fa
 
     info = probe_reference(model, weights, random_init=random_init)
     capabilities = UniLIPGeneratorAdapter.capabilities if info.kind == "generator" else UniLIPAdapter.capabilities
-    return ModelInfo("unilip-generator" if info.kind == "generator" else "unilip", model, capabilities,
-                     info.tokenizer.image_size)
+    return ModelInfo(
+        "unilip-generator" if info.kind == "generator" else "unilip", model, capabilities, info.tokenizer.image_size
+    )
 
 
-def _unilip_factory(model: str, weights: str | None = None, random_init: bool = False, seed: int = 0,
-                    device: str = "cpu", dtype: str = "float32", steps: int | None = None,
-                    guidance: float | None = None, flow_shift: float | None = None) -> UniLIPAdapter:
+def _unilip_factory(
+    model: str,
+    weights: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: str = "float32",
+    steps: int | None = None,
+    guidance: float | None = None,
+    flow_shift: float | None = None,
+) -> UniLIPAdapter:
     from unilip.variants import is_generator_reference
 
-    sampler = {k: v for k, v in {"steps": steps, "guidance": guidance, "flow_shift": flow_shift}.items() if v is not None}
+    sampler = {
+        k: v for k, v in {"steps": steps, "guidance": guidance, "flow_shift": flow_shift}.items() if v is not None
+    }
     if is_generator_reference(model):
         from unilip.pipelines import load_pipeline
 
         pipeline = load_pipeline(model, random_init=random_init, seed=seed, dtype=getattr(torch, dtype), device=device)
         return UniLIPGeneratorAdapter(pipeline, model, **sampler)
     if sampler:
-        raise ValueError(f"{model} is a tokenizer (reconstruction only): sampler settings {sorted(sampler)} do not apply")
+        raise ValueError(
+            f"{model} is a tokenizer (reconstruction only): sampler settings {sorted(sampler)} do not apply"
+        )
     from unilip import load_tokenizer
 
-    tokenizer = load_tokenizer(model, weights=weights, random_init=random_init, seed=seed,
-                               dtype=getattr(torch, dtype), device=device)
+    tokenizer = load_tokenizer(
+        model, weights=weights, random_init=random_init, seed=seed, dtype=getattr(torch, dtype), device=device
+    )
     return UniLIPAdapter(tokenizer, model)
 
 
@@ -213,8 +243,9 @@ def probe_adapter(reference: str, **options: Any) -> ModelInfo:
     if probe is not None:
         return probe(model, **options)
     adapter = factory(model, **options)
-    return ModelInfo(name, model, frozenset(adapter.capabilities), getattr(adapter, "native_size", None),
-                     loaded=adapter)
+    return ModelInfo(
+        name, model, frozenset(adapter.capabilities), getattr(adapter, "native_size", None), loaded=adapter
+    )
 
 
 def load_adapter(reference: str, info: ModelInfo | None = None, **options: Any) -> ModelAdapter:

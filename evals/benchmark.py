@@ -310,18 +310,21 @@ class Benchmark(ABC):
         """Hash of what the ``produce`` records depend on (the model's identity and the production knobs)."""
 
     @abstractmethod
-    def produce(self, resolved: ResolvedBenchmark, items: list[Item],
-                ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+    def produce(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext
+    ) -> Iterator[tuple[Item, StageResult]]:
         """The model's work for ``items`` (non-empty); yield each item's result."""
 
     @abstractmethod
-    def score(self, resolved: ResolvedBenchmark, items: list[Item],
-              ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+    def score(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext
+    ) -> Iterator[tuple[Item, StageResult]]:
         """Score ``items`` (non-empty; each produced ``ok``); yield each item's result."""
 
     @abstractmethod
-    def aggregate(self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]],
-                  bench_dir: Path) -> dict[str, Any]:
+    def aggregate(
+        self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]], bench_dir: Path
+    ) -> dict[str, Any]:
         """Turn the ``score`` stage's ``ok`` records (item id -> record) into metrics."""
 
     def preflight(self, resolved: ResolvedBenchmark) -> None:  # noqa: B027 (an optional hook)
@@ -346,7 +349,7 @@ def register_benchmark(cls: type[Benchmark]) -> type[Benchmark]:
         prefix = "evals.benchmarks."
         if not cls.__module__.startswith(prefix):
             raise TypeError(f"{cls.__qualname__} sets no name and is not in a folder under evals/benchmarks/")
-        cls.name = cls.__module__[len(prefix):].split(".")[0]
+        cls.name = cls.__module__[len(prefix) :].split(".")[0]
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"benchmark {cls.name!r} is registered twice")
     _REGISTRY[cls.name] = cls
@@ -378,8 +381,11 @@ def get_benchmark(reference: str) -> tuple[Benchmark, str]:
     name, _, variant = reference.partition("@")
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        raise ValueError(f"unknown benchmark {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
-                         + f" Known: {', '.join(list_benchmarks())}")
+        raise ValueError(
+            f"unknown benchmark {name!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else "")
+            + f" Known: {', '.join(list_benchmarks())}"
+        )
     cls = _REGISTRY[name]
     variant = variant or next(iter(cls.variants))
     if variant not in cls.variants:
@@ -418,16 +424,19 @@ def select_options(bench: Benchmark | type[Benchmark], given: Mapping[str, Any])
     and wins over a bare ``NAME`` (two benchmarks that both take ``data`` in one command).
     """
     declared = set(option_help(bench.Options))
-    chosen = {name: value for name, value in given.items()
-              if "." not in name and name in declared and value is not None}
+    chosen = {
+        name: value for name, value in given.items() if "." not in name and name in declared and value is not None
+    }
     prefix = f"{bench.name}."
-    chosen.update({name[len(prefix):]: value for name, value in given.items()
-                   if name.startswith(prefix) and value is not None})
+    chosen.update(
+        {name[len(prefix) :]: value for name, value in given.items() if name.startswith(prefix) and value is not None}
+    )
     return chosen
 
 
-def check_option_names(given: Mapping[str, Any], benches: list[tuple[Benchmark, str]],
-                       spelled: Mapping[str, str] | None = None) -> None:
+def check_option_names(
+    given: Mapping[str, Any], benches: list[tuple[Benchmark, str]], spelled: Mapping[str, str] | None = None
+) -> None:
     """Refuse option names no selected benchmark takes, suggesting the closest ones.
 
     ``spelled`` names how an option was given when it was not ``--opt NAME`` (a flag such as ``--size``).
@@ -435,8 +444,10 @@ def check_option_names(given: Mapping[str, Any], benches: list[tuple[Benchmark, 
     Raises:
         ValueError: naming each unclaimed option (bare, or ``BENCH.NAME`` with an unknown part).
     """
-    known = sorted({name for bench, _ in benches for name in option_help(bench.Options)}
-                   | {f"{bench.name}.{name}" for bench, _ in benches for name in option_help(bench.Options)})
+    known = sorted(
+        {name for bench, _ in benches for name in option_help(bench.Options)}
+        | {f"{bench.name}.{name}" for bench, _ in benches for name in option_help(bench.Options)}
+    )
     unclaimed = sorted(name for name in given if name not in known)
     if not unclaimed:
         return
@@ -448,5 +459,7 @@ def check_option_names(given: Mapping[str, Any], benches: list[tuple[Benchmark, 
         close = difflib.get_close_matches(name, known, n=1)
         hints.append(f"--opt {name}" + (f" (did you mean {close[0]}?)" if close else ""))
     selected = ", ".join(f"{bench.name}@{variant}" for bench, variant in benches)
-    raise ValueError(f"no selected benchmark ({selected}) takes {', '.join(hints)}; "
-                     "`unilip eval list --options` lists each benchmark's options")
+    raise ValueError(
+        f"no selected benchmark ({selected}) takes {', '.join(hints)}; "
+        "`unilip eval list --options` lists each benchmark's options"
+    )

@@ -19,8 +19,8 @@ logger = logging.getLogger("evals")
 
 
 def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``eval`` command and its subcommands, and the studies (``quickstart``, ``train sweep``, ``train generator-study``),
-    to the ``unilip`` parser (the ``unilip.cli`` entry point)."""
+    """Add the ``eval`` command and its subcommands, and the studies (``quickstart``, ``train sweep``,
+    ``train generator-study``), to the ``unilip`` parser (the ``unilip.cli`` entry point)."""
     from evals.studies.cli import register as register_studies
 
     parser = subparsers.add_parser("eval", help="evaluate models on benchmarks; compare and gate runs")
@@ -50,8 +50,11 @@ def _register_queries(sub: argparse._SubParsersAction) -> None:
     gate.add_argument("--json", help="write the JSON verdict here (default RUN/gate.json)")
     gate.set_defaults(func=_cmd_gate)
 
-    dry = sub.add_parser("plan", help="judge dry run: the judge calls a run would make, and how many are cached "
-                                      "(no call is made, no model loads)")
+    dry = sub.add_parser(
+        "plan",
+        help="judge dry run: the judge calls a run would make, and how many are cached "
+        "(no call is made, no model loads)",
+    )
     dry.add_argument("--bench", required=True, help="comma-separated NAME@VARIANT of judged benchmarks")
     dry.add_argument("--out", required=True, help="run directory (as for `unilip eval run`)")
     dry.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE", help="a benchmark option")
@@ -91,8 +94,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         return 0
     for entry in plans:
         print(f"{entry['benchmark']} (judge {entry['judge']} at {entry['endpoint']}; {entry['items']} items)")
-        print(f"  judge calls to make   {entry['judge_calls']:6d}  (at most {entry['judge_calls_at_most']} "
-              "with retries and re-asks)")
+        print(
+            f"  judge calls to make   {entry['judge_calls']:6d}  (at most {entry['judge_calls_at_most']} "
+            "with retries and re-asks)"
+        )
         for name in ("cached", "already_judged", "awaiting_generation", "generation_failed", "missing_image"):
             print(f"  {name.replace('_', ' '):21s} {entry[name]:6d}")
     return 0
@@ -102,8 +107,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     """``unilip eval run``: one JSON line per benchmark on stdout; exit 1 when an item is not ok."""
     status, results = execute_run(args)
     for result in results:
-        print(json.dumps({"benchmark": result["benchmark"], "coverage": result["coverage"],
-                          "metrics": result["metrics"]}), flush=True)
+        print(
+            json.dumps(
+                {"benchmark": result["benchmark"], "coverage": result["coverage"], "metrics": result["metrics"]}
+            ),
+            flush=True,
+        )
     return status
 
 
@@ -125,7 +134,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"{spec['name']} (fingerprint {spec['fingerprint'][:8]}, {len(manifest['items'])} items)")
         for stage, counts in stage_status(bench_dir, bench.stages, manifest["items"]).items():
             complete &= counts["missing"] == 0
-            print(f"  {stage:10s} done {counts['done']:6d}  failed {counts['failed']:6d}  missing {counts['missing']:6d}")
+            print(
+                f"  {stage:10s} done {counts['done']:6d}  failed {counts['failed']:6d}  missing {counts['missing']:6d}"
+            )
         results = bench_dir / "results.json"
         print(f"  aggregate  {'written' if results.is_file() else 'not yet written'}")
     return 0 if complete else 1
@@ -140,9 +151,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
+    from evals.files import atomic_write_json
     from evals.report.gate import judge, load_rules
     from evals.report.results import load_results
-    from evals.files import atomic_write_json
 
     rules = load_rules(args.rules)
     runs = load_results([args.run])
@@ -150,8 +161,10 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     matching = [r for r in runs if not wanted or r["benchmark"] == wanted]
     baselines = [r for r in load_results([args.baseline]) if not wanted or r["benchmark"] == wanted]
     if len(matching) != 1 or len(baselines) != 1:
-        raise ValueError(f"need exactly one {wanted or 'result'} in the run and in the baseline "
-                         f"(found {len(matching)} and {len(baselines)})")
+        raise ValueError(
+            f"need exactly one {wanted or 'result'} in the run and in the baseline "
+            f"(found {len(matching)} and {len(baselines)})"
+        )
     verdict = judge(matching[0], baselines[0], rules)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     # The JSON first: a verdict that could not be recorded is an I/O error (exit 2), never a printed PASS.

@@ -81,8 +81,6 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-
-
 def canonical_hash(payload: Any, length: int = 16) -> str:
     """Stable hash of a JSON-able payload (sorted keys), for fingerprints."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_json_default)

@@ -19,30 +19,48 @@ logger = logging.getLogger("evals")
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
     """The arguments of ``unilip eval run`` (also what :func:`evals.run` takes as keywords): the core ones,
     then the flags benchmarks declare on their options (``--data``, ``--size`` ...)."""
-    run.add_argument("--model", required=True, help="model reference: variant, directory or weights file "
-                                                    "(or ADAPTER:MODEL)")
+    run.add_argument(
+        "--model", required=True, help="model reference: variant, directory or weights file (or ADAPTER:MODEL)"
+    )
     run.add_argument("--weights", help="weights for a variant name")
     run.add_argument("--random-init", action="store_true", help="random weights for a variant with released ones")
     run.add_argument("--seed", type=int, default=0, help="run seed (and random-init seed); default 0")
     run.add_argument("--bench", required=True, help="comma-separated NAME@VARIANT (see `unilip eval list`)")
     run.add_argument("--out", required=True, help="run directory")
-    run.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
-                     help="a benchmark option (repeatable; the value is read as YAML: 5, true, [a, b]); "
-                          "`unilip eval list --options` shows each benchmark's options; BENCH.NAME=VALUE gives it "
-                          "to the benchmark BENCH only")
+    run.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a benchmark option (repeatable; the value is read as YAML: 5, true, [a, b]); "
+        "`unilip eval list --options` shows each benchmark's options; BENCH.NAME=VALUE gives it "
+        "to the benchmark BENCH only",
+    )
     run.add_argument("--steps", type=int, help="generators: sampling steps (default 20, as upstream)")
     run.add_argument("--guidance", type=float, help="generators: CFG scale (default 4.5; upstream ImgEdit 3B: 4.0)")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--device", default=None, help=DEVICE_HELP)
-    run.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                     help="model weights dtype (default float32; the pixel decoder stays float32 as upstream)")
+    run.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="model weights dtype (default float32; the pixel decoder stays float32 as upstream)",
+    )
     run.add_argument("--cache-dir", default=None, help="cache of real-image features (default ~/.cache/unilip)")
     run.add_argument("--retry-failed", action="store_true", help="redo items whose records say failed")
-    run.add_argument("--rescore", action="store_true", help="accept changed scoring options (judge, template, "
-                                                             "scorer) in an existing run: only the stages that "
-                                                             "depend on them are redone, images are kept")
-    run.add_argument("--fresh", action="store_true", help="discard what the run directory holds for these benchmarks "
-                                                           "(all of its runs when it holds another model or seed)")
+    run.add_argument(
+        "--rescore",
+        action="store_true",
+        help="accept changed scoring options (judge, template, "
+        "scorer) in an existing run: only the stages that "
+        "depend on them are redone, images are kept",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard what the run directory holds for these benchmarks "
+        "(all of its runs when it holds another model or seed)",
+    )
     run.add_argument("--no-progress", action="store_true")
     for flag, (_, text) in benchmark_flags().items():
         run.add_argument(flag, default=None, help=text)
@@ -66,11 +84,14 @@ def benchmark_flags() -> dict[str, tuple[str, str]]:
                 continue
             option_name, text, owners = declared.setdefault(flag, (field.name, field.metadata["help"], []))
             if option_name != field.name:
-                raise TypeError(f"benchmark {name} declares {flag} for its option {field.name}, another benchmark "
-                                f"for {option_name}: one flag is one option name")
+                raise TypeError(
+                    f"benchmark {name} declares {flag} for its option {field.name}, another benchmark "
+                    f"for {option_name}: one flag is one option name"
+                )
             owners.append(name)
-    return {flag: (option_name, f"{text} [{', '.join(owners)}]")
-            for flag, (option_name, text, owners) in declared.items()}
+    return {
+        flag: (option_name, f"{text} [{', '.join(owners)}]") for flag, (option_name, text, owners) in declared.items()
+    }
 
 
 def _flag_dest(flag: str) -> str:
@@ -85,9 +106,16 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
     from evals.adapter import load_adapter, probe_adapter
     from evals.benchmark import check_option_names, get_benchmark, parse_opts, select_options
     from evals.runtime.distributed import init_world
-    from evals.runtime.rundir import (RunLock, check_identity, discard_runs, recorded_identity,
-                                      remove_stale_temporaries, run_identity, write_run_json)
     from evals.runtime.records import canonical_hash
+    from evals.runtime.rundir import (
+        RunLock,
+        check_identity,
+        discard_runs,
+        recorded_identity,
+        remove_stale_temporaries,
+        run_identity,
+        write_run_json,
+    )
     from evals.runtime.runner import run_benchmark
     from unilip.devices import resolve_device
     from unilip.errors import EXIT_FAILED, EXIT_OK
@@ -101,8 +129,11 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
         raise ValueError("--bench names no benchmark (see `unilip eval list`)")
     # The options: benchmark-declared flags, then --opt (which wins); each benchmark parses those it takes.
     flags = {flag: option_name for flag, (option_name, _) in benchmark_flags().items()}
-    flagged = {name: getattr(args, _flag_dest(flag)) for flag, name in flags.items()
-               if getattr(args, _flag_dest(flag), None) is not None}
+    flagged = {
+        name: getattr(args, _flag_dest(flag))
+        for flag, name in flags.items()
+        if getattr(args, _flag_dest(flag), None) is not None
+    }
     opts = parse_opts(args.opt)
     check_option_names(opts, benches)
     given = {**flagged, **opts}
@@ -113,8 +144,14 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
             chosen.setdefault("seed", args.seed)  # the run seed, unless --opt seed= says otherwise
         parsed.append(bench.parse_options(chosen))
     sampler = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance}.items() if v is not None}
-    model_options = {"weights": args.weights, "random_init": args.random_init, "seed": args.seed, "device": device,
-                     "dtype": args.dtype, **sampler}
+    model_options = {
+        "weights": args.weights,
+        "random_init": args.random_init,
+        "seed": args.seed,
+        "device": device,
+        "dtype": args.dtype,
+        **sampler,
+    }
     world = init_world()
     out = Path(args.out)
     world.on_main(lambda: ensure_writable(out, what="run directory"))
@@ -125,31 +162,45 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
             info.require(bench.capability)
         # A flag no selected benchmark takes (--size for a generation benchmark) is refused, not ignored.
         check_option_names(flagged, benches, spelled={name: flag for flag, name in flags.items()})
-        resolved = [bench.resolve(variant, options, info) for (bench, variant), options in zip(benches, parsed, strict=True)]
+        resolved = [
+            bench.resolve(variant, options, info) for (bench, variant), options in zip(benches, parsed, strict=True)
+        ]
         for benchmark in resolved:
             benchmark.preflight()
         held = world.on_main(lambda: recorded_identity(out))
         if held is not None and not args.fresh:
             # Before minutes of loading: the cheap parts of the identity (the weights need the model).
-            world.on_main(lambda: check_identity(out, {"adapter": info.adapter, "seed": args.seed},
-                                                 fields=("adapter", "seed"), model_ref=args.model))
+            world.on_main(
+                lambda: check_identity(
+                    out, {"adapter": info.adapter, "seed": args.seed}, fields=("adapter", "seed"), model_ref=args.model
+                )
+            )
         # 3. The model.
         adapter = load_adapter(args.model, info, **model_options)
         identity = run_identity(adapter.describe(), args.seed)
 
         def claim() -> None:
             if args.fresh:
-                if held is not None and any(canonical_hash(held.get(k)) != canonical_hash(v)
-                                            for k, v in identity.items()):
+                if held is not None and any(
+                    canonical_hash(held.get(k)) != canonical_hash(v) for k, v in identity.items()
+                ):
                     discard_runs(out)
                 for benchmark in resolved:
                     shutil.rmtree(out / benchmark.name, ignore_errors=True)
             else:
                 check_identity(out, identity, model_ref=args.model)
             remove_stale_temporaries(out)
-            write_run_json(out, identity, {"model_ref": args.model, "options": {**vars(args), "func": None},
-                                           "model": adapter.describe(), "device": device,
-                                           "environment": environment_report()})
+            write_run_json(
+                out,
+                identity,
+                {
+                    "model_ref": args.model,
+                    "options": {**vars(args), "func": None},
+                    "model": adapter.describe(),
+                    "device": device,
+                    "environment": environment_report(),
+                },
+            )
 
         world.on_main(claim)
         # 4. The benchmarks.
@@ -159,12 +210,25 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
         status = EXIT_OK
         finished: list[dict[str, Any]] = []
         for benchmark in resolved:
-            results = run_benchmark(benchmark, adapter, out / benchmark.name, world, args.batch_size, cache_dir,
-                                    progress=not args.no_progress, retry_failed=args.retry_failed,
-                                    rescore=args.rescore,
-                                    extra_results={"seed": args.seed, "batch_size": args.batch_size, "device": device,
-                                                   "dtype": args.dtype, "data_path": getattr(args, "data", None),
-                                                   "environment": environment})
+            results = run_benchmark(
+                benchmark,
+                adapter,
+                out / benchmark.name,
+                world,
+                args.batch_size,
+                cache_dir,
+                progress=not args.no_progress,
+                retry_failed=args.retry_failed,
+                rescore=args.rescore,
+                extra_results={
+                    "seed": args.seed,
+                    "batch_size": args.batch_size,
+                    "device": device,
+                    "dtype": args.dtype,
+                    "data_path": getattr(args, "data", None),
+                    "environment": environment,
+                },
+            )
             if results is not None:
                 finished.append(results)
                 if results["coverage"]["ok"] < results["coverage"]["expected"]:

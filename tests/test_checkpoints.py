@@ -6,14 +6,19 @@ import pickle
 
 import pytest
 import torch
+from official_reference import official_features, official_key_shapes, official_latent
 from safetensors.torch import save_file
 
-from official_reference import official_features, official_key_shapes, official_latent
 from unilip import load_tokenizer
+from unilip.checkpoints import (
+    CheckpointError,
+    CheckpointKeyError,
+    from_model_dir_state_dict,
+    from_official_tokenizer_state_dict,
+    to_model_dir_state_dict,
+    to_official_tokenizer_state_dict,
+)
 from unilip.tokenizer import load_strict
-from unilip.checkpoints import (CheckpointError, CheckpointKeyError, from_model_dir_state_dict,
-                                from_official_tokenizer_state_dict, to_model_dir_state_dict,
-                                to_official_tokenizer_state_dict)
 
 
 def _synth_official_state_dict(config, seed=0):
@@ -22,9 +27,14 @@ def _synth_official_state_dict(config, seed=0):
 
     gen = torch.Generator().manual_seed(seed)
     vision = config.vision
-    shapes = official_key_shapes(width=vision["hidden_size"], layers=vision["num_hidden_layers"],
-                                 mlp=vision["intermediate_size"], patch=vision["patch_size"],
-                                 native=vision["image_size"], llm=config.llm_hidden_size)
+    shapes = official_key_shapes(
+        width=vision["hidden_size"],
+        layers=vision["num_hidden_layers"],
+        mlp=vision["intermediate_size"],
+        patch=vision["patch_size"],
+        native=vision["image_size"],
+        llm=config.llm_hidden_size,
+    )
     state = {}
     for key, shape in shapes.items():
         value = torch.randn(shape, generator=gen) * 0.05
@@ -55,8 +65,13 @@ def test_converted_encoder_matches_original_parameterisation(tiny_config, offici
     images = torch.rand(2, 3, size, size)
     vision = tiny_config.vision
     with torch.no_grad():
-        expected = official_features(official, images, heads=vision["num_attention_heads"],
-                                     patch=vision["patch_size"], layers=vision["num_hidden_layers"])
+        expected = official_features(
+            official,
+            images,
+            heads=vision["num_attention_heads"],
+            patch=vision["patch_size"],
+            layers=vision["num_hidden_layers"],
+        )
         features = model.encode_features(images)
         latent = model.encode(images)
     assert features.shape == expected.shape
@@ -71,10 +86,14 @@ def test_model_dir_layout_loads_and_converts_back(tiny_config, official, tmp_pat
     assert "model.multi_modal_projector.1.weight" in model_dir_state
     assert any(k.startswith("model.vae_decoder.down_blocks.0.mlp.1") for k in model_dir_state)
     # The generator's weights share the file; the tokenizer loader skips them on purpose.
-    generator_keys = {"model.language_model.embed_tokens.weight": torch.zeros(10, 4), "model.latent_queries":
-                      torch.zeros(1, 4, 4), "model.dit.proj_out.weight": torch.zeros(2, 2),
-                      "model.llm_connector.norm.weight": torch.zeros(4), "model.projector.weight": torch.zeros(8, 4),
-                      "lm_head.weight": torch.zeros(10, 4)}
+    generator_keys = {
+        "model.language_model.embed_tokens.weight": torch.zeros(10, 4),
+        "model.latent_queries": torch.zeros(1, 4, 4),
+        "model.dit.proj_out.weight": torch.zeros(2, 2),
+        "model.llm_connector.norm.weight": torch.zeros(4),
+        "model.projector.weight": torch.zeros(8, 4),
+        "lm_head.weight": torch.zeros(10, 4),
+    }
     # Two shards with an index, as save_pretrained writes large models.
     keys = sorted({**model_dir_state, **generator_keys})
     shard_a = {k: v for k, v in {**model_dir_state, **generator_keys}.items() if keys.index(k) % 2 == 0}
@@ -92,8 +111,9 @@ def test_model_dir_layout_loads_and_converts_back(tiny_config, official, tmp_pat
 
 
 def test_legacy_model_dir_prefixes(tiny_config, official):
-    model_dir_state = to_model_dir_state_dict(load_strict(tiny_config, from_official_tokenizer_state_dict(official))
-                                              .state_dict())
+    model_dir_state = to_model_dir_state_dict(
+        load_strict(tiny_config, from_official_tokenizer_state_dict(official)).state_dict()
+    )
     legacy = {k.removeprefix("model."): v for k, v in model_dir_state.items()}
     legacy["language_model.model.embed_tokens.weight"] = torch.zeros(3, 3)
     converted = from_model_dir_state_dict(legacy)

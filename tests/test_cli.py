@@ -14,8 +14,9 @@ from PIL import Image
 
 def _run(*args, cwd=None):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-m", "unilip", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "unilip", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 @pytest.fixture
@@ -53,8 +54,9 @@ def test_reconstruct_real_photo_and_corrupt_file(photo_and_corrupt, tmp_path):
 
 
 def test_reconstruct_size_option_and_builtin(tmp_path):
-    result = _run("reconstruct", "--model", "tiny", "--builtin", "--size", "64", "--out", str(tmp_path),
-                  "--no-progress")
+    result = _run(
+        "reconstruct", "--model", "tiny", "--builtin", "--size", "64", "--out", str(tmp_path), "--no-progress"
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 7 and all(r["status"] == "ok" for r in records)
@@ -62,8 +64,16 @@ def test_reconstruct_size_option_and_builtin(tmp_path):
 
 
 def test_reconstruct_reports_missing_weights_clearly(tmp_path, photo_and_corrupt):
-    result = _run("reconstruct", "--model", "unilip-1b", "--weights", str(tmp_path / "1b_unilip.pth"),
-                  str(photo_and_corrupt[0]), "--out", str(tmp_path / "o"))
+    result = _run(
+        "reconstruct",
+        "--model",
+        "unilip-1b",
+        "--weights",
+        str(tmp_path / "1b_unilip.pth"),
+        str(photo_and_corrupt[0]),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.returncode == 2
     assert "1b_unilip.pth" in result.stderr and "does not exist" in result.stderr
 

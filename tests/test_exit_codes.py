@@ -63,8 +63,11 @@ def test_argument_errors_exit_2(capsys):
 
 def test_reconstruct(capsys, tmp_path, digit_png):
     one_line_usage_error(*cli(capsys, "reconstruct", "--model", "tiny", "--out", tmp_path / "o")[::2], "--builtin")
-    one_line_usage_error(*cli(capsys, "reconstruct", "--model", "tny", digit_png, "--out", tmp_path / "o")[::2],
-                         "unknown model variant 'tny'", "Did you mean tiny")
+    one_line_usage_error(
+        *cli(capsys, "reconstruct", "--model", "tny", digit_png, "--out", tmp_path / "o")[::2],
+        "unknown model variant 'tny'",
+        "Did you mean tiny",
+    )
     out = tmp_path / "recon"
     assert cli(capsys, "reconstruct", "--model", "tiny", digit_png, "--out", out, "--no-progress")[0] == 0
     # The same command again rewrites its own files; another invocation is refused, or --overwrite replaces.
@@ -73,16 +76,34 @@ def test_reconstruct(capsys, tmp_path, digit_png):
     one_line_usage_error(code, err, "already holds the outputs of another invocation", "--overwrite")
     before = json.loads((out / "run.json").read_text())["seed"]
     assert before == 0
-    assert cli(capsys, "reconstruct", "--model", "tiny", "--seed", "1", digit_png, "--out", out, "--overwrite",
-               "--no-progress")[0] == 0
+    assert (
+        cli(
+            capsys,
+            "reconstruct",
+            "--model",
+            "tiny",
+            "--seed",
+            "1",
+            digit_png,
+            "--out",
+            out,
+            "--overwrite",
+            "--no-progress",
+        )[0]
+        == 0
+    )
     assert json.loads((out / "run.json").read_text())["seed"] == 1
 
 
 def test_reconstruct_with_a_damaged_weights_file_is_one_line(capsys, tmp_path, digit_png):
     damaged = tmp_path / "1b_unilip.pth"
     damaged.write_bytes(b"PK\x03\x04 this zip ends here")
-    one_line_usage_error(*cli(capsys, "reconstruct", "--model", "unilip-1b", "--weights", damaged, digit_png,
-                              "--out", tmp_path / "o")[::2], "1b_unilip.pth")
+    one_line_usage_error(
+        *cli(capsys, "reconstruct", "--model", "unilip-1b", "--weights", damaged, digit_png, "--out", tmp_path / "o")[
+            ::2
+        ],
+        "1b_unilip.pth",
+    )
 
 
 def test_reconstruct_warns_about_a_tiny_input(capsys, tmp_path, caplog):
@@ -96,16 +117,19 @@ def test_reconstruct_refuses_a_folder_of_someone_else_s_files(capsys, tmp_path, 
     out = tmp_path / "mine"
     out.mkdir()
     (out / "holiday.jpg").write_bytes(b"precious")
-    one_line_usage_error(*cli(capsys, "reconstruct", "--model", "tiny", digit_png, "--out", out)[::2],
-                         "not written by a unilip command")
+    one_line_usage_error(
+        *cli(capsys, "reconstruct", "--model", "tiny", digit_png, "--out", out)[::2], "not written by a unilip command"
+    )
     assert (out / "holiday.jpg").read_bytes() == b"precious"
 
 
 def test_reconstruct_with_failed_items_exits_1(capsys, tmp_path, digit_png):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    assert cli(capsys, "reconstruct", "--model", "tiny", digit_png, broken, "--out", tmp_path / "o",
-               "--no-progress")[0] == 1
+    assert (
+        cli(capsys, "reconstruct", "--model", "tiny", digit_png, broken, "--out", tmp_path / "o", "--no-progress")[0]
+        == 1
+    )
 
 
 def test_generate_and_edit(capsys, tmp_path, digit_png):
@@ -118,16 +142,43 @@ def test_generate_and_edit(capsys, tmp_path, digit_png):
     assert cli(capsys, *common, "--prompt", "a handwritten digit three", "--overwrite")[0] == 0
     run = json.loads((out / "run.json").read_text())
     assert [o["prompt"] for o in run["outputs"]] == ["a handwritten digit three"]
-    one_line_usage_error(*cli(capsys, "edit", "--model", "tiny-digits", "--image", tmp_path / "none.png",
-                              "--instruction", "make it the digit three", "--out", tmp_path / "e")[::2], "none.png")
-    one_line_usage_error(*cli(capsys, "generate", "--model", "tiny-digits", "--prompt", "x", "--out",
-                              tmp_path / "a-file-parent" / "x", "--device", "cuda:7")[::2], "--device cuda:7")
+    one_line_usage_error(
+        *cli(
+            capsys,
+            "edit",
+            "--model",
+            "tiny-digits",
+            "--image",
+            tmp_path / "none.png",
+            "--instruction",
+            "make it the digit three",
+            "--out",
+            tmp_path / "e",
+        )[::2],
+        "none.png",
+    )
+    one_line_usage_error(
+        *cli(
+            capsys,
+            "generate",
+            "--model",
+            "tiny-digits",
+            "--prompt",
+            "x",
+            "--out",
+            tmp_path / "a-file-parent" / "x",
+            "--device",
+            "cuda:7",
+        )[::2],
+        "--device cuda:7",
+    )
 
 
 def test_training_commands(capsys, tmp_path, blocker):
     for command in (["train", "tokenizer"], ["train", "generator"], ["train", "sweep"]):
-        one_line_usage_error(*cli(capsys, *command, "--config", "no-such-recipe", "--out", tmp_path / "t")[::2],
-                             "no-such-recipe")
+        one_line_usage_error(
+            *cli(capsys, *command, "--config", "no-such-recipe", "--out", tmp_path / "t")[::2], "no-such-recipe"
+        )
     one_line_usage_error(*cli(capsys, "train", "generator-study", "--out", blocker / "study")[::2], str(blocker))
     one_line_usage_error(*cli(capsys, "quickstart", "--out", blocker / "quick")[::2], str(blocker))
 
@@ -135,21 +186,26 @@ def test_training_commands(capsys, tmp_path, blocker):
 def test_eval_status_compare_gate_plan(capsys, tmp_path, blocker):
     one_line_usage_error(*cli(capsys, "eval", "status", tmp_path / "nowhere")[::2])
     one_line_usage_error(*cli(capsys, "eval", "compare", tmp_path / "nowhere")[::2], "nowhere")
-    one_line_usage_error(*cli(capsys, "eval", "plan", "--bench", "recon", "--out", tmp_path / "p")[::2],
-                         "not scored by a judge")
+    one_line_usage_error(
+        *cli(capsys, "eval", "plan", "--bench", "recon", "--out", tmp_path / "p")[::2], "not scored by a judge"
+    )
     baseline = ROOT / "leaderboards" / "baselines" / "tiny-digits-recon-standard.json"
     rules = ROOT / "leaderboards" / "baselines" / "recon-gate.yaml"
     bad_rules = tmp_path / "rules.yaml"
     bad_rules.write_text("metrics: {psnr: {drop: 1}}\n")
-    one_line_usage_error(*cli(capsys, "eval", "gate", baseline, "--baseline", baseline, "--rules", bad_rules)[::2],
-                         "max_drop or max_increase")
+    one_line_usage_error(
+        *cli(capsys, "eval", "gate", baseline, "--baseline", baseline, "--rules", bad_rules)[::2],
+        "max_drop or max_increase",
+    )
     # A verdict that cannot be recorded is an I/O error: exit 2, and no PASS printed before it.
-    code, out, err = cli(capsys, "eval", "gate", baseline, "--baseline", baseline, "--rules", rules,
-                         "--json", blocker / "gate.json")
+    code, out, err = cli(
+        capsys, "eval", "gate", baseline, "--baseline", baseline, "--rules", rules, "--json", blocker / "gate.json"
+    )
     one_line_usage_error(code, err, "gate.json")
     assert "PASS" not in out
-    code, out, _ = cli(capsys, "eval", "gate", baseline, "--baseline", baseline, "--rules", rules,
-                       "--json", tmp_path / "gate.json")
+    code, out, _ = cli(
+        capsys, "eval", "gate", baseline, "--baseline", baseline, "--rules", rules, "--json", tmp_path / "gate.json"
+    )
     assert code == 0 and "PASS" in out
 
 
@@ -158,8 +214,18 @@ def test_a_failing_gate_exits_1(capsys, tmp_path):
     worse = json.loads(baseline.read_text())
     worse["metrics"]["psnr"]["value"] -= 1.0
     (tmp_path / "worse.json").write_text(json.dumps(worse))
-    code, out, _ = cli(capsys, "eval", "gate", tmp_path / "worse.json", "--baseline", baseline, "--rules",
-                       ROOT / "leaderboards" / "baselines" / "recon-gate.yaml", "--json", tmp_path / "g.json")
+    code, out, _ = cli(
+        capsys,
+        "eval",
+        "gate",
+        tmp_path / "worse.json",
+        "--baseline",
+        baseline,
+        "--rules",
+        ROOT / "leaderboards" / "baselines" / "recon-gate.yaml",
+        "--json",
+        tmp_path / "g.json",
+    )
     assert code == 1 and "FAIL" in out
 
 
@@ -177,8 +243,9 @@ def test_interrupted_exits_130_saying_what_is_kept(capsys, monkeypatch):
     _fake_command(monkeypatch, Interrupted("recon@standard: 100/1500 items finished and kept"))
     code, _, err = cli(capsys)
     assert code == 130
-    assert err.strip() == ("unilip fake: interrupted: recon@standard: 100/1500 items finished and kept; "
-                           "run the same command to resume")
+    assert err.strip() == (
+        "unilip fake: interrupted: recon@standard: 100/1500 items finished and kept; run the same command to resume"
+    )
 
 
 def test_a_bug_is_a_traceback_and_exit_3(capsys, monkeypatch):
@@ -196,6 +263,5 @@ def test_every_command_is_covered():
             nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
             commands |= {f"{name} {child}" for a in nested for child in a.choices} if nested else {name}
     text = Path(__file__).read_text()
-    missing = [command for command in sorted(commands)
-               if f'"{command.split()[-1]}"' not in text]
+    missing = [command for command in sorted(commands) if f'"{command.split()[-1]}"' not in text]
     assert not missing, f"no exit-code case for: {missing}"

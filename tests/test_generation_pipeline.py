@@ -10,8 +10,15 @@ from safetensors.torch import save_file
 from unilip import checkpoints
 from unilip.generator import UniLIPGenerator
 from unilip.pipelines import UniLIPPipeline, load_pipeline
-from unilip.prompts import (NULL_EDIT_PROMPT, NULL_T2I_PROMPT, edit_text, generation_prompt, load_text_tokenizer,
-                            t2i_text, tokenize)
+from unilip.prompts import (
+    NULL_EDIT_PROMPT,
+    NULL_T2I_PROMPT,
+    edit_text,
+    generation_prompt,
+    load_text_tokenizer,
+    t2i_text,
+    tokenize,
+)
 from unilip.variants import get_variant, load_generator, load_released_generator
 
 
@@ -25,10 +32,13 @@ def test_prompt_strings_follow_upstream():
     assert edit_text("make it red") == "Edit the image: make it red\n<image>"
     assert NULL_T2I_PROMPT == "Generate an image." and NULL_EDIT_PROMPT == "Edit the image.\n<image>"
     assert generation_prompt(t2i_text("a cat"), 256) == (
-        "<|im_start|>user\nGenerate an image: a cat<|im_end|>\n<|im_start|>assistant\n<img>")
+        "<|im_start|>user\nGenerate an image: a cat<|im_end|>\n<|im_start|>assistant\n<img>"
+    )
     edit = generation_prompt(edit_text("make it red"), 3)
-    assert edit == ("<|im_start|>user\nEdit the image: make it red\n<img><IMG_CONTEXT><IMG_CONTEXT><IMG_CONTEXT></img>"
-                    "<|im_end|>\n<|im_start|>assistant\n<img>")
+    assert edit == (
+        "<|im_start|>user\nEdit the image: make it red\n<img><IMG_CONTEXT><IMG_CONTEXT><IMG_CONTEXT></img>"
+        "<|im_end|>\n<|im_start|>assistant\n<img>"
+    )
     assert "system" not in edit
     with pytest.raises(ValueError, match="one reference image"):
         generation_prompt("<image><image>", 2)
@@ -72,8 +82,9 @@ def test_mllm_view_shares_weights_and_matches_encode_features(tiny_pipeline):
     pixels = (images - model.tokenizer.image_mean) / model.tokenizer.image_std
     with torch.no_grad():
         ours = model.tokenizer.encode_features(images)
-        theirs = mllm.model.get_image_features(pixels, vision_feature_layer=-1,
-                                               vision_feature_select_strategy="default").pooler_output
+        theirs = mllm.model.get_image_features(
+            pixels, vision_feature_layer=-1, vision_feature_select_strategy="default"
+        ).pooler_output
     torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
 
 
@@ -111,8 +122,10 @@ def test_edit_reads_the_reference_image(tiny_pipeline):
 def _write_released_dir(model: UniLIPGenerator, directory, legacy=False, shards=2, factor=2.5):
     """A model directory in the released layout: sharded safetensors with an index, config.json."""
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in checkpoints.to_released_generator_state_dict(
-        model.weights_state_dict(), legacy=legacy).items()}
+    state = {
+        k: v.contiguous()
+        for k, v in checkpoints.to_released_generator_state_dict(model.weights_state_dict(), legacy=legacy).items()
+    }
     keys = sorted(state)
     weight_map = {}
     for index in range(shards):
@@ -121,8 +134,16 @@ def _write_released_dir(model: UniLIPGenerator, directory, legacy=False, shards=
         save_file({k: state[k] for k in part}, str(directory / name))
         weight_map.update({k: name for k in part})
     (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    (directory / "config.json").write_text(json.dumps({"model_type": "unilip_internvl", "unilip_factor": factor,
-                                                       "n_query": model.config.n_query, "image_token_id": 5}))
+    (directory / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "unilip_internvl",
+                "unilip_factor": factor,
+                "n_query": model.config.n_query,
+                "image_token_id": 5,
+            }
+        )
+    )
     return state
 
 
@@ -190,14 +211,20 @@ def test_answer_is_greedy_internvl_chat_over_the_unilip_encoder(tiny_pipeline):
     for image in images:
         pixels = (pil_to_tensor(image, 56) - model.tokenizer.image_mean) / model.tokenizer.image_std
         with torch.no_grad():
-            logits = model.mllm(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                pixel_values=pixels).logits[0, -1]
+            logits = model.mllm(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, pixel_values=pixels
+            ).logits[0, -1]
         first_tokens.append(int(logits.argmax()))
         expected = text.decode([first_tokens[-1]], skip_special_tokens=True).strip()
         assert tiny_pipeline.answer(image, "Which digit is this?", max_new_tokens=1) == expected
     with torch.no_grad():  # the image reaches the LLM: two images, two different next-token distributions
+
         def probabilities(image):
             pixels = (pil_to_tensor(image, 56) - model.tokenizer.image_mean) / model.tokenizer.image_std
-            return model.mllm(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                              pixel_values=pixels).logits[0, -1].softmax(-1)
+            return (
+                model.mllm(input_ids=batch.input_ids, attention_mask=batch.attention_mask, pixel_values=pixels)
+                .logits[0, -1]
+                .softmax(-1)
+            )
+
         assert not torch.allclose(probabilities(images[0]), probabilities(images[1]))

@@ -22,10 +22,13 @@ def _qwen2_layer(h, inter, heads, kv):
     return attention + 3 * h * inter + 2 * h  # gate, up, down; two RMSNorms
 
 
-@pytest.mark.parametrize("name,h,inter,layers,heads,llm_total,dit_total,mllm_total", [
-    ("unilip-1b", 896, 4864, 24, 14, 494e6, 592e6, 0.80e9),
-    ("unilip-3b", 1536, 8960, 28, 12, 1544e6, 1604e6, 1.86e9),
-])
+@pytest.mark.parametrize(
+    "name,h,inter,layers,heads,llm_total,dit_total,mllm_total",
+    [
+        ("unilip-1b", 896, 4864, 24, 14, 494e6, 592e6, 0.80e9),
+        ("unilip-3b", 1536, 8960, 28, 12, 1544e6, 1604e6, 1.86e9),
+    ],
+)
 def test_real_size_parts_on_meta(name, h, inter, layers, heads, llm_total, dit_total, mllm_total):
     spec = get_variant(name)
     model = build_generator(spec.tokenizer, GeneratorConfig.from_dict(spec.generator), device="meta")
@@ -56,8 +59,14 @@ def test_connector_sees_later_tokens_but_not_padding():
     mask = torch.ones(1, 6, dtype=torch.long)
     mask[0, 0] = 0  # left padding
     hidden = torch.randn(1, 6, 64)
-    run = lambda h: model.llm_connector(inputs_embeds=h, attention_mask={"full_attention": connector_attention_mask(mask)},
-                                        position_ids=position_ids_from_mask(mask)).last_hidden_state
+
+    def run(h):
+        return model.llm_connector(
+            inputs_embeds=h,
+            attention_mask={"full_attention": connector_attention_mask(mask)},
+            position_ids=position_ids_from_mask(mask),
+        ).last_hidden_state
+
     with torch.no_grad():
         base = run(hidden)
         later = hidden.clone()
@@ -76,7 +85,9 @@ def test_condition_overwrites_reference_image_positions_with_raw_features():
     mask = torch.ones_like(ids)
     images = torch.rand(1, 3, 56, 56)
     seen = {}
-    model.llm_connector.register_forward_hook(lambda m, a, kw, out: seen.update(x=kw["inputs_embeds"]), with_kwargs=True)
+    model.llm_connector.register_forward_hook(
+        lambda m, a, kw, out: seen.update(x=kw["inputs_embeds"]), with_kwargs=True
+    )
     with torch.no_grad():
         condition, full_mask = model.condition(ids, mask, images)
         features = model.tokenizer.encode_features(images)
@@ -149,10 +160,20 @@ def test_guidance_combines_the_branches_as_cfg(monkeypatch):
     gen_module.sample_latents(model.dit, condition, mask, null, null_mask, seeds=[3], steps=1, guidance=4.5)
     noise = gen_module.initial_noise([3], (32, 4, 4))
     with torch.no_grad():
-        v_null = model.dit(noise, encoder_hidden_states=null, timestep=torch.tensor([999]),
-                           encoder_attention_mask=null_mask, return_dict=False)[0]
-        v_cond = model.dit(noise, encoder_hidden_states=condition, timestep=torch.tensor([999]),
-                           encoder_attention_mask=mask, return_dict=False)[0]
+        v_null = model.dit(
+            noise,
+            encoder_hidden_states=null,
+            timestep=torch.tensor([999]),
+            encoder_attention_mask=null_mask,
+            return_dict=False,
+        )[0]
+        v_cond = model.dit(
+            noise,
+            encoder_hidden_states=condition,
+            timestep=torch.tensor([999]),
+            encoder_attention_mask=mask,
+            return_dict=False,
+        )[0]
     torch.testing.assert_close(seen["guided"], v_null + 4.5 * (v_cond - v_null), rtol=1e-4, atol=1e-5)
 
 

@@ -8,16 +8,20 @@ import yaml
 from safetensors.torch import load_file
 
 from unilip.training.config import load_generator_train_config
-from unilip.training.generator_trainer import (GeneratorTrainer, flow_matching_loss, sample_sigmas,
-                                               train_generator)
+from unilip.training.generator_trainer import GeneratorTrainer, flow_matching_loss, sample_sigmas, train_generator
 from unilip.variants import load_tokenizer
 
 
 def _recipe(tmp_path, **changes):
-    recipe = {"name": "t", "variant": "tiny", "stage": 2, "seed": 0,
-              "data": {"dataset": "digits", "size": 56, "batch_size": 8, "edit_fraction": 0.5},
-              "optim": {"lr": 2e-3, "end_lr": 2e-4, "warmup_steps": 2, "max_steps": 30},
-              "checkpoint_every": 3}
+    recipe = {
+        "name": "t",
+        "variant": "tiny",
+        "stage": 2,
+        "seed": 0,
+        "data": {"dataset": "digits", "size": 56, "batch_size": 8, "edit_fraction": 0.5},
+        "optim": {"lr": 2e-3, "end_lr": 2e-4, "warmup_steps": 2, "max_steps": 30},
+        "checkpoint_every": 3,
+    }
     for key, value in changes.items():
         if isinstance(value, dict):
             recipe[key] = {**recipe.get(key, {}), **value}
@@ -41,12 +45,23 @@ def dcae_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     three = ("ResBlock",) * 3
-    model = AutoencoderDC(in_channels=3, latent_channels=32, attention_head_dim=8, encoder_block_types=three,
-                          decoder_block_types=three, encoder_block_out_channels=(8, 16, 32),
-                          decoder_block_out_channels=(8, 16, 32), encoder_layers_per_block=(1, 1, 1),
-                          decoder_layers_per_block=(1, 1, 1), encoder_qkv_multiscales=((), (), ()),
-                          decoder_qkv_multiscales=((), (), ()), upsample_block_type="interpolate",
-                          downsample_block_type="Conv", decoder_norm_types="rms_norm", decoder_act_fns="silu")
+    model = AutoencoderDC(
+        in_channels=3,
+        latent_channels=32,
+        attention_head_dim=8,
+        encoder_block_types=three,
+        decoder_block_types=three,
+        encoder_block_out_channels=(8, 16, 32),
+        decoder_block_out_channels=(8, 16, 32),
+        encoder_layers_per_block=(1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1),
+        encoder_qkv_multiscales=((), (), ()),
+        decoder_qkv_multiscales=((), (), ()),
+        upsample_block_type="interpolate",
+        downsample_block_type="Conv",
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+    )
     path = tmp_path_factory.mktemp("dcae") / "dcae"
     model.save_pretrained(path)
     return path
@@ -148,9 +163,13 @@ def test_jsonl_examples_are_read_lazily_and_batches_are_single_task(tmp_path):
 
     for name, value in (("a", 0), ("b", 128), ("c", 255)):
         Image.fromarray(np.full((30, 40, 3), value, np.uint8)).save(tmp_path / f"{name}.png")
-    lines = [{"image": "a.png", "caption": "black"}, {"image": "b.png", "caption": "grey"},
-             {"image": "c.png", "caption": "white"}, {"image": "c.png", "source": "a.png", "instruction": "invert"},
-             {"image": "a.png", "source": "c.png", "instruction": "invert"}]
+    lines = [
+        {"image": "a.png", "caption": "black"},
+        {"image": "b.png", "caption": "grey"},
+        {"image": "c.png", "caption": "white"},
+        {"image": "c.png", "source": "a.png", "instruction": "invert"},
+        {"image": "a.png", "source": "c.png", "instruction": "invert"},
+    ]
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     data = GenerationData(GeneratorDataConfig(dataset="jsonl", path=str(path), size=56, edit_fraction=None))
@@ -175,8 +194,10 @@ def test_real_generator_recipes_parse_and_name_what_is_missing(size, tmp_path, m
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data.jsonl").write_text("")
-    stages = [load_generator_train_config(recipe_path(f"unilip-{size}-generator-stage{n}"),
-                                          data_path="data.jsonl") for n in (1, 2, 3)]
+    stages = [
+        load_generator_train_config(recipe_path(f"unilip-{size}-generator-stage{n}"), data_path="data.jsonl")
+        for n in (1, 2, 3)
+    ]
     assert [c.stage for c in stages] == [1, 2, 3]
     assert stages[0].data.edit_fraction == 0 and stages[1].data.edit_fraction is None
     assert all(c.optim.epochs == 5 and c.optim.warmup_ratio == 0.003 and c.optim.lr == 1e-4 for c in stages)
@@ -185,8 +206,8 @@ def test_real_generator_recipes_parse_and_name_what_is_missing(size, tmp_path, m
 
 
 def test_tiny_llm_pretraining_lowers_its_loss_then_freezes_it_and_seeds_the_connector():
-    from unilip.prompts import load_text_tokenizer
     from evals.studies.tiny_llm import digit_corpus, pretrain_llm
+    from unilip.prompts import load_text_tokenizer
     from unilip.variants import load_generator
 
     model, text_dir = load_generator("tiny", random_init=True, seed=0)

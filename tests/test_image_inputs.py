@@ -53,8 +53,9 @@ def _filter_rows(rows: np.ndarray, bpp: int) -> bytes:
     return b"".join(out)
 
 
-def png_bytes(samples: np.ndarray, bit_depth: int, colour_type: int, interlace: bool = False,
-              trns: bytes | None = None) -> bytes:
+def png_bytes(
+    samples: np.ndarray, bit_depth: int, colour_type: int, interlace: bool = False, trns: bytes | None = None
+) -> bytes:
     """A PNG of ``samples`` (``H x W x C``; 16-bit values for bit depth 16, levels for 2 and 4)."""
     height, width, channels = samples.shape
     if bit_depth == 16:
@@ -79,12 +80,16 @@ def png_bytes(samples: np.ndarray, bit_depth: int, colour_type: int, interlace: 
         data = _filter_rows(packed, bpp)
     else:
         assert bit_depth in (8, 16), "the test writer interlaces whole-byte samples only"
-        data = b"".join(rows_of(samples[sy::dy, sx::dx]) for sy, sx, dy, dx in _ADAM7
-                        if samples[sy::dy, sx::dx].size)
+        data = b"".join(rows_of(samples[sy::dy, sx::dx]) for sy, sx, dy, dx in _ADAM7 if samples[sy::dy, sx::dx].size)
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, int(interlace))
     extra = _chunk(b"tRNS", trns) if trns is not None else b""
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + extra + _chunk(b"IDAT", zlib.compress(data))
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + extra
+        + _chunk(b"IDAT", zlib.compress(data))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def to8(values: np.ndarray) -> np.ndarray:
@@ -209,8 +214,7 @@ def test_transparent_pixels_read_as_white_whatever_colour_they_hide(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.webp", lossless=True)
     for name in ("rgba.png", "rgba.webp"):
         # half alpha: round(255 * 128/255 + 255 * 127/255) = 255 for red, round(255 * 127/255) = 127 for green
-        assert np.asarray(read_image(tmp_path / name))[0].tolist() == [[255, 255, 255], [255, 127, 127],
-                                                                       [10, 20, 30]]
+        assert np.asarray(read_image(tmp_path / name))[0].tolist() == [[255, 255, 255], [255, 127, 127], [10, 20, 30]]
     Image.fromarray(np.array([[[0, 0], [90, 255]]], np.uint8), "LA").save(tmp_path / "la.png")
     assert np.asarray(read_image(tmp_path / "la.png"))[0].tolist() == [[255, 255, 255], [90, 90, 90]]
 
@@ -328,8 +332,11 @@ def test_decompression_bomb_is_an_item_error_naming_the_size_and_the_limit(tmp_p
     """Point 6: DecompressionBombError (not an OSError) becomes an ImageReadError; the run goes on."""
     _tiny_png(tmp_path / "big.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4)
-    with pytest.raises(ImageReadError, match=r"big\.png: .*decompression bomb.*16 pixels.*limit of 8 "
-                                             r"pixels.*PIL\.Image\.MAX_IMAGE_PIXELS"):
+    with pytest.raises(
+        ImageReadError,
+        match=r"big\.png: .*decompression bomb.*16 pixels.*limit of 8 "
+        r"pixels.*PIL\.Image\.MAX_IMAGE_PIXELS",
+    ):
         ImageLoader().load(("file", str(tmp_path / "big.png")))
 
 
@@ -388,7 +395,7 @@ def test_unreadable_or_damaged_shards_are_reported_not_fatal_or_silent(tmp_path)
     _shard(tmp_path / "c.tar", {"y.png": _png_data(), "z.png": _png_data()})
     damaged = bytearray((tmp_path / "c.tar").read_bytes())
     second_header = 512 + -(-len(_png_data()) // 512) * 512
-    damaged[second_header + 148:second_header + 156] = b"garbage!"  # the checksum field
+    damaged[second_header + 148 : second_header + 156] = b"garbage!"  # the checksum field
     (tmp_path / "c.tar").write_bytes(bytes(damaged))
     _shard(tmp_path / "d.tar", {"w.png": _png_data(1), "w.PNG": _png_data(), "v.png": _png_data()})
     with tarfile.open(tmp_path / "d.tar", "a") as archive:  # a second w.png, appended: it wins on extraction
@@ -398,8 +405,13 @@ def test_unreadable_or_damaged_shards_are_reported_not_fatal_or_silent(tmp_path)
         archive.addfile(info, io.BytesIO(data))
 
     listing = list_image_sources("tar", tmp_path)
-    assert [e.id for e in listing.entries] == ["a.tar/x.png", "c.tar/y.png", "d.tar/v.png", "d.tar/w.PNG",
-                                               "d.tar/w.png"]
+    assert [e.id for e in listing.entries] == [
+        "a.tar/x.png",
+        "c.tar/y.png",
+        "d.tar/v.png",
+        "d.tar/w.PNG",
+        "d.tar/w.png",
+    ]
     skipped = {s.id: s.reason for s in listing.skipped}
     assert set(skipped) == {"a.tar/x.tif", "b.tar", "c.tar", "d.tar/w.png"}
     assert skipped["b.tar"].startswith("not a readable tar shard")

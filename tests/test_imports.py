@@ -29,25 +29,33 @@ print("@@MODULES@@" + json.dumps({{"loaded": [m for m in {watched!r} if m in sys
 
 def _loaded(setup: str) -> tuple[set[str], object]:
     """Run ``setup`` (which sets ``rc``) in a fresh interpreter; the watched modules it left loaded, and ``rc``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
     code = _PROBE.format(setup=setup, watched=WATCHED)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=False,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=300
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("@@MODULES@@")]
     assert result.returncode == 0 and lines, f"probe failed (exit {result.returncode}):\n{result.stderr[-3000:]}"
-    report = json.loads(lines[-1][len("@@MODULES@@"):])
+    report = json.loads(lines[-1][len("@@MODULES@@") :])
     return set(report["loaded"]), report["rc"]
 
 
 def _main(argv: list[str]) -> str:
     """Probe code running ``unilip ARGV`` in-process, its output swallowed; ``rc`` is its exit code."""
-    return (f"from unilip.cli import main\n"
-            f"with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
-            f"    try:\n"
-            f"        rc = main({argv!r})\n"
-            f"    except SystemExit as exit:\n"
-            f"        rc = exit.code\n")
+    return (
+        f"from unilip.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        f"    try:\n"
+        f"        rc = main({argv!r})\n"
+        f"    except SystemExit as exit:\n"
+        f"        rc = exit.code\n"
+    )
 
 
 def test_import_unilip_is_lazy():
@@ -87,10 +95,13 @@ def test_train_tokenizer_help_lists_the_recipes_without_the_model_stack():
 
 # ----------------------------------------------------------------------------- the CI fast path
 def _result(psnr: float = 20.0) -> dict:
-    return {"benchmark": "recon@standard", "spec": {"fingerprint": "f" * 16, "knobs": {"resolution": 56}},
-            "model": {"model": "tiny", "weights_sha256": "ab" * 32},
-            "coverage": {"expected": 10, "ok": 10, "failed": 0, "missing": 0, "fraction": 1.0},
-            "metrics": {"psnr": {"value": psnr, "se": 0.1, "n": 10}, "ssim": {"value": 0.6, "se": 0.01, "n": 10}}}
+    return {
+        "benchmark": "recon@standard",
+        "spec": {"fingerprint": "f" * 16, "knobs": {"resolution": 56}},
+        "model": {"model": "tiny", "weights_sha256": "ab" * 32},
+        "coverage": {"expected": 10, "ok": 10, "failed": 0, "missing": 0, "fraction": 1.0},
+        "metrics": {"psnr": {"value": psnr, "se": 0.1, "n": 10}, "ssim": {"value": 0.6, "se": 0.01, "n": 10}},
+    }
 
 
 @pytest.fixture
@@ -112,18 +123,23 @@ def test_eval_compare_skips_the_model_code(runs):
 
 
 def test_eval_gate_skips_the_model_code(runs):
-    loaded, rc = _loaded(_main(["eval", "gate", str(runs["run"]), "--baseline", str(runs["baseline"]),
-                                "--rules", str(runs["rules"])]))
+    loaded, rc = _loaded(
+        _main(["eval", "gate", str(runs["run"]), "--baseline", str(runs["baseline"]), "--rules", str(runs["rules"])])
+    )
     assert rc == 0 and not loaded & set(MODEL_CODE), loaded
 
 
 def test_eval_compare_and_gate_skip_torch(runs):
-    loaded, rc = _loaded(_main(["eval", "compare", str(runs["run"]), str(runs["baseline"])]) + "first = rc\n" + _main(
-        ["eval", "gate", str(runs["run"]), "--baseline", str(runs["baseline"]), "--rules", str(runs["rules"])])
-        + "rc = [first, rc]\n")
+    loaded, rc = _loaded(
+        _main(["eval", "compare", str(runs["run"]), str(runs["baseline"])])
+        + "first = rc\n"
+        + _main(["eval", "gate", str(runs["run"]), "--baseline", str(runs["baseline"]), "--rules", str(runs["rules"])])
+        + "rc = [first, rc]\n"
+    )
     assert rc == [0, 0] and "torch" not in loaded, loaded
 
 
-def test_eval_list_skips_the_model_code():
-    loaded, rc = _loaded(_main(["eval", "list"]))
-    assert rc == 0 and not loaded & set(MODEL_CODE), loaded
+def test_eval_list_skips_the_model_stack():
+    """Listing benchmarks (and their options) imports every benchmark folder, each light to import."""
+    loaded, rc = _loaded(_main(["eval", "list", "--options"]))
+    assert rc == 0 and not loaded & set(MODEL_CODE + MODEL_STACK), loaded

@@ -26,9 +26,13 @@ def test_model_package_never_runs_the_harness():
     offenders = []
     for path in (ROOT / "unilip").rglob("*.py"):
         tree = ast.parse(path.read_text())
-        runs_processes = any(isinstance(node, (ast.Import, ast.ImportFrom)) and "subprocess" in ast.unparse(node)
-                             for node in ast.walk(tree))
-        mentions_eval = any(isinstance(node, ast.Constant) and node.value in ("eval", "evals") for node in ast.walk(tree))
+        runs_processes = any(
+            isinstance(node, (ast.Import, ast.ImportFrom)) and "subprocess" in ast.unparse(node)
+            for node in ast.walk(tree)
+        )
+        mentions_eval = any(
+            isinstance(node, ast.Constant) and node.value in ("eval", "evals") for node in ast.walk(tree)
+        )
         if runs_processes and mentions_eval:
             offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, f"unilip must not run the harness: {offenders}"
@@ -45,11 +49,15 @@ def test_no_silent_non_strict_loading_or_unsafe_unpickling():
         for call, keywords in _calls(path):
             where = f"{path.relative_to(ROOT)}:{call.lineno}"
             strict = keywords.get("strict")
-            assert not (isinstance(strict, ast.Constant) and strict.value is False), f"non-strict state-dict loading at {where}"
+            assert not (isinstance(strict, ast.Constant) and strict.value is False), (
+                f"non-strict state-dict loading at {where}"
+            )
             name = ast.unparse(call.func)
             if name.endswith("torch.load") or name == "load" and "torch" in ast.unparse(call):
                 only = keywords.get("weights_only")
-                assert isinstance(only, ast.Constant) and only.value is True, f"torch.load without weights_only at {where}"
+                assert isinstance(only, ast.Constant) and only.value is True, (
+                    f"torch.load without weights_only at {where}"
+                )
 
 
 # ------------------------------------------------------------------------------------------ the import graph
@@ -86,7 +94,9 @@ def _import_graph() -> dict[str, set[str]]:
                 if node.level:
                     anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                     base = ".".join(anchor + ([base] if base else []))
-                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names
+                ]
             for target in targets:
                 while target and target not in modules:
                     target = target.rpartition(".")[0]
@@ -143,27 +153,33 @@ def test_no_import_cycle_among_the_project_modules():
 
 def test_judge_client_knows_nothing_of_benchmarks_or_runs():
     graph = _import_graph()
-    offenders = {module: sorted(t for t in targets if t.startswith(("evals.benchmarks", "evals.runtime", "evals.benchmark")))
-                 for module, targets in graph.items() if module.startswith("evals.judges")}
+    offenders = {
+        module: sorted(t for t in targets if t.startswith(("evals.benchmarks", "evals.runtime", "evals.benchmark")))
+        for module, targets in graph.items()
+        if module.startswith("evals.judges")
+    }
     offenders = {module: targets for module, targets in offenders.items() if targets}
     assert not offenders, f"evals.judges must not import the benchmarks or the runtime: {offenders}"
 
 
 def test_model_package_imports_nothing_of_the_harness_even_lazily():
     graph = _import_graph()
-    offenders = {m: sorted(t for t in targets if t.startswith("evals")) for m, targets in graph.items()
-                 if m.startswith("unilip")}
+    offenders = {
+        m: sorted(t for t in targets if t.startswith("evals")) for m, targets in graph.items() if m.startswith("unilip")
+    }
     assert not {m: t for m, t in offenders.items() if t}, offenders
 
 
 def test_every_data_file_of_the_harness_ships_by_a_package_data_glob():
     """A new benchmark folder's README, data and templates are packaged with no pyproject edit."""
     import fnmatch
+
     import tomllib
 
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert not [key for key in package_data if key.startswith("evals.benchmarks.")], \
+    assert not [key for key in package_data if key.startswith("evals.benchmarks.")], (
         "benchmark data must ship through the evals.benchmarks globs, not one entry per benchmark"
+    )
     unshipped = []
     for path in (ROOT / "evals").rglob("*"):
         if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
@@ -174,8 +190,10 @@ def test_every_data_file_of_the_harness_ships_by_a_package_data_glob():
             package_dir = Path(*package.split("."))
             if relative.is_relative_to(package_dir):
                 inside = relative.relative_to(package_dir).as_posix()
-                shipped |= any(fnmatch.fnmatchcase(inside, pattern) and inside.count("/") == pattern.count("/")
-                               for pattern in patterns)
+                shipped |= any(
+                    fnmatch.fnmatchcase(inside, pattern) and inside.count("/") == pattern.count("/")
+                    for pattern in patterns
+                )
         if not shipped:
             unshipped.append(str(relative))
     assert not unshipped, f"not matched by any package-data glob in pyproject.toml: {unshipped}"

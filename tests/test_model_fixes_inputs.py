@@ -31,12 +31,16 @@ def test_uint8_images_are_read_as_eight_bit(tokenizer, pixels, method):
 
 
 @pytest.mark.parametrize("method", ["encode_features", "encode", "reconstruct"])
-@pytest.mark.parametrize("convention,hint", [("minus_one_one", "normalise"), ("zero_255", "divide by 255"),
-                                             ("imagenet", "normalise")])
+@pytest.mark.parametrize(
+    "convention,hint", [("minus_one_one", "normalise"), ("zero_255", "divide by 255"), ("imagenet", "normalise")]
+)
 def test_floats_outside_unit_range_are_refused_with_the_expected_range(tokenizer, pixels, method, convention, hint):
     unit = pixels.float() / 255
-    images = {"minus_one_one": unit * 2 - 1, "zero_255": pixels.float(),
-              "imagenet": (unit - tokenizer.image_mean) / tokenizer.image_std}[convention]
+    images = {
+        "minus_one_one": unit * 2 - 1,
+        "zero_255": pixels.float(),
+        "imagenet": (unit - tokenizer.image_mean) / tokenizer.image_std,
+    }[convention]
     with pytest.raises(ValueError, match=r"outside \[0, 1\]") as excinfo:
         getattr(tokenizer, method)(images)
     assert hint in str(excinfo.value) and "float tensor in [0, 1]" in str(excinfo.value)

@@ -7,23 +7,32 @@ import re
 import pytest
 import torch
 from safetensors.torch import save_file
-
 from test_checkpoints import _synth_official_state_dict
+
 from unilip import get_variant, load_tokenizer
-from unilip.tokenizer import load_strict
-from unilip.checkpoints import (CheckpointKeyError, from_model_dir_state_dict, from_official_tokenizer_state_dict,
-                                from_released_generator_state_dict, to_model_dir_state_dict,
-                                to_released_generator_state_dict)
+from unilip.checkpoints import (
+    CheckpointKeyError,
+    from_model_dir_state_dict,
+    from_official_tokenizer_state_dict,
+    from_released_generator_state_dict,
+    to_model_dir_state_dict,
+    to_released_generator_state_dict,
+)
 from unilip.generator import GeneratorConfig, build_generator
+from unilip.tokenizer import load_strict
 
 # (current prefix, legacy prefix) of each part a model directory may hold under either.
-TOKENIZER_PARTS = {"encoder": ("model.vision_tower.", "vision_tower."),
-                   "mlp1": ("model.multi_modal_projector.", "multi_modal_projector."),
-                   "vae": ("model.vae_decoder.", "vae_decoder.")}
-GENERATOR_PARTS = {"llm": ("model.language_model.", "language_model.model."),
-                   "lm_head": ("lm_head.", "language_model.lm_head."),
-                   "queries": ("model.latent_queries", "latent_queries"),
-                   "rest": ("model.", "")}  # connector, projector, DiT
+TOKENIZER_PARTS = {
+    "encoder": ("model.vision_tower.", "vision_tower."),
+    "mlp1": ("model.multi_modal_projector.", "multi_modal_projector."),
+    "vae": ("model.vae_decoder.", "vae_decoder."),
+}
+GENERATOR_PARTS = {
+    "llm": ("model.language_model.", "language_model.model."),
+    "lm_head": ("lm_head.", "language_model.lm_head."),
+    "queries": ("model.latent_queries", "latent_queries"),
+    "rest": ("model.", ""),
+}  # connector, projector, DiT
 
 
 def _relabel(state: dict[str, torch.Tensor], choices: dict[str, int], parts: dict[str, tuple[str, str]]):
@@ -33,10 +42,10 @@ def _relabel(state: dict[str, torch.Tensor], choices: dict[str, int], parts: dic
         for part, (current, legacy) in parts.items():
             if part == "rest":
                 if key.startswith(("model.llm_connector.", "model.projector.", "model.dit.")):
-                    key = (legacy if choices[part] else current) + key[len(current):]
+                    key = (legacy if choices[part] else current) + key[len(current) :]
                     break
             elif key == current or key.startswith(current) and current.endswith("."):
-                key = (legacy if choices[part] else current) + key[len(current):]
+                key = (legacy if choices[part] else current) + key[len(current) :]
                 break
         out[key] = value
     return out
@@ -51,7 +60,7 @@ def official(tiny_config):
 def test_tokenizer_parts_load_bit_exactly_in_every_prefix_combination(tiny_config, official, choice):
     expected = from_official_tokenizer_state_dict(official)
     model_dir = to_model_dir_state_dict(load_strict(tiny_config, expected).state_dict())
-    mixed = _relabel(model_dir, dict(zip(TOKENIZER_PARTS, choice)), TOKENIZER_PARTS)
+    mixed = _relabel(model_dir, dict(zip(TOKENIZER_PARTS, choice, strict=True)), TOKENIZER_PARTS)
     converted = from_model_dir_state_dict(mixed)
     assert converted.keys() == expected.keys()
     assert all(torch.equal(converted[k], expected[k]) for k in expected)
@@ -60,8 +69,9 @@ def test_tokenizer_parts_load_bit_exactly_in_every_prefix_combination(tiny_confi
 def test_newer_transformers_layout_loads_through_load_tokenizer(tiny_config, official, tmp_path):
     # vision_tower.* and multi_modal_projector.* without "model.", but model.vae_decoder.* with it.
     expected = load_strict(tiny_config, from_official_tokenizer_state_dict(official))
-    mixed = _relabel(to_model_dir_state_dict(expected.state_dict()), {"encoder": 1, "mlp1": 1, "vae": 0},
-                     TOKENIZER_PARTS)
+    mixed = _relabel(
+        to_model_dir_state_dict(expected.state_dict()), {"encoder": 1, "mlp1": 1, "vae": 0}, TOKENIZER_PARTS
+    )
     assert any(k.startswith("vision_tower.") for k in mixed) and any(k.startswith("model.vae_decoder.") for k in mixed)
     save_file({k: v.contiguous() for k, v in mixed.items()}, str(tmp_path / "model.safetensors"))
     loaded = load_tokenizer("tiny", weights=tmp_path / "model.safetensors")
@@ -71,10 +81,11 @@ def test_newer_transformers_layout_loads_through_load_tokenizer(tiny_config, off
 
 @pytest.mark.parametrize("part,prefixes", list(TOKENIZER_PARTS.items()))
 def test_a_tokenizer_part_under_both_prefixes_is_refused_by_name(tiny_config, official, part, prefixes):
-    model_dir = to_model_dir_state_dict(load_strict(tiny_config, from_official_tokenizer_state_dict(official))
-                                        .state_dict())
+    model_dir = to_model_dir_state_dict(
+        load_strict(tiny_config, from_official_tokenizer_state_dict(official)).state_dict()
+    )
     current, legacy = prefixes
-    doubled = {**model_dir, **{legacy + k[len(current):]: v for k, v in model_dir.items() if k.startswith(current)}}
+    doubled = {**model_dir, **{legacy + k[len(current) :]: v for k, v in model_dir.items() if k.startswith(current)}}
     with pytest.raises(CheckpointKeyError, match=rf"twice, under {re.escape(current)}\* and {re.escape(legacy)}\*"):
         from_model_dir_state_dict(doubled)
 
@@ -92,11 +103,12 @@ def test_generator_parts_convert_bit_exactly_in_every_prefix_combination(generat
     released = to_released_generator_state_dict(generator_state)
     parts = {**TOKENIZER_PARTS, **GENERATOR_PARTS}
     for choice in itertools.product((0, 1), repeat=len(parts)):  # 128 layouts, one loop (milliseconds each)
-        mixed = _relabel(released, dict(zip(parts, choice)), parts)
+        mixed = _relabel(released, dict(zip(parts, choice, strict=True)), parts)
         converted = from_released_generator_state_dict(mixed)
         assert converted.keys() == generator_state.keys(), choice
-        assert all(converted[k] is generator_state[k] or torch.equal(converted[k], generator_state[k])
-                   for k in generator_state), choice
+        assert all(
+            converted[k] is generator_state[k] or torch.equal(converted[k], generator_state[k]) for k in generator_state
+        ), choice
 
 
 def test_newer_transformers_generator_directory_loads_strictly(tmp_path):
@@ -108,8 +120,9 @@ def test_newer_transformers_generator_directory_loads_strictly(tmp_path):
     model = build_generator(spec.tokenizer, GeneratorConfig.from_dict(spec.generator), seed=4)
     released = to_released_generator_state_dict(model.weights_state_dict())
     parts = {**TOKENIZER_PARTS, **GENERATOR_PARTS}
-    mixed = _relabel(released, {"encoder": 1, "mlp1": 1, "vae": 0, "llm": 1, "lm_head": 1, "queries": 0, "rest": 0},
-                     parts)
+    mixed = _relabel(
+        released, {"encoder": 1, "mlp1": 1, "vae": 0, "llm": 1, "lm_head": 1, "queries": 0, "rest": 0}, parts
+    )
     assert any(k.startswith("language_model.model.") for k in mixed) and "model.latent_queries" in mixed
     directory = tmp_path / "UniLIP-mixed"
     directory.mkdir()
@@ -124,8 +137,11 @@ def test_newer_transformers_generator_directory_loads_strictly(tmp_path):
 def test_a_generator_part_under_two_prefixes_is_refused_by_name(generator_state, part):
     released = to_released_generator_state_dict(generator_state)
     current, legacy = GENERATOR_PARTS[part]
-    moved = {legacy + k[len(current):]: v for k, v in released.items()
-             if k == current or (current.endswith(".") and k.startswith(current))}
+    moved = {
+        legacy + k[len(current) :]: v
+        for k, v in released.items()
+        if k == current or (current.endswith(".") and k.startswith(current))
+    }
     names = {"llm": "language model", "queries": "latent_queries", "lm_head": "lm_head"}
     with pytest.raises(CheckpointKeyError, match=f"holds its {names[part]}.* twice"):
         from_released_generator_state_dict({**released, **moved})

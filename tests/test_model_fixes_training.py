@@ -15,11 +15,16 @@ from unilip.training.config import DataConfig, LossConfig, OptimConfig, TrainCon
 def _tokenizer_trainer(out):
     from unilip.training.tokenizer_trainer import TokenizerTrainer
 
-    config = TrainConfig(name="fix", variant="tiny", stage=1, seed=0,
-                         data=DataConfig(sources=[{"kind": "builtin"}], size=56, batch_size=2, hflip=True),
-                         optim=OptimConfig(lr=1e-3, end_lr=1e-4, warmup_steps=1, max_steps=4),
-                         losses=LossConfig(lpips_weight=0, convnext_weight=0, gan_weight=0, distill_weight=0),
-                         checkpoint_every=2)
+    config = TrainConfig(
+        name="fix",
+        variant="tiny",
+        stage=1,
+        seed=0,
+        data=DataConfig(sources=[{"kind": "builtin"}], size=56, batch_size=2, hflip=True),
+        optim=OptimConfig(lr=1e-3, end_lr=1e-4, warmup_steps=1, max_steps=4),
+        losses=LossConfig(lpips_weight=0, convnext_weight=0, gan_weight=0, distill_weight=0),
+        checkpoint_every=2,
+    )
     return TokenizerTrainer(config, out, progress=False)
 
 
@@ -29,9 +34,16 @@ def generator_recipe(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("generator")
     load_tokenizer("tiny", random_init=True, seed=5).save_pretrained(root / "tokenizer")
-    recipe = {"name": "fix", "variant": "tiny", "stage": 2, "seed": 0, "tokenizer": str(root / "tokenizer"),
-              "data": {"dataset": "digits", "size": 56, "batch_size": 2, "edit_fraction": 0.0},
-              "optim": {"lr": 1e-3, "end_lr": 1e-4, "warmup_steps": 1, "max_steps": 4}, "checkpoint_every": 2}
+    recipe = {
+        "name": "fix",
+        "variant": "tiny",
+        "stage": 2,
+        "seed": 0,
+        "tokenizer": str(root / "tokenizer"),
+        "data": {"dataset": "digits", "size": 56, "batch_size": 2, "edit_fraction": 0.0},
+        "optim": {"lr": 1e-3, "end_lr": 1e-4, "warmup_steps": 1, "max_steps": 4},
+        "checkpoint_every": 2,
+    }
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     return root / "recipe.yaml"
 

@@ -8,8 +8,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from unilip.checkpoints import (CheckpointError, CheckpointKeyError, CheckpointNotFoundError, load_pth_state_dict,
-                                load_safetensors_state_dict)
+from unilip.checkpoints import (
+    CheckpointError,
+    CheckpointKeyError,
+    CheckpointNotFoundError,
+    load_pth_state_dict,
+    load_safetensors_state_dict,
+)
 from unilip.weights import WeightsNotFoundError, WeightsUnavailable, resolve_weights
 
 
@@ -47,9 +52,15 @@ def _damaged_files(state, tmp_path):
     zipped, legacy = tmp_path / "zip.pth", tmp_path / "legacy.pth"
     torch.save(state, zipped)
     torch.save(state, legacy, _use_new_zipfile_serialization=False)
-    files = {"truncated zip": zipped.read_bytes()[:200], "truncated legacy": legacy.read_bytes()[:60],
-             "garbage": os.urandom(4096), "empty": b"", "text": b"hello, not weights\n",
-             "plain pickle": pickle.dumps({"a": [1, 2, 3]}), "pickled payload": pickle.dumps(_Payload())}
+    files = {
+        "truncated zip": zipped.read_bytes()[:200],
+        "truncated legacy": legacy.read_bytes()[:60],
+        "garbage": os.urandom(4096),
+        "empty": b"",
+        "text": b"hello, not weights\n",
+        "plain pickle": pickle.dumps({"a": [1, 2, 3]}),
+        "pickled payload": pickle.dumps(_Payload()),
+    }
     paths = {}
     for name, data in files.items():
         paths[name] = tmp_path / f"{name.replace(' ', '_')}.pth"
@@ -89,6 +100,7 @@ def test_damaged_safetensors_and_index_are_one_line_errors(state, tmp_path):
 
 def test_legacy_tokenizer_checkpoint_loads_through_load_tokenizer(tiny_config, tmp_path):
     from test_checkpoints import _synth_official_state_dict
+
     from unilip import load_tokenizer
     from unilip.checkpoints import to_official_tokenizer_state_dict
 
@@ -114,8 +126,9 @@ def everywhere(tmp_path, monkeypatch):
 def test_an_explicit_path_that_does_not_exist_is_an_error_not_a_fallback(everywhere):
     typo = everywhere / "nett.pth"
     with pytest.raises(WeightsNotFoundError) as excinfo:
-        resolve_weights(typo, "UNILIP_TEST_NET", ("net.pth",), "the Net weights", "Get it from Z.",
-                        setting="losses.net_weights")
+        resolve_weights(
+            typo, "UNILIP_TEST_NET", ("net.pth",), "the Net weights", "Get it from Z.", setting="losses.net_weights"
+        )
     assert isinstance(excinfo.value, FileNotFoundError) and not isinstance(excinfo.value, WeightsUnavailable)
     message = str(excinfo.value)
     assert str(typo) in message and "losses.net_weights" in message and "net.pth" in message and "the Net" in message
@@ -127,8 +140,14 @@ def test_nothing_named_and_nothing_cached_is_unavailable(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("UNILIP_TEST_NET", raising=False)
     with pytest.raises(WeightsUnavailable, match="UNILIP_TEST_NET: not set") as excinfo:
-        resolve_weights(None, "UNILIP_TEST_NET", ("net.pth",), "the Net weights", "Get it from Z.",
-                        switch_off="losses.net_weight: 0")
+        resolve_weights(
+            None,
+            "UNILIP_TEST_NET",
+            ("net.pth",),
+            "the Net weights",
+            "Get it from Z.",
+            switch_off="losses.net_weight: 0",
+        )
     assert "Get it from Z." in str(excinfo.value) and "losses.net_weight: 0" in str(excinfo.value)
     hub = tmp_path / "hub" / "checkpoints"
     hub.mkdir(parents=True)

@@ -63,8 +63,10 @@ def test_shipped_generator_loads_and_saves_back_to_the_same_files(tmp_path):
     directory = model.save_pretrained(tmp_path / "gen")
     assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors"]
     assert (directory / "config.json").read_text() == (PRETRAINED_DIR / "tiny-digits" / "config.json").read_text()
-    with safe_open(str(directory / "model.safetensors"), framework="pt") as ours, \
-            safe_open(str(PRETRAINED_DIR / "tiny-digits" / "model.safetensors"), framework="pt") as shipped:
+    with (
+        safe_open(str(directory / "model.safetensors"), framework="pt") as ours,
+        safe_open(str(PRETRAINED_DIR / "tiny-digits" / "model.safetensors"), framework="pt") as shipped,
+    ):
         assert ours.metadata() == shipped.metadata() == {"format": "pt", "layout": "unilip"}
         assert set(ours.keys()) == set(shipped.keys())
         assert all(torch.equal(ours.get_tensor(k), shipped.get_tensor(k)) for k in ours.keys())
@@ -72,8 +74,18 @@ def test_shipped_generator_loads_and_saves_back_to_the_same_files(tmp_path):
 
 def test_repo_id_spelling():
     assert is_repo_id("kanashi6/UniLIP-1B") and is_repo_id(Path("someone/model.v2"))
-    for not_a_repo in ("tiny", "unilip-1b", "a/b/c", "/abs/path", "./rel", "x/weights.pth", "x/v.yaml",
-                       "a--b/c", "a/b..c", ""):
+    for not_a_repo in (
+        "tiny",
+        "unilip-1b",
+        "a/b/c",
+        "/abs/path",
+        "./rel",
+        "x/weights.pth",
+        "x/v.yaml",
+        "a--b/c",
+        "a/b..c",
+        "",
+    ):
         assert not is_repo_id(not_a_repo), not_a_repo
 
 
@@ -119,14 +131,24 @@ def test_generator_repo_id_loads_from_the_local_cache(hf_cache):
 
 
 def test_repo_id_not_in_the_cache_names_the_repo_and_the_download_command(hf_cache):
-    for load in (UniLIPTokenizer.from_pretrained, UniLIPGenerator.from_pretrained, load_tokenizer,
-                 lambda name: load_generator(name), probe_reference):
+    for load in (
+        UniLIPTokenizer.from_pretrained,
+        UniLIPGenerator.from_pretrained,
+        load_tokenizer,
+        lambda name: load_generator(name),
+        probe_reference,
+    ):
         with pytest.raises(CheckpointNotFoundError) as excinfo:
             load("kanashi6/UniLIP-1B")
         message = str(excinfo.value)
         assert isinstance(excinfo.value, FileNotFoundError)
-        for needle in ("kanashi6/UniLIP-1B", "hf download kanashi6/UniLIP-1B",
-                       "huggingface-cli download kanashi6/UniLIP-1B", str(hf_cache), "Nothing is downloaded"):
+        for needle in (
+            "kanashi6/UniLIP-1B",
+            "hf download kanashi6/UniLIP-1B",
+            "huggingface-cli download kanashi6/UniLIP-1B",
+            str(hf_cache),
+            "Nothing is downloaded",
+        ):
             assert needle in message, needle
     assert not is_generator_reference("kanashi6/UniLIP-1B")  # the loader then says how to get it
     assert not any(hf_cache.iterdir())  # looking wrote nothing into the cache
@@ -148,6 +170,20 @@ def test_generate_command_takes_a_repo_id_from_the_local_cache(hf_cache, tmp_pat
 
     _cache_repo(hf_cache, "someone/tiny-digits", PRETRAINED_DIR / "tiny-digits")
     out = tmp_path / "out"
-    code = main(["generate", "--model", "someone/tiny-digits", "--prompt", "a handwritten digit seven", "-n", "1",
-                 "--steps", "2", "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "generate",
+            "--model",
+            "someone/tiny-digits",
+            "--prompt",
+            "a handwritten digit seven",
+            "-n",
+            "1",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0 and (out / "00000" / "00000.png").is_file()

@@ -22,13 +22,15 @@ MODEL = PRETRAINED_DIR / "tiny-digits"
 
 
 def _read(paths):
-    return torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), np.float32) / 255).permute(2, 0, 1)
-                        for p in paths])
+    return torch.stack(
+        [torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), np.float32) / 255).permute(2, 0, 1) for p in paths]
+    )
 
 
 def _unilip(*args):
-    done = subprocess.run([sys.executable, "-m", "unilip", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=os.environ, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "unilip", *args], capture_output=True, text=True, cwd=ROOT, env=os.environ, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
@@ -62,9 +64,20 @@ def test_edit_turns_held_out_digits_into_the_requested_ones(tmp_path):
     assert (read == torch.tensor(targets)).float().mean() >= 0.75  # the README's 200-edit figure is 0.96
     # The command line does the same for one image.
     sources[0].save(tmp_path / "digit.png")
-    record = _unilip("edit", "--model", "tiny-digits", "--image", str(tmp_path / "digit.png"), "--instruction",
-                     f"make it the digit {DIGIT_NAMES[targets[0]]}", "--seed", "0", "--out", str(tmp_path / "out"),
-                     "--no-progress")[0]
+    record = _unilip(
+        "edit",
+        "--model",
+        "tiny-digits",
+        "--image",
+        str(tmp_path / "digit.png"),
+        "--instruction",
+        f"make it the digit {DIGIT_NAMES[targets[0]]}",
+        "--seed",
+        "0",
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    )[0]
     difference = np.abs(np.asarray(Image.open(record["path"]), int) - np.asarray(edited[0], int))
     assert difference.max() <= 1  # alone or in a batch of 8: the same image, to float32 rounding
 

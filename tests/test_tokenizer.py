@@ -3,8 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from official_reference import internvl_pixel_shuffle
+
 from unilip import build_tokenizer, get_variant, load_tokenizer, pixel_shuffle
 from unilip.tokenizer import UniLIPTokenizer
 
@@ -35,8 +35,14 @@ def test_pixel_shuffle_rejects_odd_grid():
 def _vit_params(width, layers, mlp, patch, native):
     n_pos = (native // patch) ** 2 + 1
     embeddings = width + width * 3 * patch * patch + width + n_pos * width
-    per_layer = (3 * width * width + 3 * width) + (width * width + width) + (mlp * width + mlp) + (width * mlp + width) \
-        + 4 * width + 2 * width
+    per_layer = (
+        (3 * width * width + 3 * width)
+        + (width * width + width)
+        + (mlp * width + mlp)
+        + (width * mlp + width)
+        + 4 * width
+        + 2 * width
+    )
     return embeddings + layers * per_layer
 
 
@@ -45,8 +51,10 @@ def test_real_size_parameter_counts_on_meta(name, llm):
     from diffusers import AutoencoderDC
 
     model = load_tokenizer(name, random_init=True, device="meta")
-    count = {part: sum(p.numel() for p in getattr(model, part).parameters())
-             for part in ("encoder", "mlp1", "down_blocks", "down_mlp", "decoder")}
+    count = {
+        part: sum(p.numel() for p in getattr(model, part).parameters())
+        for part in ("encoder", "mlp1", "down_blocks", "down_mlp", "decoder")
+    }
     vit = _vit_params(1024, 24, 4096, 14, 448)
     assert count["encoder"] == vit
     assert abs(vit - 304e6) / 304e6 < 0.002  # InternViT-300M-448px: 304.0M
@@ -57,11 +65,17 @@ def test_real_size_parameter_counts_on_meta(name, llm):
     config = get_variant(name).tokenizer.decoder
     with torch.device("meta"):
         reference = AutoencoderDC(
-            latent_channels=32, decoder_block_types=config["block_type"],
-            encoder_block_types=config["block_type"], decoder_block_out_channels=config["block_out_channels"],
-            encoder_block_out_channels=config["block_out_channels"], decoder_layers_per_block=config["layers_per_block"],
-            decoder_qkv_multiscales=config["qkv_multiscales"], decoder_norm_types="rms_norm", decoder_act_fns="silu",
-            upsample_block_type="interpolate").decoder
+            latent_channels=32,
+            decoder_block_types=config["block_type"],
+            encoder_block_types=config["block_type"],
+            decoder_block_out_channels=config["block_out_channels"],
+            encoder_block_out_channels=config["block_out_channels"],
+            decoder_layers_per_block=config["layers_per_block"],
+            decoder_qkv_multiscales=config["qkv_multiscales"],
+            decoder_norm_types="rms_norm",
+            decoder_act_fns="silu",
+            upsample_block_type="interpolate",
+        ).decoder
     assert count["decoder"] == sum(p.numel() for p in reference.parameters())
     assert abs(count["decoder"] - 159.2e6) / 159.2e6 < 0.001
 

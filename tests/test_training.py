@@ -7,19 +7,23 @@ import pytest
 import torch
 
 from unilip.training.config import DataConfig, LossConfig, OptimConfig, TrainConfig, load_train_config
-from unilip.training.tokenizer_trainer import (TokenizerTrainer, build_optimizer, configure_trainable,
-                                               uses_weight_decay)
+from unilip.training.tokenizer_trainer import TokenizerTrainer, build_optimizer, configure_trainable, uses_weight_decay
 
 RECIPES = Path(__file__).resolve().parents[1] / "unilip" / "configs" / "train"
 
 
 def _config(stage=1, distill=1.0, steps=4, init=None, lr=2e-3, batch=4, seed=0, checkpoint_every=100):
     return TrainConfig(
-        name="test", variant="tiny", stage=stage, init=init, seed=seed,
+        name="test",
+        variant="tiny",
+        stage=stage,
+        init=init,
+        seed=seed,
         data=DataConfig(sources=[{"kind": "builtin"}], size=56, batch_size=batch, hflip=True),
         optim=OptimConfig(lr=lr, end_lr=lr / 10, warmup_steps=2, max_steps=steps, ema_decay=0.999),
         losses=LossConfig(lpips_weight=0, convnext_weight=0, gan_weight=0, distill_weight=distill),
-        checkpoint_every=checkpoint_every)
+        checkpoint_every=checkpoint_every,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +63,15 @@ def test_learning_rate_groups_and_weight_decay_rule(stage1_dir):
     assert groups["base_no_decay"]["weight_decay"] == 0 and groups["base"]["weight_decay"] == 1e-4
     names = {name: group for group in optimizer.param_groups for name in group["names"]}
     assert names["encoder.encoder.layer.0.attention.q_proj.weight"]["group_name"] == "encoder"
-    for no_decay in ("encoder.embeddings.cls_token", "encoder.embeddings.position_embeddings",
-                     "encoder.embeddings.patch_embeddings.projection.weight", "encoder.encoder.layer.0.lambda_1",
-                     "mlp1.layer_norm.weight", "down_mlp.1.bias", "decoder.norm_out.weight"):
+    for no_decay in (
+        "encoder.embeddings.cls_token",
+        "encoder.embeddings.position_embeddings",
+        "encoder.embeddings.patch_embeddings.projection.weight",
+        "encoder.encoder.layer.0.lambda_1",
+        "mlp1.layer_norm.weight",
+        "down_mlp.1.bias",
+        "decoder.norm_out.weight",
+    ):
         assert names[no_decay]["group_name"].endswith("no_decay"), no_decay
     assert names["decoder.conv_in.weight"]["group_name"] == "base"
     assert uses_weight_decay("down_blocks.0.mlp.1.weight", torch.zeros(2, 2))
@@ -144,7 +154,7 @@ def test_resume_after_kill_equals_uninterrupted(stage1_dir, tmp_path, monkeypatc
     assert resumed.step == straight.step == 4
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert all(torch.equal(x, y) for x, y in zip(straight.ema.shadow_params, resumed.ema.shadow_params))
+    assert all(torch.equal(x, y) for x, y in zip(straight.ema.shadow_params, resumed.ema.shadow_params, strict=True))
     log = (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
     assert [int(line.split('"step": ')[1].split(",")[0]) for line in log] == [1, 2, 3, 4]
 
@@ -210,8 +220,9 @@ def test_real_recipes_build_their_optimizers_on_meta(recipe):
 
 def test_gan_phase_trains_the_discriminator_and_resumes_exactly(tmp_path, monkeypatch):
     config = _config(stage=1, steps=4, checkpoint_every=2)
-    config = dataclasses.replace(config, losses=dataclasses.replace(
-        config.losses, gan_weight=0.1, discriminator_start=1, discriminator_base=16))
+    config = dataclasses.replace(
+        config, losses=dataclasses.replace(config.losses, gan_weight=0.1, discriminator_start=1, discriminator_base=16)
+    )
     straight = TokenizerTrainer(config, tmp_path / "straight", progress=False)
     disc_before = {k: v.clone() for k, v in straight.discriminator.state_dict().items()}
     straight.train()
@@ -222,15 +233,22 @@ def test_gan_phase_trains_the_discriminator_and_resumes_exactly(tmp_path, monkey
     from unilip.training import tokenizer_trainer
 
     original = tokenizer_trainer.make_batch
-    monkeypatch.setattr(tokenizer_trainer, "make_batch",
-                        lambda images, step, *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()) if step == 3
-                        else original(images, step, *a, **k))
+    monkeypatch.setattr(
+        tokenizer_trainer,
+        "make_batch",
+        lambda images, step, *a, **k: (
+            (_ for _ in ()).throw(KeyboardInterrupt()) if step == 3 else original(images, step, *a, **k)
+        ),
+    )
     with pytest.raises(KeyboardInterrupt):
         TokenizerTrainer(config, tmp_path / "resumed", progress=False).train()
     monkeypatch.setattr(tokenizer_trainer, "make_batch", original)
     resumed = TokenizerTrainer(config, tmp_path / "resumed", progress=False)
     resumed.train()
-    for a, b in ((straight.model, resumed.model), (straight.discriminator, resumed.discriminator),
-                 (straight.lecam, resumed.lecam)):
+    for a, b in (
+        (straight.model, resumed.model),
+        (straight.discriminator, resumed.discriminator),
+        (straight.lecam, resumed.lecam),
+    ):
         sa, sb = a.state_dict(), b.state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa)

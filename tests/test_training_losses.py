@@ -7,13 +7,14 @@ torchvision's file names in a temporary folder and read through the same code pa
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from unilip.checkpoints import CheckpointKeyError
 from unilip.training.losses import (
     CONVNEXT_S_ENV,
     CONVNEXT_S_FILENAME,
@@ -31,7 +32,6 @@ from unilip.training.losses import (
     l2_loss,
     resolve_loss_weights,
 )
-from unilip.checkpoints import CheckpointKeyError
 from unilip.weights import WeightsNotFoundError
 
 # --------------------------------------------------------------------------------------- fixtures

@@ -51,7 +51,10 @@ def chromium():
     """Debian's chromium, installed here when missing (the test setup installs it; it is not assumed)."""
     found = shutil.which("chromium")
     if found is None:
-        install = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium"
+        install = (
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+            "apt-get install -y -qq --no-install-recommends chromium"
+        )
         result = subprocess.run(["bash", "-c", install], capture_output=True, text=True, timeout=900)
         found = shutil.which("chromium")
         if found is None:
@@ -67,14 +70,14 @@ def test_html_report_renders_in_headless_chromium(study, chromium, tmp_path):
     import html
 
     assert "not the paper's experiment and not its numbers" in html.unescape(page)
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             "--virtual-time-budget=5000"]
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000"]
     url = files["html"].resolve().as_uri()
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     assert 'data-images-rendered="2/2"' in dom  # both embedded images decoded in the browser
     assert dom.count("<tr>") == 1 + 4 and "stage 2, λ=1" in dom
     shot = tmp_path / "report.png"
-    subprocess.run([*flags, "--window-size=1200,2000", f"--screenshot={shot}", url], capture_output=True,
-                   timeout=120, check=True)
+    subprocess.run(
+        [*flags, "--window-size=1200,2000", f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True
+    )
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape == (2000, 1200) and pixels.std() > 20  # text, table and images, not a blank page

@@ -45,11 +45,12 @@ def test_split_is_stratified_and_disjoint():
     # Stratified: each class's share of the test split is its share of the whole set, to one image.
     assert np.all(np.abs(test_counts - 0.2 * full) <= 1)
     assert np.array_equal(np.bincount(train_y.numpy(), minlength=10) + test_counts, full)
+
     # At native size the images are exactly the raw digits / 16. The set holds a few duplicate images,
     # so compare multisets of (pixels, label): train + test must be the whole set, each image once.
     def items(images, labels):
         flat = images.reshape(len(images), -1).tolist()
-        return Counter((tuple(row), int(label)) for row, label in zip(flat, labels))
+        return Counter((tuple(row), int(label)) for row, label in zip(flat, labels, strict=True))
 
     full_items = items(torch.from_numpy(raw.images.astype(np.float32) / 16.0), raw.target)
     assert items(train_x[:, 0], train_y) + items(test_x[:, 0], test_y) == full_items
@@ -165,22 +166,46 @@ def test_understanding_metrics(trained):
 
 def test_report_writes_table_csv_and_plot(tmp_path):
     rows = [
-        {"name": "stage2 λ=1", "role": "variant", "distill_weight": 1.0, "psnr": 24.1, "ssim": 0.81,
-         "token_cosine": 0.97, "head_accuracy": 0.95},
-        {"name": "stage2 λ=0", "role": "variant", "distill_weight": 0.0, "psnr": 25.3, "ssim": 0.84,
-         "token_cosine": 0.61, "head_accuracy": None},
-        {"name": "stage2 λ=0.1", "role": "variant", "distill_weight": 0.1, "psnr": 24.9, "ssim": 0.83,
-         "token_cosine": torch.tensor(0.9), "head_accuracy": 0.7},
-        {"name": "teacher", "role": "reference", "distill_weight": None, "token_cosine": 1.0,
-         "head_accuracy": 0.975},
+        {
+            "name": "stage2 λ=1",
+            "role": "variant",
+            "distill_weight": 1.0,
+            "psnr": 24.1,
+            "ssim": 0.81,
+            "token_cosine": 0.97,
+            "head_accuracy": 0.95,
+        },
+        {
+            "name": "stage2 λ=0",
+            "role": "variant",
+            "distill_weight": 0.0,
+            "psnr": 25.3,
+            "ssim": 0.84,
+            "token_cosine": 0.61,
+            "head_accuracy": None,
+        },
+        {
+            "name": "stage2 λ=0.1",
+            "role": "variant",
+            "distill_weight": 0.1,
+            "psnr": 24.9,
+            "ssim": 0.83,
+            "token_cosine": torch.tensor(0.9),
+            "head_accuracy": 0.7,
+        },
+        {"name": "teacher", "role": "reference", "distill_weight": None, "token_cosine": 1.0, "head_accuracy": 0.975},
     ]
     paths = write_sweep_report(rows, tmp_path / "report")
     assert set(paths) == {"markdown", "csv", "plot"} and all(p.is_file() for p in paths.values())
     table = paths["markdown"].read_text()
     assert NOT_COMPUTED in table
     body = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [line.split(" | ")[0].strip("| ") for line in body] == ["teacher", "stage2 λ=0", "stage2 λ=0.1",
-                                                                  "stage2 λ=1"]
+    assert [line.split(" | ")[0].strip("| ") for line in body] == [
+        "teacher",
+        "stage2 λ=0",
+        "stage2 λ=0.1",
+        "stage2 λ=1",
+    ]
     with paths["csv"].open() as handle:
         records = list(csv.DictReader(handle))
     assert [r["name"] for r in records][0] == "teacher"

@@ -14,8 +14,12 @@ def test_list_variants_has_real_and_tiny():
 
 
 def test_import_and_list_from_a_fresh_interpreter():
-    out = subprocess.run([sys.executable, "-c", "import unilip; print(unilip.list_variants())"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", "import unilip; print(unilip.list_variants())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "unilip-1b" in out and "unilip-3b" in out and "tiny" in out
 
 

@@ -19,13 +19,18 @@ ENV = "UNILIP_TEST_RESOLVER_WEIGHTS"
 
 # The three ways the project resolves a weights file, each with its own "not found anywhere" error type.
 FRONT_ENDS = {
-    "unilip.weights": (lambda explicit: weights.resolve_weights(explicit, ENV, (NAME,), "the Net weights",
-                                                                "Get it from Z."), WeightsUnavailable),
-    "training losses": (lambda explicit: losses.resolve_loss_weights(explicit, ENV, NAME, "the Net weights"),
-                        losses.LossWeightsUnavailable),
-    "evals metrics": (lambda explicit: metric_weights.resolve_weights(explicit, ENV, (NAME,), "the Net weights",
-                                                                      "Get it from Z."),
-                      metric_weights.MetricUnavailable),
+    "unilip.weights": (
+        lambda explicit: weights.resolve_weights(explicit, ENV, (NAME,), "the Net weights", "Get it from Z."),
+        WeightsUnavailable,
+    ),
+    "training losses": (
+        lambda explicit: losses.resolve_loss_weights(explicit, ENV, NAME, "the Net weights"),
+        losses.LossWeightsUnavailable,
+    ),
+    "evals metrics": (
+        lambda explicit: metric_weights.resolve_weights(explicit, ENV, (NAME,), "the Net weights", "Get it from Z."),
+        metric_weights.MetricUnavailable,
+    ),
 }
 
 
@@ -99,5 +104,7 @@ def test_lpips_backbones_are_one_table():
     from unilip import lpips
 
     assert LPIPS_BACKBONES is lpips.LPIPS_BACKBONES
-    assert (losses.LPIPS_VGG_FILENAME, losses.LPIPS_VGG_ENV) == (lpips.LPIPS_BACKBONES["vgg"]["filename"],
-                                                                 lpips.LPIPS_BACKBONES["vgg"]["env_var"])
+    assert (losses.LPIPS_VGG_FILENAME, losses.LPIPS_VGG_ENV) == (
+        lpips.LPIPS_BACKBONES["vgg"]["filename"],
+        lpips.LPIPS_BACKBONES["vgg"]["env_var"],
+    )

@@ -31,9 +31,21 @@ _LAZY: dict[str, str] = {
     "list_recipes": "unilip.training.config",
 }
 
-__all__ = ["GeneratorConfig", "TokenizerConfig", "UniLIPGenerator", "UniLIPTokenizer", "__version__", "build_tokenizer",
-           "get_variant", "list_pretrained", "list_recipes", "list_variants", "load_generator", "load_tokenizer",
-           "pixel_shuffle"]
+__all__ = [
+    "GeneratorConfig",
+    "TokenizerConfig",
+    "UniLIPGenerator",
+    "UniLIPTokenizer",
+    "__version__",
+    "build_tokenizer",
+    "get_variant",
+    "list_pretrained",
+    "list_recipes",
+    "list_variants",
+    "load_generator",
+    "load_tokenizer",
+    "pixel_shuffle",
+]
 
 if TYPE_CHECKING:
     from unilip.generator import GeneratorConfig, UniLIPGenerator

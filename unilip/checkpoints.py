@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 import torch
 
@@ -102,11 +102,15 @@ def load_pth_state_dict(path: str | Path, *, what: str = _FLAT_DICT, source: str
     expected = f"It should be {what}. {source}"
     kind = torch_save_format(path)
     if kind == "pickle":
-        raise CheckpointError(f"{path} is a plain Python pickle, not a torch.save checkpoint; it was not unpickled "
-                              f"(that could run arbitrary code). {expected}")
+        raise CheckpointError(
+            f"{path} is a plain Python pickle, not a torch.save checkpoint; it was not unpickled "
+            f"(that could run arbitrary code). {expected}"
+        )
     if kind == "unknown":
-        raise CheckpointError(f"{path} is not a torch.save checkpoint (neither its zip nor its legacy format: "
-                              f"{'an empty file' if path.stat().st_size == 0 else 'unknown leading bytes'}). {expected}")
+        raise CheckpointError(
+            f"{path} is not a torch.save checkpoint (neither its zip nor its legacy format: "
+            f"{'an empty file' if path.stat().st_size == 0 else 'unknown leading bytes'}). {expected}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
     except OSError:
@@ -117,19 +121,25 @@ def load_pth_state_dict(path: str | Path, *, what: str = _FLAT_DICT, source: str
             raise CheckpointError(
                 f"{path} holds pickled Python objects ({pickled.group(1)}), not only tensors; they were not unpickled "
                 "(torch.load weights_only=True). Re-save the state dict alone: torch.save(model.state_dict(), "
-                f"path). {expected}") from error
+                f"path). {expected}"
+            ) from error
         reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-        raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or damaged? {type(error).__name__}: "
-                              f"{reason[:200]}). {expected}") from error
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint (truncated or damaged? {type(error).__name__}: "
+            f"{reason[:200]}). {expected}"
+        ) from error
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         kinds = sorted({type(v).__name__ for v in state.values()}) if isinstance(state, Mapping) else []
-        raise CheckpointError(f"{path} is not a flat state dict of tensors (top level: {type(state).__name__}"
-                              f"{', values: ' + ', '.join(kinds) if kinds else ''}). {expected}")
+        raise CheckpointError(
+            f"{path} is not a flat state dict of tensors (top level: {type(state).__name__}"
+            f"{', values: ' + ', '.join(kinds) if kinds else ''}). {expected}"
+        )
     return dict(state)
 
 
-def _read_safetensors(path: Path, keys: Iterable[str] | None, keep: Callable[[str], bool] | None,
-                      expected: str) -> StateDict:
+def _read_safetensors(
+    path: Path, keys: Iterable[str] | None, keep: Callable[[str], bool] | None, expected: str
+) -> StateDict:
     """The tensors ``keys`` (all, filtered by ``keep``, when None) of one safetensors file; a damaged file
     raises ``CheckpointError`` naming it."""
     from safetensors import safe_open
@@ -141,15 +151,22 @@ def _read_safetensors(path: Path, keys: Iterable[str] | None, keep: Callable[[st
     except OSError:
         raise
     except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError (not exported stably)
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or damaged? "
-                              f"{' '.join(str(error).split())[:200]}). {expected}") from error
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file (truncated or damaged? "
+            f"{' '.join(str(error).split())[:200]}). {expected}"
+        ) from error
 
 
 _SAFETENSORS = "a safetensors weights file (or model.safetensors.index.json with shards)"
 
 
-def load_safetensors_state_dict(path: str | Path, keep: Callable[[str], bool] | None = None, *,
-                                what: str = _SAFETENSORS, source: str = TOKENIZER_SOURCES) -> StateDict:
+def load_safetensors_state_dict(
+    path: str | Path,
+    keep: Callable[[str], bool] | None = None,
+    *,
+    what: str = _SAFETENSORS,
+    source: str = TOKENIZER_SOURCES,
+) -> StateDict:
     """Read a ``.safetensors`` file, or a sharded set through its ``.index.json``.
 
     Only keys for which ``keep(key)`` is true are read (the header is read first, then only those tensors).
@@ -173,8 +190,10 @@ def load_safetensors_state_dict(path: str | Path, keep: Callable[[str], bool] | 
         if not isinstance(weight_map, dict):
             raise TypeError(f"weight_map is a {type(weight_map).__name__}")
     except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{path} is not a safetensors index (a JSON object with a 'weight_map' of key -> "
-                              f"shard file; {type(error).__name__}: {error}). {expected}") from None
+        raise CheckpointError(
+            f"{path} is not a safetensors index (a JSON object with a 'weight_map' of key -> "
+            f"shard file; {type(error).__name__}: {error}). {expected}"
+        ) from None
     shards: dict[str, list[str]] = {}
     for key, shard in weight_map.items():
         if keep is None or keep(key):
@@ -236,7 +255,7 @@ def internvit_to_ours(state: Mapping[str, torch.Tensor]) -> tuple[StateDict, lis
         match = _QKV.match(key)
         if match:
             layer, kind = match.groups()
-            for name, part in zip("qkv", value.chunk(3, dim=0)):  # rows are ordered q, k, v
+            for name, part in zip("qkv", value.chunk(3, dim=0), strict=True):  # rows are ordered q, k, v
                 mapped[f"encoder.layer.{layer}.attention.{name}_proj.{kind}"] = part.clone()
             continue
         new = _rename(key, _VIT_RENAMES)
@@ -281,7 +300,7 @@ def _mlp1_to_ours(state: Mapping[str, torch.Tensor]) -> tuple[StateDict, list[st
 
 
 def _split_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _add_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
@@ -298,24 +317,34 @@ class LayoutPrefixes:
 
 
 OFFICIAL_PREFIXES = LayoutPrefixes(encoder="encoder.", mlp1="mlp1.", bridge_and_decoder="")
-MODEL_DIR_PREFIXES = LayoutPrefixes(encoder="model.vision_tower.", mlp1="model.multi_modal_projector.",
-                                    bridge_and_decoder="model.vae_decoder.")
-LEGACY_MODEL_DIR_PREFIXES = LayoutPrefixes(encoder="vision_tower.", mlp1="multi_modal_projector.",
-                                           bridge_and_decoder="vae_decoder.")
+MODEL_DIR_PREFIXES = LayoutPrefixes(
+    encoder="model.vision_tower.", mlp1="model.multi_modal_projector.", bridge_and_decoder="model.vae_decoder."
+)
+LEGACY_MODEL_DIR_PREFIXES = LayoutPrefixes(
+    encoder="vision_tower.", mlp1="multi_modal_projector.", bridge_and_decoder="vae_decoder."
+)
 
 # Keys that belong to a file but not to the tokenizer, and are skipped on purpose.
 # ``regressor*``: an old head the upstream generation code also drops (unilip_internvl.py L134-136).
 OFFICIAL_IGNORABLE = (re.compile(r"^regressor"),)
 # The generator's parts of a released model directory (loaded by the generator, not the tokenizer).
-MODEL_DIR_IGNORABLE = tuple(re.compile(p) for p in (
-    r"^(model\.)?language_model\.", r"^(model\.)?latent_queries$", r"^(model\.)?dit\.",
-    r"^(model\.)?llm_connector\.", r"^(model\.)?projector\.", r"^lm_head\.",
-))
+MODEL_DIR_IGNORABLE = tuple(
+    re.compile(p)
+    for p in (
+        r"^(model\.)?language_model\.",
+        r"^(model\.)?latent_queries$",
+        r"^(model\.)?dit\.",
+        r"^(model\.)?llm_connector\.",
+        r"^(model\.)?projector\.",
+        r"^lm_head\.",
+    )
+)
 _BRIDGE_DECODER = ("down_blocks.", "down_mlp.", "decoder.")
 
 
-def tokenizer_state_from_layout(state: Mapping[str, torch.Tensor], prefixes: LayoutPrefixes,
-                                ignorable: Iterable[re.Pattern[str]] = ()) -> tuple[StateDict, list[str], list[str]]:
+def tokenizer_state_from_layout(
+    state: Mapping[str, torch.Tensor], prefixes: LayoutPrefixes, ignorable: Iterable[re.Pattern[str]] = ()
+) -> tuple[StateDict, list[str], list[str]]:
     """Convert a released-layout state dict to ours.
 
     Returns:
@@ -327,12 +356,14 @@ def tokenizer_state_from_layout(state: Mapping[str, torch.Tensor], prefixes: Lay
 
     encoder_part = _split_prefix(remaining, prefixes.encoder)
     mlp1_part = _split_prefix(remaining, prefixes.mlp1)
-    rest_part = {k[len(prefixes.bridge_and_decoder):]: v for k, v in remaining.items()
-                 if k.startswith(prefixes.bridge_and_decoder) and not k.startswith((prefixes.encoder, prefixes.mlp1))}
+    rest_part = {
+        k[len(prefixes.bridge_and_decoder) :]: v
+        for k, v in remaining.items()
+        if k.startswith(prefixes.bridge_and_decoder) and not k.startswith((prefixes.encoder, prefixes.mlp1))
+    }
 
     ours: StateDict = {}
-    unused = [k for k in remaining
-              if not k.startswith((prefixes.encoder, prefixes.mlp1, prefixes.bridge_and_decoder))]
+    unused = [k for k in remaining if not k.startswith((prefixes.encoder, prefixes.mlp1, prefixes.bridge_and_decoder))]
     encoder_ours, encoder_unused = internvit_to_ours(encoder_part)
     ours.update(_add_prefix(encoder_ours, "encoder."))
     unused += [prefixes.encoder + k for k in encoder_unused]
@@ -385,15 +416,19 @@ def from_official_tokenizer_state_dict(state: Mapping[str, torch.Tensor]) -> Sta
 _MODEL_DIR_PART_PREFIXES = (
     ("encoder (vision_tower)", (MODEL_DIR_PREFIXES.encoder, LEGACY_MODEL_DIR_PREFIXES.encoder)),
     ("mlp1 (multi_modal_projector)", (MODEL_DIR_PREFIXES.mlp1, LEGACY_MODEL_DIR_PREFIXES.mlp1)),
-    ("bridge and pixel decoder (vae_decoder)", (MODEL_DIR_PREFIXES.bridge_and_decoder,
-                                                LEGACY_MODEL_DIR_PREFIXES.bridge_and_decoder)),
+    (
+        "bridge and pixel decoder (vae_decoder)",
+        (MODEL_DIR_PREFIXES.bridge_and_decoder, LEGACY_MODEL_DIR_PREFIXES.bridge_and_decoder),
+    ),
 )
 
 
 def _twice_error(part: str, prefixes: Iterable[str]) -> CheckpointKeyError:
     shown = " and ".join(f"{p}*" for p in sorted(prefixes))
-    return CheckpointKeyError(f"the model directory holds its {part} twice, under {shown}: a UniLIP model directory "
-                              "holds each part once (under either prefix); remove one copy, or re-save the model")
+    return CheckpointKeyError(
+        f"the model directory holds its {part} twice, under {shown}: a UniLIP model directory "
+        "holds each part once (under either prefix); remove one copy, or re-save the model"
+    )
 
 
 def model_dir_prefixes(keys: Iterable[str]) -> LayoutPrefixes:
@@ -427,11 +462,18 @@ GENERATOR_PARTS = ("language_model.", "latent_queries", "llm_connector.", "proje
 # own (``language_model.*``). A prefix without a trailing dot is a whole key.
 _GENERATOR_PART_PREFIXES = (
     ("lm_head", (("lm_head.", "lm_head."), ("language_model.lm_head.", "lm_head."))),
-    ("language model (language_model)", (("model.language_model.", "language_model."),
-                                         ("language_model.model.", "language_model."),
-                                         ("language_model.", "language_model."))),
-    *((name.rstrip("."), ((f"model.{name}", name), (name, name)))
-      for name in ("latent_queries", "llm_connector.", "projector.", "dit.")),
+    (
+        "language model (language_model)",
+        (
+            ("model.language_model.", "language_model."),
+            ("language_model.model.", "language_model."),
+            ("language_model.", "language_model."),
+        ),
+    ),
+    *(
+        (name.rstrip("."), ((f"model.{name}", name), (name, name)))
+        for name in ("latent_queries", "llm_connector.", "projector.", "dit.")
+    ),
 )
 
 
@@ -440,7 +482,7 @@ def _generator_key(key: str) -> tuple[str, str, str] | None:
     for part, candidates in _GENERATOR_PART_PREFIXES:
         for released, ours in candidates:
             if key.startswith(released) if released.endswith(".") else key == released:
-                return part, released, ours + key[len(released):]
+                return part, released, ours + key[len(released) :]
     return None
 
 
@@ -453,8 +495,9 @@ def from_released_generator_state_dict(state: Mapping[str, torch.Tensor]) -> Sta
     (``model.language_model.*``) or the legacy InternVL prefix (``language_model.model.*``),
     independently of the others. Keys that fit nowhere, or a part present twice, raise.
     """
-    tokenizer_part, unused, generator_keys = tokenizer_state_from_layout(state, model_dir_prefixes(state),
-                                                                         MODEL_DIR_IGNORABLE)
+    tokenizer_part, unused, generator_keys = tokenizer_state_from_layout(
+        state, model_dir_prefixes(state), MODEL_DIR_IGNORABLE
+    )
     ours: StateDict = {f"tokenizer.{k}": v for k, v in tokenizer_part.items()}
     used: dict[str, set[str]] = {}
     mapped: dict[str, str] = {}
@@ -485,7 +528,7 @@ def to_released_generator_state_dict(state: Mapping[str, torch.Tensor], legacy: 
         if key == "lm_head.weight":
             out["language_model.lm_head.weight" if legacy else "lm_head.weight"] = value
         elif legacy and key.startswith("language_model."):
-            out["language_model.model." + key[len("language_model."):]] = value
+            out["language_model.model." + key[len("language_model.") :]] = value
         elif key.startswith(GENERATOR_PARTS):
             out[("" if legacy else "model.") + key] = value
     return out
@@ -493,8 +536,9 @@ def to_released_generator_state_dict(state: Mapping[str, torch.Tensor], legacy: 
 
 def _raise_on_unused(unused: list[str], what: str) -> None:
     if unused:
-        raise CheckpointKeyError(f"{len(unused)} key(s) of the {what} have no place in the tokenizer: "
-                                 f"{preview(unused)}")
+        raise CheckpointKeyError(
+            f"{len(unused)} key(s) of the {what} have no place in the tokenizer: {preview(unused)}"
+        )
 
 
 def _log_ignored(ignored: list[str]) -> None:
@@ -509,18 +553,30 @@ def preview(keys: list[str], limit: int = 12) -> str:
 
 def is_model_dir_key(key: str) -> bool:
     """True for keys the tokenizer needs from a released model directory (any prefix generation)."""
-    return key.startswith(("model.vision_tower.", "model.multi_modal_projector.", "model.vae_decoder.",
-                           "vision_tower.", "multi_modal_projector.", "vae_decoder."))
+    return key.startswith(
+        (
+            "model.vision_tower.",
+            "model.multi_modal_projector.",
+            "model.vae_decoder.",
+            "vision_tower.",
+            "multi_modal_projector.",
+            "vae_decoder.",
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------- strict loading
-def check_state_matches(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str,
-                        what: str) -> None:
+def check_state_matches(
+    expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str, what: str
+) -> None:
     """Raise ``CheckpointKeyError`` listing missing, unexpected and misshapen keys of ``state``."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                        for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
+    mismatched = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
     if missing or unexpected or mismatched:
         parts = [f"cannot load {source} into a {what} of this configuration:"]
         if missing:

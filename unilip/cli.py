@@ -16,12 +16,18 @@ DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="variant name (see `unilip variants`), variant .yaml, saved tokenizer directory, "
-                             "released UniLIP model directory, or released tokenizer .pth")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="variant name (see `unilip variants`), variant .yaml, saved tokenizer directory, "
+        "released UniLIP model directory, or released tokenizer .pth",
+    )
     parser.add_argument("--weights", help="weights for a variant name: .pth, model directory or .safetensors")
-    parser.add_argument("--random-init", action="store_true",
-                        help="use random weights for a variant that has released ones (for testing)")
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="use random weights for a variant that has released ones (for testing)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of random initialisation (default 0)")
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="weights dtype (default float32)")
@@ -53,8 +59,14 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     invocation = invocation_of(vars(args))
     claim_output_dir(out_dir, invocation, args.overwrite)
-    model = load_tokenizer(args.model, weights=args.weights, random_init=args.random_init, seed=args.seed,
-                           dtype=getattr(torch, args.dtype), device=device)
+    model = load_tokenizer(
+        args.model,
+        weights=args.weights,
+        random_init=args.random_init,
+        seed=args.seed,
+        dtype=getattr(torch, args.dtype),
+        device=device,
+    )
     size = args.size or model.config.image_size
     if size < model.config.token_stride:
         raise ValueError(f"--size {size} is smaller than one latent token ({model.config.token_stride} px)")
@@ -67,15 +79,29 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     ok = [r for r in records if r.status == "ok"]
     failed = len(records) - len(ok)
     mean_psnr = sum(r.psnr_db for r in ok) / len(ok) if ok else None
-    summary = {"model": args.model, "weights_source": model.weights_source, "seed": args.seed, "size": size,
-               "device": device, "config": model.config.to_dict(), "n_ok": len(ok), "n_failed": failed,
-               "mean_psnr_db": mean_psnr, "builtin_photos": list(BUILTIN_PHOTOS) if args.builtin else [],
-               "environment": environment_report()}
+    summary = {
+        "model": args.model,
+        "weights_source": model.weights_source,
+        "seed": args.seed,
+        "size": size,
+        "device": device,
+        "config": model.config.to_dict(),
+        "n_ok": len(ok),
+        "n_failed": failed,
+        "mean_psnr_db": mean_psnr,
+        "builtin_photos": list(BUILTIN_PHOTOS) if args.builtin else [],
+        "environment": environment_report(),
+    }
     (out_dir / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in records))
     written = [Path(p) for r in ok for p in (r.input_path, r.output_path)] + [out_dir / "results.jsonl"]
     write_run(out_dir, invocation, written, summary)
-    logging.getLogger("unilip").info("%d reconstructed, %d failed; mean PSNR %s dB; outputs in %s", len(ok), failed,
-                                     f"{mean_psnr:.2f}" if mean_psnr is not None else "n/a", out_dir)
+    logging.getLogger("unilip").info(
+        "%d reconstructed, %d failed; mean PSNR %s dB; outputs in %s",
+        len(ok),
+        failed,
+        f"{mean_psnr:.2f}" if mean_psnr is not None else "n/a",
+        out_dir,
+    )
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -92,16 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("images", nargs="*", help="image files")
     recon.add_argument("--builtin", action="store_true", help="also reconstruct the photos scikit-image ships")
     recon.add_argument("--out", required=True, help="output directory")
-    recon.add_argument("--size", type=int, help="resolution: 224, 256 or 448 for the real variants "
-                                                "(default: the variant's native size)")
+    recon.add_argument(
+        "--size",
+        type=int,
+        help="resolution: 224, 256 or 448 for the real variants (default: the variant's native size)",
+    )
     recon.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     recon.add_argument("--no-progress", action="store_true", help="no progress bar")
     recon.set_defaults(func=_cmd_reconstruct)
     train = sub.add_parser("train", help="train the tokenizer or the generator (stages 1-3), or run the studies")
     train_sub = train.add_subparsers(dest="train_command", required=True)
     tok = train_sub.add_parser("tokenizer", help="one stage of tokenizer training (resumes from OUT)")
-    tok.add_argument("--config", required=True, help="training YAML, or a built-in recipe name: "
-                                                     + ", ".join(_tokenizer_recipes()))
+    tok.add_argument(
+        "--config", required=True, help="training YAML, or a built-in recipe name: " + ", ".join(_tokenizer_recipes())
+    )
     tok.add_argument("--stage", type=int, choices=[1, 2, 3])
     tok.add_argument("--distill-weight", type=float, help="lambda of the self-distillation loss")
     tok.add_argument("--init", help="tokenizer to start from (saved directory or released weights)")
@@ -128,8 +158,13 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from unilip.training.config import load_train_config, recipe_path
     from unilip.training.tokenizer_trainer import train_tokenizer
 
-    config = load_train_config(recipe_path(args.config), stage=args.stage, distill_weight=args.distill_weight,
-                               init=args.init, max_steps=args.max_steps)
+    config = load_train_config(
+        recipe_path(args.config),
+        stage=args.stage,
+        distill_weight=args.distill_weight,
+        init=args.init,
+        max_steps=args.max_steps,
+    )
     final = train_tokenizer(config, args.out, progress=not args.no_progress, fresh=args.fresh)
     if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
         print(json.dumps({"final": str(final), "stage": config.stage, "distill_weight": config.losses.distill_weight}))
@@ -138,8 +173,8 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 def _add_plugin_commands(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
     # Other installed packages (the evaluation harness: `unilip eval`, and the studies that train and
-    # evaluate: `unilip quickstart`, `unilip train sweep`, `unilip train generator-study`) add commands through the "unilip.cli"
-    # entry-point group, so this package never imports or runs them.
+    # evaluate: `unilip quickstart`, `unilip train sweep`, `unilip train generator-study`) add commands
+    # through the "unilip.cli" entry-point group, so this package never imports or runs them.
     from importlib.metadata import entry_points
 
     for entry in entry_points(group="unilip.cli"):
@@ -169,9 +204,11 @@ def describe_os_error(error: OSError) -> str:
     where = error.filename if error.filename is not None else None
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         disk = _mount_point(Path(where)) if where else None
-        return (f"no space left on the disk holding {where or 'the output'}"
-                + (f" (mounted at {disk})" if disk else "")
-                + "; free some space, then run the same command to resume (finished work is kept)")
+        return (
+            f"no space left on the disk holding {where or 'the output'}"
+            + (f" (mounted at {disk})" if disk else "")
+            + "; free some space, then run the same command to resume (finished work is kept)"
+        )
     reason = error.strerror or str(error) or type(error).__name__
     return f"{reason}: {where}" if where is not None else reason
 
@@ -220,6 +257,9 @@ def run_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``unilip`` console script; the exit code follows ``unilip.errors``."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     return run_command(args)

@@ -54,10 +54,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-
 # RGB photographs that ship inside scikit-image (no download): public domain or CC licensed.
-BUILTIN_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
-                  "retina")
+BUILTIN_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 
 # The extensions read, matched case-insensitively.
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
@@ -118,14 +116,17 @@ def decode_image(raw: bytes, where: str = "image") -> Image.Image:
         raise ImageReadError(f"{printable(where)}: {error}") from None
     except Image.DecompressionBombError as error:
         # Not an OSError, so it needs its own clause; Pillow's message names the pixel count and the limit.
-        raise ImageReadError(f"{printable(where)}: refused as a possible decompression bomb: {error} "
-                             f"(the limit is 2 x PIL.Image.MAX_IMAGE_PIXELS; raise PIL.Image.MAX_IMAGE_PIXELS "
-                             f"to read it)") from None
+        raise ImageReadError(
+            f"{printable(where)}: refused as a possible decompression bomb: {error} "
+            f"(the limit is 2 x PIL.Image.MAX_IMAGE_PIXELS; raise PIL.Image.MAX_IMAGE_PIXELS "
+            f"to read it)"
+        ) from None
     except Exception as error:
         # Pillow's plugins raise many types on malformed data (OSError, SyntaxError, ValueError, struct.error,
         # EOFError, IndexError, MemoryError ...): any of them makes this one item unreadable, never the run.
-        raise ImageReadError(f"{printable(where)}: not a readable image ({type(error).__name__}: "
-                             f"{printable(str(error))})") from None
+        raise ImageReadError(
+            f"{printable(where)}: not a readable image ({type(error).__name__}: {printable(str(error))})"
+        ) from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -162,8 +163,9 @@ def _open(raw: bytes, rawmode: str | None = None) -> Image.Image:
     if rawmode is not None:
         # The PNG decoder undoes the row filters on bytes, by bytes per pixel; the raw mode only picks
         # which of those bytes land in the image. Must be set before anything loads the pixels.
-        image.tile = [tile._replace(args=rawmode) if hasattr(tile, "_replace") else (*tile[:3], rawmode)
-                      for tile in image.tile]
+        image.tile = [
+            tile._replace(args=rawmode) if hasattr(tile, "_replace") else (*tile[:3], rawmode) for tile in image.tile
+        ]
     ImageOps.exif_transpose(image, in_place=True)
     return image
 
@@ -174,8 +176,10 @@ def _png16_colour(raw: bytes, colour_type: int) -> Image.Image:
     with Image.open(io.BytesIO(raw)) as header:  # reads the chunks before the pixels only
         mode, key = header.mode, header.info.get("transparency")
     if mode != expected:
-        raise ImageReadError(f"16-bit PNG (colour type {colour_type}) opened by Pillow as mode {mode}, not "
-                             f"{expected}: this reader cannot recover its 16-bit samples")
+        raise ImageReadError(
+            f"16-bit PNG (colour type {colour_type}) opened by Pillow as mode {mode}, not "
+            f"{expected}: this reader cannot recover its 16-bit samples"
+        )
     if colour_type == 4:
         # 4 bytes a pixel, like 8-bit RGBA: unpacked as RGBA they are grey high, grey low, alpha high, alpha low.
         pairs = np.asarray(_open(raw, "RGBA")).astype(np.uint16)
@@ -212,8 +216,10 @@ def _to_rgb(image: Image.Image, key_scale: int) -> Image.Image:
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         samples = np.asarray(image)[..., None]
         if mode == "I" and (samples.min() < 0 or samples.max() > 65535):
-            raise ImageReadError(f"32-bit integer pixels from {samples.min()} to {samples.max()}: outside the "
-                                 f"16-bit range 0..65535, so there is no faithful 8-bit mapping (refused, not clipped)")
+            raise ImageReadError(
+                f"32-bit integer pixels from {samples.min()} to {samples.max()}: outside the "
+                f"16-bit range 0..65535, so there is no faithful 8-bit mapping (refused, not clipped)"
+            )
         return _composite(samples, _key_alpha(samples, key, 65535), 65535)
     if mode == "F":
         raise ImageReadError("32-bit float pixels (mode F): no defined range to map onto 8 bits (refused, not clipped)")
@@ -300,6 +306,7 @@ def upscale_factor(width: int, height: int, size: int) -> float:
 # A source is a tuple: ("builtin", name), ("digits", split, index), ("file", absolute path) or
 # ("tar", absolute shard path, member name).
 
+
 @dataclass(frozen=True)
 class ImageEntry:
     """One image of a listing: its id, its source tuple and its size in bytes (0 for a built-in photo)."""
@@ -350,8 +357,13 @@ def list_image_sources(kind: str, path: str | Path | None) -> SourceListing:
     if kind == "digits":
         from unilip.training.digits import digit_labels
 
-        return SourceListing([ImageEntry(f"{label}/{index:04d}.png", ("digits", "test", index), 0)
-                              for index, label in enumerate(digit_labels("test"))], [])
+        return SourceListing(
+            [
+                ImageEntry(f"{label}/{index:04d}.png", ("digits", "test", index), 0)
+                for index, label in enumerate(digit_labels("test"))
+            ],
+            [],
+        )
     if not path:
         raise ValueError(f"image source kind {kind!r} needs a path")
     root = Path(path).absolute()
@@ -400,8 +412,11 @@ def _list_folder(root: Path) -> SourceListing:
         try:
             status = path.stat()
         except FileNotFoundError:
-            skipped.append(SkippedFile(item_id, "broken symbolic link" if path.is_symlink()
-                                       else "vanished while the folder was listed"))
+            skipped.append(
+                SkippedFile(
+                    item_id, "broken symbolic link" if path.is_symlink() else "vanished while the folder was listed"
+                )
+            )
             continue
         except OSError as error:
             skipped.append(SkippedFile(item_id, f"cannot be read ({error.strerror or error})"))
@@ -423,19 +438,26 @@ def _list_shard(shard: Path, listing: SourceListing) -> None:
             members = archive.getmembers()
             unparsed = _first_nonzero_byte(archive.fileobj, archive.offset)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
-        listing.skipped.append(SkippedFile(shard.name, f"not a readable tar shard ({type(error).__name__}: "
-                                                       f"{printable(str(error))})"))
+        listing.skipped.append(
+            SkippedFile(shard.name, f"not a readable tar shard ({type(error).__name__}: {printable(str(error))})")
+        )
         return
     if unparsed is not None:
         # tarfile stops quietly at a damaged header after the first: members stored after it would vanish.
-        listing.skipped.append(SkippedFile(shard.name, f"data from byte {unparsed:,} on cannot be parsed as tar "
-                                                       f"members (a damaged header, or archives concatenated): "
-                                                       f"any images stored there are not listed"))
+        listing.skipped.append(
+            SkippedFile(
+                shard.name,
+                f"data from byte {unparsed:,} on cannot be parsed as tar "
+                f"members (a damaged header, or archives concatenated): "
+                f"any images stored there are not listed",
+            )
+        )
     latest: dict[str, tarfile.TarInfo] = {}
     for member in members:
         if member.name in latest and _is_read(member.name):
-            listing.skipped.append(SkippedFile(f"{shard.name}/{member.name}",
-                                               "a later member of the same name replaces it"))
+            listing.skipped.append(
+                SkippedFile(f"{shard.name}/{member.name}", "a later member of the same name replaces it")
+            )
         latest[member.name] = member
     for name in sorted(latest):
         member, item_id = latest[name], f"{shard.name}/{name}"
@@ -506,13 +528,15 @@ class ImageLoader:
         except FileNotFoundError:
             raise ImageReadError(f"{where}: no such shard (deleted after the dataset was listed?)") from None
         except KeyError:
-            raise ImageReadError(f"{where}: no such member in the shard (the shard changed after the dataset "
-                                 f"was listed?)") from None
+            raise ImageReadError(
+                f"{where}: no such member in the shard (the shard changed after the dataset was listed?)"
+            ) from None
         except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
-            raise ImageReadError(f"{where}: corrupt or truncated tar shard ({type(error).__name__}: "
-                                 f"{printable(str(error))})") from None
+            raise ImageReadError(
+                f"{where}: corrupt or truncated tar shard ({type(error).__name__}: {printable(str(error))})"
+            ) from None
 
-    def __enter__(self) -> "ImageLoader":
+    def __enter__(self) -> ImageLoader:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 
-DEVICE_HELP = ("torch device: cpu, cuda or cuda:N (default: cuda when available, else cpu; under torchrun or "
-               "accelerate, cuda means each process's own GPU, cuda:LOCAL_RANK)")
+DEVICE_HELP = (
+    "torch device: cpu, cuda or cuda:N (default: cuda when available, else cpu; under torchrun or "
+    "accelerate, cuda means each process's own GPU, cuda:LOCAL_RANK)"
+)
 
 
 def resolve_device(requested: str | None, env: dict[str, str] | None = None) -> str:
@@ -39,14 +41,18 @@ def resolve_device(requested: str | None, env: dict[str, str] | None = None) -> 
         return wanted
     if not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
-        raise ValueError(f"--device {requested} but no CUDA device is available (torch {torch.__version__}, "
-                         f"{build}); use --device cpu, or run on a machine with a GPU")
+        raise ValueError(
+            f"--device {requested} but no CUDA device is available (torch {torch.__version__}, "
+            f"{build}); use --device cpu, or run on a machine with a GPU"
+        )
     count = torch.cuda.device_count()
     if wanted == "cuda":
         index = int(local_rank) if local_rank is not None else 0
         if index >= count:
-            raise ValueError(f"this process is LOCAL_RANK {index} but only {count} CUDA device(s) are visible; "
-                             "launch at most one process per GPU (torchrun --nproc_per_node)")
+            raise ValueError(
+                f"this process is LOCAL_RANK {index} but only {count} CUDA device(s) are visible; "
+                "launch at most one process per GPU (torchrun --nproc_per_node)"
+            )
         return f"cuda:{index}" if local_rank is not None else "cuda"
     index_text = wanted.partition(":")[2]
     if not index_text.isdigit():

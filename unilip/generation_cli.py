@@ -9,11 +9,13 @@ import json
 import os
 from pathlib import Path
 
-from unilip.outdir import OVERWRITE_HELP
 from unilip.devices import DEVICE_HELP
+from unilip.outdir import OVERWRITE_HELP
 
-GENERATOR_MODEL_HELP = ("generator: a shipped model (tiny-digits), a saved or released UniLIP-1B/3B model directory, "
-                        "or a variant name with --random-init")
+GENERATOR_MODEL_HELP = (
+    "generator: a shipped model (tiny-digits), a saved or released UniLIP-1B/3B model directory, "
+    "or a variant name with --random-init"
+)
 
 
 def _add_generator_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +28,12 @@ def _add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flow-shift", type=float, default=3.0, help="flow-sigma shift (default 3.0)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                        help="weights dtype; the pixel decoder stays float32 as upstream")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="weights dtype; the pixel decoder stays float32 as upstream",
+    )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.add_argument("--no-progress", action="store_true")
@@ -39,8 +45,15 @@ def _pipeline(args: argparse.Namespace, device: str):
     from unilip.pipelines import load_pipeline
 
     # The loader keeps the pixel decoder in float32 whatever the rest runs in, as upstream decodes.
-    return load_pipeline(args.model, args.weights, random_init=args.random_init, seed=args.seed,
-                         dtype=getattr(torch, args.dtype), device=device, batch_size=args.batch_size)
+    return load_pipeline(
+        args.model,
+        args.weights,
+        random_init=args.random_init,
+        seed=args.seed,
+        dtype=getattr(torch, args.dtype),
+        device=device,
+        batch_size=args.batch_size,
+    )
 
 
 def _prepare(args: argparse.Namespace):
@@ -54,15 +67,31 @@ def _prepare(args: argparse.Namespace):
     return device, invocation
 
 
-def _write_run(out: Path, args: argparse.Namespace, invocation: dict, pipeline, outputs: list[dict],
-               device: str) -> None:
+def _write_run(
+    out: Path, args: argparse.Namespace, invocation: dict, pipeline, outputs: list[dict], device: str
+) -> None:
     from unilip.outdir import write_run
     from unilip.provenance import environment_report
 
-    write_run(out, invocation, [Path(o["path"]) for o in outputs], {
-        "model": args.model, "weights_source": pipeline.model.weights_source, "device": device,
-        "settings": {"seed": args.seed, "steps": args.steps, "guidance": args.guidance, "flow_shift": args.flow_shift,
-                     "dtype": args.dtype}, "outputs": outputs, "environment": environment_report()})
+    write_run(
+        out,
+        invocation,
+        [Path(o["path"]) for o in outputs],
+        {
+            "model": args.model,
+            "weights_source": pipeline.model.weights_source,
+            "device": device,
+            "settings": {
+                "seed": args.seed,
+                "steps": args.steps,
+                "guidance": args.guidance,
+                "flow_shift": args.flow_shift,
+                "dtype": args.dtype,
+            },
+            "outputs": outputs,
+            "environment": environment_report(),
+        },
+    )
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -73,11 +102,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("give --prompt TEXT (repeatable) or --prompts-file FILE")
     device, invocation = _prepare(args)
     pipeline = _pipeline(args, device)
-    images = pipeline.generate(prompts, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                               flow_shift=args.flow_shift, progress=not args.no_progress)
+    images = pipeline.generate(
+        prompts,
+        n=args.n,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        flow_shift=args.flow_shift,
+        progress=not args.no_progress,
+    )
     out = Path(args.out)
     outputs = []
-    for index, (prompt, row) in enumerate(zip(prompts, images)):
+    for index, (prompt, row) in enumerate(zip(prompts, images, strict=True)):
         for k, image in enumerate(row):
             path = out / f"{index:05d}" / f"{k:05d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,8 +131,15 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     image = read_image(Path(args.image))
     device, invocation = _prepare(args)
     pipeline = _pipeline(args, device)
-    edited = pipeline.edit(image, args.instruction, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                           flow_shift=args.flow_shift, progress=not args.no_progress)
+    edited = pipeline.edit(
+        image,
+        args.instruction,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        flow_shift=args.flow_shift,
+        progress=not args.no_progress,
+    )
     out = Path(args.out)
     path = out / f"{Path(args.image).stem}-edited.png"
     edited.save(path)
@@ -110,8 +153,14 @@ def _cmd_train_generator(args: argparse.Namespace) -> int:
     from unilip.training.config import load_generator_train_config, recipe_path
     from unilip.training.generator_trainer import train_generator
 
-    config = load_generator_train_config(recipe_path(args.config), stage=args.stage, init=args.init,
-                                         tokenizer=args.tokenizer, max_steps=args.max_steps, data_path=args.data)
+    config = load_generator_train_config(
+        recipe_path(args.config),
+        stage=args.stage,
+        init=args.init,
+        tokenizer=args.tokenizer,
+        max_steps=args.max_steps,
+        data_path=args.data,
+    )
     final = train_generator(config, args.out, progress=not args.no_progress, fresh=args.fresh)
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps({"final": str(final), "stage": config.stage}))

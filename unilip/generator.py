@@ -23,18 +23,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
-
 from diffusers import SanaTransformer2DModel
+from torch import nn
 from transformers import Qwen2Config, Qwen2Model
 
 from unilip.persistence import PretrainedMixin, check_config_keys
 from unilip.tokenizer import TokenizerConfig, UniLIPTokenizer
 
 # InternVL3 tokenizer ids (upstream unilip/constants.py); the defaults of GeneratorConfig.
-IMG_START_ID = 151665       # <img>
-IMG_END_ID = 151666         # </img>
-IMG_CONTEXT_ID = 151667     # <IMG_CONTEXT>
+IMG_START_ID = 151665  # <img>
+IMG_END_ID = 151666  # </img>
+IMG_CONTEXT_ID = 151667  # <IMG_CONTEXT>
 MODEL_TYPE = "unilip_generator"
 # Additive mask value upstream uses for the connector's bidirectional attention.
 MASKED = -100000.0
@@ -72,7 +71,7 @@ class GeneratorConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
+    def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
         """Validate a variant's ``generator`` section into a config."""
         check_config_keys(cls, data, "generator")
         config = cls(**data)
@@ -123,8 +122,10 @@ class UniLIPGenerator(nn.Module, PretrainedMixin):
         self.config = config
         llm_config = Qwen2Config(**config.llm)
         if llm_config.hidden_size != tokenizer_config.llm_hidden_size:
-            raise ValueError(f"LLM width {llm_config.hidden_size} differs from the tokenizer's mlp1 output "
-                             f"{tokenizer_config.llm_hidden_size}")
+            raise ValueError(
+                f"LLM width {llm_config.hidden_size} differs from the tokenizer's mlp1 output "
+                f"{tokenizer_config.llm_hidden_size}"
+            )
         # The pixel decoder stays float32 whatever the rest is cast to: upstream decodes in float32.
         self.tokenizer = UniLIPTokenizer(tokenizer_config, decoder_float32=True)
         self.language_model = Qwen2Model(llm_config)
@@ -163,8 +164,12 @@ class UniLIPGenerator(nn.Module, PretrainedMixin):
             mllm_config = InternVLConfig(
                 vision_config=self.tokenizer.encoder.config.to_dict(),
                 text_config={"model_type": "qwen2", **self.config.llm},
-                image_token_id=self.config.image_context_id, downsample_ratio=self.tokenizer.config.downsample_ratio,
-                vision_feature_layer=-1, vision_feature_select_strategy="default", projector_hidden_act="gelu")
+                image_token_id=self.config.image_context_id,
+                downsample_ratio=self.tokenizer.config.downsample_ratio,
+                vision_feature_layer=-1,
+                vision_feature_select_strategy="default",
+                projector_hidden_act="gelu",
+            )
             with torch.device("meta"):
                 cached = InternVLForConditionalGeneration(mllm_config)
             cached.model.vision_tower = self.tokenizer.encoder
@@ -192,13 +197,16 @@ class UniLIPGenerator(nn.Module, PretrainedMixin):
                 raise ValueError("the prompt holds <IMG_CONTEXT> tokens but no image was given")
             count = int(image_positions.sum())
             if count != image_features.shape[0] * image_features.shape[1]:
-                raise ValueError(f"{count} <IMG_CONTEXT> positions for {image_features.shape[0]} images of "
-                                 f"{image_features.shape[1]} tokens")
+                raise ValueError(
+                    f"{count} <IMG_CONTEXT> positions for {image_features.shape[0]} images of "
+                    f"{image_features.shape[1]} tokens"
+                )
             embeds = embeds.masked_scatter(image_positions[..., None], image_features.to(embeds.dtype))
         return embeds
 
-    def condition(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  images: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def condition(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The DiT's cross-attention condition and its token mask for a batch of prompts.
 
         Args:
@@ -216,15 +224,23 @@ class UniLIPGenerator(nn.Module, PretrainedMixin):
         embeds = torch.cat([embeds, queries], dim=1)
         mask = torch.cat([attention_mask, attention_mask.new_ones(batch, self.config.n_query)], dim=1)
         positions = position_ids_from_mask(mask)
-        hidden = self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+        hidden = self.language_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions
+        ).last_hidden_state
         if image_features is not None:
             # After the LLM, the reference image's positions carry its raw features again (upstream L263-265).
-            image_positions = torch.cat([input_ids == self.config.image_context_id,
-                                         torch.zeros_like(mask[:, -self.config.n_query:], dtype=torch.bool)], dim=1)
+            image_positions = torch.cat(
+                [
+                    input_ids == self.config.image_context_id,
+                    torch.zeros_like(mask[:, -self.config.n_query :], dtype=torch.bool),
+                ],
+                dim=1,
+            )
             hidden = hidden.masked_scatter(image_positions[..., None], image_features.to(hidden.dtype))
         bidirectional = connector_attention_mask(mask, hidden.dtype)
-        connected = self.llm_connector(inputs_embeds=hidden, attention_mask={"full_attention": bidirectional},
-                                       position_ids=positions).last_hidden_state
+        connected = self.llm_connector(
+            inputs_embeds=hidden, attention_mask={"full_attention": bidirectional}, position_ids=positions
+        ).last_hidden_state
         return self.projector(connected), mask
 
     # ------------------------------------------------------------------ latent space
@@ -268,14 +284,25 @@ class UniLIPGenerator(nn.Module, PretrainedMixin):
         return TokenizerConfig.from_dict(payload["tokenizer"]), GeneratorConfig.from_dict(payload["generator"])
 
     @classmethod
-    def from_saved(cls, config: tuple[TokenizerConfig, GeneratorConfig], state: dict[str, torch.Tensor], *,
-                   dtype: torch.dtype, device: str | torch.device, source: str) -> "UniLIPGenerator":
+    def from_saved(
+        cls,
+        config: tuple[TokenizerConfig, GeneratorConfig],
+        state: dict[str, torch.Tensor],
+        *,
+        dtype: torch.dtype,
+        device: str | torch.device,
+        source: str,
+    ) -> UniLIPGenerator:
         """A generator of ``config`` with every parameter from ``state`` (our layout): :func:`load_generator_strict`."""
         return load_generator_strict(*config, state, dtype=dtype, device=device, source=source)
 
 
-def build_generator(tokenizer_config: TokenizerConfig, config: GeneratorConfig, device: str | torch.device = "cpu",
-                    seed: int | None = None) -> UniLIPGenerator:
+def build_generator(
+    tokenizer_config: TokenizerConfig,
+    config: GeneratorConfig,
+    device: str | torch.device = "cpu",
+    seed: int | None = None,
+) -> UniLIPGenerator:
     """A randomly initialised generator (``device="meta"`` builds a real-size one without memory)."""
     if seed is not None:
         torch.manual_seed(seed)
@@ -287,9 +314,14 @@ def build_generator(tokenizer_config: TokenizerConfig, config: GeneratorConfig, 
     return model
 
 
-def load_generator_strict(tokenizer_config: TokenizerConfig, config: GeneratorConfig,
-                          state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
-                          device: str | torch.device = "cpu", source: str = "state dict") -> UniLIPGenerator:
+def load_generator_strict(
+    tokenizer_config: TokenizerConfig,
+    config: GeneratorConfig,
+    state: dict[str, torch.Tensor],
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    source: str = "state dict",
+) -> UniLIPGenerator:
     """Build a generator without initialising its weights and fill every parameter from ``state``.
 
     ``state`` is in our layout (``unilip.checkpoints.from_released_generator_state_dict`` converts the
@@ -306,8 +338,10 @@ def load_generator_strict(tokenizer_config: TokenizerConfig, config: GeneratorCo
         model = UniLIPGenerator(tokenizer_config, config)
     expected = model.weights_state_dict()
     check_state_matches(expected, state, source, "generator")
-    converted = {k: v.to(dtype=(torch.float32 if k.startswith(FLOAT32_PARTS) else dtype)
-                         if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    converted = {
+        k: v.to(dtype=(torch.float32 if k.startswith(FLOAT32_PARTS) else dtype) if v.is_floating_point() else v.dtype)
+        for k, v in state.items()
+    }
     if model.ties_lm_head:
         converted["lm_head.weight"] = converted["language_model.embed_tokens.weight"]
     model.load_state_dict(converted, strict=True, assign=True)

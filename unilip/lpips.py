@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -91,11 +91,16 @@ def lpips_backbone_state(
     expected = backbone.state_dict()
     missing = sorted(f"features.{k.split('.', 1)[1]}" for k in set(expected) - set(mapped))
     unexpected += sorted(f"features.{k.split('.', 1)[1]}" for k in set(mapped) - set(expected))
-    misshapen = sorted(f"features.{k.split('.', 1)[1]}: file {tuple(mapped[k].shape)} vs {tuple(expected[k].shape)}"
-                       for k in set(mapped) & set(expected) if mapped[k].shape != expected[k].shape)
+    misshapen = sorted(
+        f"features.{k.split('.', 1)[1]}: file {tuple(mapped[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in set(mapped) & set(expected)
+        if mapped[k].shape != expected[k].shape
+    )
     if missing or unexpected or misshapen:
-        raise error(f"{path} does not fit lpips' backbone: it should be {what}; backbone parameters not set: "
-                    f"{missing}; unexpected keys: {sorted(unexpected)}; shape mismatches: {misshapen}")
+        raise error(
+            f"{path} does not fit lpips' backbone: it should be {what}; backbone parameters not set: "
+            f"{missing}; unexpected keys: {sorted(unexpected)}; shape mismatches: {misshapen}"
+        )
     return mapped
 
 
@@ -111,14 +116,16 @@ def check_lpips_heads(model: nn.Module, net: str) -> Path:
     import lpips
 
     heads_file = Path(lpips.__file__).resolve().parent / "weights" / "v0.1" / f"{net}.pth"
-    expected = load_weights_state_dict(heads_file, f"the lpips package's v0.1 {net} heads",
-                                       "It ships with the lpips package: reinstall lpips.")
+    expected = load_weights_state_dict(
+        heads_file, f"the lpips package's v0.1 {net} heads", "It ships with the lpips package: reinstall lpips."
+    )
     state = model.state_dict()
     # lpips registers each head twice (``lin<k>.*`` and ``lins.<k>.*``, the same tensors).
     head_keys = {k for k in state if k.startswith("lin") and not k.startswith("lins.")}
     problems = sorted(head_keys ^ set(expected))
-    problems += [k for k in sorted(head_keys & set(expected))
-                 if not torch.equal(state[k], expected[k].to(state[k].dtype))]
+    problems += [
+        k for k in sorted(head_keys & set(expected)) if not torch.equal(state[k], expected[k].to(state[k].dtype))
+    ]
     if problems:
         raise RuntimeError(f"LPIPS heads were not all loaded from {heads_file} (a broken lpips install?): {problems}")
     return heads_file
@@ -162,8 +169,16 @@ def build_lpips(
     if net not in LPIPS_BACKBONES:
         raise ValueError(f"net must be one of {sorted(LPIPS_BACKBONES)}, got {net!r}")
     spec = LPIPS_BACKBONES[net]
-    path = resolve_weights(backbone_weights, spec["env_var"], (spec["filename"],), spec["what"], spec["source"],
-                           setting=setting, switch_off=switch_off, unavailable=unavailable)
+    path = resolve_weights(
+        backbone_weights,
+        spec["env_var"],
+        (spec["filename"],),
+        spec["what"],
+        spec["source"],
+        setting=setting,
+        switch_off=switch_off,
+        unavailable=unavailable,
+    )
     what = f"{spec['what']} (torchvision's state dict, file {spec['filename']})"
     # Read first: an unusable file fails before any network is built.
     state = load_weights_state_dict(path, what, spec["source"])

@@ -88,8 +88,15 @@ def write_run(out: Path, invocation: dict[str, Any], written: list[Path], payloa
     """Write ``OUT/run.json``: the invocation, the files written (relative to ``out``), and ``payload``."""
     import sys
 
-    relative = [str(Path(p).resolve().relative_to(out.resolve())) if out.resolve() in Path(p).resolve().parents
-                else str(p) for p in written]
-    record = {**payload, "command": sys.argv, "invocation": invocation,
-              "invocation_sha256": invocation_digest(invocation), "written": relative}
+    relative = [
+        str(Path(p).resolve().relative_to(out.resolve())) if out.resolve() in Path(p).resolve().parents else str(p)
+        for p in written
+    ]
+    record = {
+        **payload,
+        "command": sys.argv,
+        "invocation": invocation,
+        "invocation_sha256": invocation_digest(invocation),
+        "written": relative,
+    }
     (out / RUN_JSON).write_text(json.dumps(record, indent=2, default=str) + "\n")

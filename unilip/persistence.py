@@ -32,8 +32,17 @@ import torch
 
 from unilip.checkpoints import CheckpointNotFoundError
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "PretrainedMixin", "cached_snapshot", "check_config_keys",
-           "hf_hub_cache", "is_repo_id", "read_saved_config", "resolve_pretrained"]
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "PretrainedMixin",
+    "cached_snapshot",
+    "check_config_keys",
+    "hf_hub_cache",
+    "is_repo_id",
+    "read_saved_config",
+    "resolve_pretrained",
+]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -54,8 +63,12 @@ def is_repo_id(reference: str | os.PathLike[str]) -> bool:
     meant (:func:`resolve_pretrained`).
     """
     text = os.fspath(reference)
-    return (bool(_REPO_ID.match(text)) and "--" not in text and ".." not in text
-            and not text.lower().endswith(_FILE_SUFFIXES))
+    return (
+        bool(_REPO_ID.match(text))
+        and "--" not in text
+        and ".." not in text
+        and not text.lower().endswith(_FILE_SUFFIXES)
+    )
 
 
 def hf_hub_cache() -> Path:
@@ -101,7 +114,8 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path:
             f"{cache}. Download it on a machine with internet access (`hf download {repo_id}`; "
             f"`huggingface-cli download {repo_id}` with huggingface_hub < 1.0), then copy that cache here (or "
             "point HF_HUB_CACHE / HF_HOME at it), or pass the downloaded directory's path. Nothing is downloaded "
-            "at run time.") from None
+            "at run time."
+        ) from None
 
 
 def resolve_pretrained(name_or_path: str | os.PathLike[str]) -> Path:
@@ -129,8 +143,10 @@ def read_saved_config(directory: Path, model_type: str, what: str) -> dict[str, 
     clear error when it is missing or belongs to another kind of model."""
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: a saved UniLIP {what} directory holds "
-                                f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
+        raise FileNotFoundError(
+            f"{config_path} not found: a saved UniLIP {what} directory holds "
+            f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)"
+        )
     payload = json.loads(config_path.read_text())
     if payload.pop("model_type", None) != model_type:
         raise ValueError(f"{config_path} is not a UniLIP {what} config (model_type != {model_type})")
@@ -173,8 +189,15 @@ class PretrainedMixin:
         raise NotImplementedError
 
     @classmethod
-    def from_saved(cls: type[M], config: Any, state: dict[str, torch.Tensor], *, dtype: torch.dtype,
-                   device: str | torch.device, source: str) -> M:
+    def from_saved(
+        cls: type[M],
+        config: Any,
+        state: dict[str, torch.Tensor],
+        *,
+        dtype: torch.dtype,
+        device: str | torch.device,
+        source: str,
+    ) -> M:
         """Rebuild the model from its typed config (:meth:`config_from_saved`) and its weights, strictly
         (every parameter filled, no key left over)."""
         raise NotImplementedError
@@ -192,8 +215,12 @@ class PretrainedMixin:
         return directory
 
     @classmethod
-    def from_pretrained(cls: type[M], name_or_path: str | os.PathLike[str], dtype: torch.dtype = torch.float32,
-                        device: str | torch.device = "cpu") -> M:
+    def from_pretrained(
+        cls: type[M],
+        name_or_path: str | os.PathLike[str],
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> M:
         """Load a directory written by :meth:`save_pretrained`, or such a Hugging Face repo from the local cache.
 
         Args:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -70,8 +71,13 @@ def _unique_stem(name: str, used: set[str]) -> str:
     return stem
 
 
-def reconstruct_files(model: UniLIPTokenizer, sources: Iterable[tuple[str, Path | Image.Image]], out_dir: Path,
-                      size: int, progress: bool = True) -> list[ReconstructionRecord]:
+def reconstruct_files(
+    model: UniLIPTokenizer,
+    sources: Iterable[tuple[str, Path | Image.Image]],
+    out_dir: Path,
+    size: int,
+    progress: bool = True,
+) -> list[ReconstructionRecord]:
     """Reconstruct each source (a file path or an in-memory image, with a display name) into ``out_dir``.
 
     Writes ``<stem>.input.png`` (the preprocessed input) and ``<stem>.recon.png``; an unreadable file
@@ -91,15 +97,27 @@ def reconstruct_files(model: UniLIPTokenizer, sources: Iterable[tuple[str, Path 
             continue
         enlarged = upscale_factor(*image.size, size)
         if enlarged > MAX_UPSCALE:
-            logger.warning("%s is %dx%d: enlarged %.1fx to reach %d px; its reconstruction says little about "
-                           "the tokenizer", printable(name), *image.size, enlarged, size)
+            logger.warning(
+                "%s is %dx%d: enlarged %.1fx to reach %d px; its reconstruction says little about the tokenizer",
+                printable(name),
+                *image.size,
+                enlarged,
+                size,
+            )
         original, recon = reconstruct_image(model, image, size)
         stem = _unique_stem(Path(name).stem, used)
         input_path, output_path = out_dir / f"{stem}.input.png", out_dir / f"{stem}.recon.png"
         Image.fromarray(original).save(input_path)
         Image.fromarray(recon).save(output_path)
-        records.append(ReconstructionRecord(image=name, status="ok", psnr_db=psnr_uint8(original, recon),
-                                            input_path=str(input_path), output_path=str(output_path)))
+        records.append(
+            ReconstructionRecord(
+                image=name,
+                status="ok",
+                psnr_db=psnr_uint8(original, recon),
+                input_path=str(input_path),
+                output_path=str(output_path),
+            )
+        )
     return records
 
 
@@ -134,18 +152,26 @@ class SamplerSettings:
 
 
 # ----------------------------------------------------------------------------------- sampling
-def flow_dpm_solver(num_train_timesteps: int = 1000, flow_shift: float = 3.0) -> "DPMSolverMultistepScheduler":
+def flow_dpm_solver(num_train_timesteps: int = 1000, flow_shift: float = 3.0) -> DPMSolverMultistepScheduler:
     """SANA-512's inference scheduler as UniLIP uses it: DPM-Solver++ (2M, midpoint) on flow sigmas, shift 3."""
     from diffusers import DPMSolverMultistepScheduler
 
     return DPMSolverMultistepScheduler(
-        num_train_timesteps=num_train_timesteps, solver_order=2, prediction_type="flow_prediction",
-        algorithm_type="dpmsolver++", solver_type="midpoint", lower_order_final=True, use_flow_sigmas=True,
-        flow_shift=flow_shift, final_sigmas_type="zero")
+        num_train_timesteps=num_train_timesteps,
+        solver_order=2,
+        prediction_type="flow_prediction",
+        algorithm_type="dpmsolver++",
+        solver_type="midpoint",
+        lower_order_final=True,
+        use_flow_sigmas=True,
+        flow_shift=flow_shift,
+        final_sigmas_type="zero",
+    )
 
 
-def initial_noise(seeds: list[int], shape: tuple[int, ...], device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def initial_noise(
+    seeds: list[int], shape: tuple[int, ...], device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """One noise tensor per seed, each drawn from its own generator: image k depends only on its seed,
     not on how many images are generated together (upstream draws them in sequence from one RNG)."""
     noise = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(seed))) for seed in seeds]
@@ -153,9 +179,18 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...], device: str | torch.
 
 
 @torch.no_grad()
-def sample_latents(dit: "SanaTransformer2DModel", condition: torch.Tensor, condition_mask: torch.Tensor,
-                   null_condition: torch.Tensor, null_mask: torch.Tensor, seeds: list[int], steps: int = 20,
-                   guidance: float = 4.5, flow_shift: float = 3.0, progress: bool = False) -> torch.Tensor:
+def sample_latents(
+    dit: SanaTransformer2DModel,
+    condition: torch.Tensor,
+    condition_mask: torch.Tensor,
+    null_condition: torch.Tensor,
+    null_mask: torch.Tensor,
+    seeds: list[int],
+    steps: int = 20,
+    guidance: float = 4.5,
+    flow_shift: float = 3.0,
+    progress: bool = False,
+) -> torch.Tensor:
     """Denoise one latent per seed with classifier-free guidance; both branches run in one batch.
 
     Args:
@@ -169,8 +204,10 @@ def sample_latents(dit: "SanaTransformer2DModel", condition: torch.Tensor, condi
         ``B x 32 x h x w`` latents in the DiT's space (divide by ``unilip_factor`` to decode).
     """
     if condition.shape != null_condition.shape:
-        raise ValueError(f"condition {tuple(condition.shape)} and null condition {tuple(null_condition.shape)} "
-                         "must be padded to the same shape")
+        raise ValueError(
+            f"condition {tuple(condition.shape)} and null condition {tuple(null_condition.shape)} "
+            "must be padded to the same shape"
+        )
     if len(seeds) != condition.shape[0]:
         raise ValueError(f"{len(seeds)} seeds for {condition.shape[0]} conditions")
     config = dit.config
@@ -185,9 +222,13 @@ def sample_latents(dit: "SanaTransformer2DModel", condition: torch.Tensor, condi
 
     for timestep in tqdm(scheduler.timesteps, desc="denoise", disable=not progress):
         model_input = torch.cat([latents, latents]).to(parameter.dtype)
-        velocity = dit(model_input, encoder_hidden_states=both_condition,
-                       timestep=timestep.expand(model_input.shape[0]), encoder_attention_mask=both_mask,
-                       return_dict=False)[0].float()
+        velocity = dit(
+            model_input,
+            encoder_hidden_states=both_condition,
+            timestep=timestep.expand(model_input.shape[0]),
+            encoder_attention_mask=both_mask,
+            return_dict=False,
+        )[0].float()
         null_velocity, conditional_velocity = velocity.chunk(2)
         guided = null_velocity + guidance * (conditional_velocity - null_velocity)
         latents = scheduler.step(guided, timestep, latents, return_dict=False)[0]
@@ -202,18 +243,25 @@ class UniLIPPipeline:
     noise, shared by the conditional and null branches, so it is the same whatever the batch.
     """
 
-    def __init__(self, model: "UniLIPGenerator", text_tokenizer, batch_size: int = 8) -> None:
+    def __init__(self, model: UniLIPGenerator, text_tokenizer, batch_size: int = 8) -> None:
         from unilip.prompts import IMG_CONTEXT, IMG_END, IMG_START, special_token_ids
 
         ids = special_token_ids(text_tokenizer)
-        expected = {IMG_START: model.config.image_start_id, IMG_END: model.config.image_end_id,
-                    IMG_CONTEXT: model.config.image_context_id}
+        expected = {
+            IMG_START: model.config.image_start_id,
+            IMG_END: model.config.image_end_id,
+            IMG_CONTEXT: model.config.image_context_id,
+        }
         if ids != expected:
-            raise ValueError(f"the text tokenizer's image tokens {ids} differ from the model's {expected}: "
-                             "this tokenizer does not belong to this model")
+            raise ValueError(
+                f"the text tokenizer's image tokens {ids} differ from the model's {expected}: "
+                "this tokenizer does not belong to this model"
+            )
         vocab = model.language_model.embed_tokens.num_embeddings
         if len(text_tokenizer) > vocab:
-            raise ValueError(f"the text tokenizer has {len(text_tokenizer)} tokens but the LLM's embedding only {vocab}")
+            raise ValueError(
+                f"the text tokenizer has {len(text_tokenizer)} tokens but the LLM's embedding only {vocab}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         self.model, self.text_tokenizer, self.batch_size = model.eval(), text_tokenizer, batch_size
@@ -228,8 +276,15 @@ class UniLIPPipeline:
 
     # ------------------------------------------------------------------ the shared sampler
     @torch.no_grad()
-    def _sample(self, user_texts: list[str], null_texts: list[str], images: torch.Tensor | None, seeds: list[int],
-                settings: SamplerSettings, progress: bool = False) -> torch.Tensor:
+    def _sample(
+        self,
+        user_texts: list[str],
+        null_texts: list[str],
+        images: torch.Tensor | None,
+        seeds: list[int],
+        settings: SamplerSettings,
+        progress: bool = False,
+    ) -> torch.Tensor:
         from unilip.prompts import TokenizedPrompts, generation_prompt, tokenize
 
         tokens = self.model.config.image_tokens
@@ -244,8 +299,18 @@ class UniLIPPipeline:
             images = images.to(self.device, next(self.model.tokenizer.encoder.parameters()).dtype)
         condition, mask = self.model.condition(conditional.input_ids, conditional.attention_mask, images)
         null_condition, null_mask = self.model.condition(null.input_ids, null.attention_mask, images)
-        latents = sample_latents(self.model.dit, condition, mask, null_condition, null_mask, seeds, steps=settings.steps,
-                                 guidance=settings.guidance, flow_shift=settings.flow_shift, progress=progress)
+        latents = sample_latents(
+            self.model.dit,
+            condition,
+            mask,
+            null_condition,
+            null_mask,
+            seeds,
+            steps=settings.steps,
+            guidance=settings.guidance,
+            flow_shift=settings.flow_shift,
+            progress=progress,
+        )
         return self.model.latent_to_image(latents)
 
     def _batches(self, count: int):
@@ -253,8 +318,16 @@ class UniLIPPipeline:
             yield slice(start, min(count, start + self.batch_size))
 
     # ------------------------------------------------------------------ public
-    def generate(self, prompts: list[str], n: int = 1, seed: int = 0, steps: int = 20, guidance: float = 4.5,
-                 flow_shift: float = 3.0, progress: bool = False) -> list[list[Image.Image]]:
+    def generate(
+        self,
+        prompts: list[str],
+        n: int = 1,
+        seed: int = 0,
+        steps: int = 20,
+        guidance: float = 4.5,
+        flow_shift: float = 3.0,
+        progress: bool = False,
+    ) -> list[list[Image.Image]]:
         """``n`` images per prompt (448 px for the real models); image ``k`` of a prompt uses ``seed + k``.
 
         Prompts are captions; the pipeline writes ``"Generate an image: {caption}"`` and the null
@@ -272,33 +345,58 @@ class UniLIPPipeline:
         for part in self._batches(len(jobs)):
             chunk = jobs[part]
             texts = [t2i_text(prompts[index]) for index, _ in chunk]
-            pixels = self._sample(texts, [NULL_T2I_PROMPT] * len(chunk), None, [seed + k for _, k in chunk], settings,
-                                  progress)
-            for (index, _), image in zip(chunk, tensor_to_pil(pixels)):
+            pixels = self._sample(
+                texts, [NULL_T2I_PROMPT] * len(chunk), None, [seed + k for _, k in chunk], settings, progress
+            )
+            for (index, _), image in zip(chunk, tensor_to_pil(pixels), strict=True):
                 out[index].append(image)
         return out
 
-    def edit(self, image: Image.Image, instruction: str, seed: int = 0, steps: int = 20, guidance: float = 4.5,
-             flow_shift: float = 3.0, progress: bool = False) -> Image.Image:
+    def edit(
+        self,
+        image: Image.Image,
+        instruction: str,
+        seed: int = 0,
+        steps: int = 20,
+        guidance: float = 4.5,
+        flow_shift: float = 3.0,
+        progress: bool = False,
+    ) -> Image.Image:
         """One edited image: ``"Edit the image: {instruction}\\n<image>"`` with the reference image,
         null prompt ``"Edit the image.\\n<image>"`` with the same image (upstream: CFG 4.5; 4.0 for 3B
         on ImgEdit)."""
         return self.edit_many([image], [instruction], [seed], steps, guidance, flow_shift, progress)[0]
 
-    def edit_many(self, images: list[Image.Image], instructions: list[str], seeds: list[int], steps: int = 20,
-                  guidance: float = 4.5, flow_shift: float = 3.0, progress: bool = False) -> list[Image.Image]:
+    def edit_many(
+        self,
+        images: list[Image.Image],
+        instructions: list[str],
+        seeds: list[int],
+        steps: int = 20,
+        guidance: float = 4.5,
+        flow_shift: float = 3.0,
+        progress: bool = False,
+    ) -> list[Image.Image]:
         """Batched :meth:`edit`: one output per (image, instruction, seed)."""
         from unilip.prompts import NULL_EDIT_PROMPT, edit_text
 
         if not (len(images) == len(instructions) == len(seeds)):
-            raise ValueError(f"{len(images)} images, {len(instructions)} instructions and {len(seeds)} seeds: "
-                             "give one of each per edit")
+            raise ValueError(
+                f"{len(images)} images, {len(instructions)} instructions and {len(seeds)} seeds: "
+                "give one of each per edit"
+            )
         settings = SamplerSettings(steps, guidance, flow_shift)
         out: list[Image.Image] = []
         for part in self._batches(len(images)):
             pixels = torch.cat([pil_to_tensor(image, self.image_size) for image in images[part]])
-            edited = self._sample([edit_text(text) for text in instructions[part]],
-                                  [NULL_EDIT_PROMPT] * len(pixels), pixels, list(seeds[part]), settings, progress)
+            edited = self._sample(
+                [edit_text(text) for text in instructions[part]],
+                [NULL_EDIT_PROMPT] * len(pixels),
+                pixels,
+                list(seeds[part]),
+                settings,
+                progress,
+            )
             out.extend(tensor_to_pil(edited))
         return out
 
@@ -315,17 +413,30 @@ class UniLIPPipeline:
             pixels = pil_to_tensor(image, self.image_size).to(self.device)
             tokenizer = self.model.tokenizer
             kwargs["pixel_values"] = ((pixels - tokenizer.image_mean) / tokenizer.image_std).to(
-                next(tokenizer.encoder.parameters()).dtype)
-        output = self.model.mllm.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                          max_new_tokens=max_new_tokens, do_sample=False,
-                                          eos_token_id=self.text_tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                                          pad_token_id=self.text_tokenizer.pad_token_id, **kwargs)
-        return self.text_tokenizer.decode(output[0, batch.input_ids.shape[1]:], skip_special_tokens=True).strip()
+                next(tokenizer.encoder.parameters()).dtype
+            )
+        output = self.model.mllm.generate(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=self.text_tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            pad_token_id=self.text_tokenizer.pad_token_id,
+            **kwargs,
+        )
+        return self.text_tokenizer.decode(output[0, batch.input_ids.shape[1] :], skip_special_tokens=True).strip()
 
 
-def load_pipeline(name_or_path: str | Path, weights: str | Path | None = None, *, random_init: bool = False,
-                  seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                  batch_size: int = 8) -> UniLIPPipeline:
+def load_pipeline(
+    name_or_path: str | Path,
+    weights: str | Path | None = None,
+    *,
+    random_init: bool = False,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+) -> UniLIPPipeline:
     """A pipeline for a generator: a shipped model (``tiny-digits``), a saved or released model
     directory, or a variant (``random_init`` for tests). See ``unilip.variants.load_generator``.
 
@@ -334,6 +445,7 @@ def load_pipeline(name_or_path: str | Path, weights: str | Path | None = None, *
     from unilip.prompts import load_text_tokenizer
     from unilip.variants import load_generator
 
-    model, text_tokenizer_dir = load_generator(name_or_path, weights, random_init=random_init, seed=seed,
-                                               dtype=dtype, device=device)
+    model, text_tokenizer_dir = load_generator(
+        name_or_path, weights, random_init=random_init, seed=seed, dtype=dtype, device=device
+    )
     return UniLIPPipeline(model, load_text_tokenizer(text_tokenizer_dir), batch_size=batch_size)

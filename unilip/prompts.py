@@ -52,8 +52,10 @@ def expand_image_placeholder(text: str, image_tokens: int) -> str:
 
 def generation_prompt(user_text: str, image_tokens: int) -> str:
     """The whole string the LLM reads before the queries (no system prompt, ends in ``<img>``)."""
-    return (f"<|im_start|>user\n{expand_image_placeholder(user_text, image_tokens)}<|im_end|>\n"
-            f"<|im_start|>assistant\n{IMG_START}")
+    return (
+        f"<|im_start|>user\n{expand_image_placeholder(user_text, image_tokens)}<|im_end|>\n"
+        f"<|im_start|>assistant\n{IMG_START}"
+    )
 
 
 def chat_prompt(question: str, image_tokens: int, with_image: bool = True) -> str:
@@ -73,7 +75,7 @@ class TokenizedPrompts:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
 
-    def to(self, device: str | torch.device) -> "TokenizedPrompts":
+    def to(self, device: str | torch.device) -> TokenizedPrompts:
         return TokenizedPrompts(self.input_ids.to(device), self.attention_mask.to(device))
 
 
@@ -92,8 +94,8 @@ def tokenize(text_tokenizer: Any, texts: list[str]) -> TokenizedPrompts:
     input_ids = torch.full((len(texts), length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(texts), length), dtype=torch.long)
     for row, ids in enumerate(encoded):
-        input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, :len(ids)] = 1
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
     return TokenizedPrompts(input_ids, attention_mask)
 
 
@@ -103,8 +105,10 @@ def special_token_ids(text_tokenizer: Any) -> dict[str, int]:
     for token in (IMG_START, IMG_END, IMG_CONTEXT):
         token_id = text_tokenizer.convert_tokens_to_ids(token)
         if token_id is None or token_id == text_tokenizer.unk_token_id:
-            raise ValueError(f"the text tokenizer has no {token} token: it is not an InternVL3 tokenizer "
-                             "(use the tokenizer files shipped in the UniLIP model directory)")
+            raise ValueError(
+                f"the text tokenizer has no {token} token: it is not an InternVL3 tokenizer "
+                "(use the tokenizer files shipped in the UniLIP model directory)"
+            )
         ids[token] = int(token_id)
     return ids
 
@@ -116,8 +120,10 @@ def load_text_tokenizer(directory: str | Path) -> Any:
     directory = Path(directory)
     files = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
     if not any((directory / name).is_file() for name in files):
-        raise FileNotFoundError(f"{directory} holds no text tokenizer ({', '.join(files)}); a UniLIP model "
-                                "directory ships InternVL3's tokenizer files beside the weights")
+        raise FileNotFoundError(
+            f"{directory} holds no text tokenizer ({', '.join(files)}); a UniLIP model "
+            "directory ships InternVL3's tokenizer files beside the weights"
+        )
     from transformers.utils import logging as transformers_logging
 
     # AutoTokenizer reads the directory's config.json to pick a class; ours names a model type transformers

@@ -10,8 +10,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TRACKED_PACKAGES = ("torch", "torchvision", "transformers", "diffusers", "accelerate", "safetensors",
-                    "torchmetrics", "torch-fidelity", "lpips", "scikit-image", "numpy", "pillow")
+TRACKED_PACKAGES = (
+    "torch",
+    "torchvision",
+    "transformers",
+    "diffusers",
+    "accelerate",
+    "safetensors",
+    "torchmetrics",
+    "torch-fidelity",
+    "lpips",
+    "scikit-image",
+    "numpy",
+    "pillow",
+)
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
@@ -29,10 +41,17 @@ def git_revision(path: Path | None = None) -> dict[str, Any]:
     """Commit and dirty flag of the checkout holding ``path`` (this package by default)."""
     cwd = path or Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                capture_output=True, text=True, check=True, timeout=10).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
         return {"commit": commit, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError) as error:
         return {"commit": None, "dirty": None, "error": f"not a git checkout or git unavailable: {error}"}

@@ -21,27 +21,28 @@ happens inside.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from diffusers.models.autoencoders.autoencoder_dc import Decoder as DCAEDecoder
+from torch import nn
 from transformers import InternVLConfig, InternVLVisionConfig, InternVLVisionModel
 from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector, InternVLVisionEmbeddings
 
-from unilip.pixels import IMAGENET_MEAN, IMAGENET_STD
 from unilip.persistence import PretrainedMixin, check_config_keys, read_saved_config
+from unilip.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 # Float inputs may leave [0, 1] by this much (half an 8-bit grey level): rounding in resizes and in
 # normalise / un-normalise round trips, never a different convention ([-1, 1], 0..255, ImageNet-normalised).
 UNIT_RANGE_TOLERANCE = 0.5 / 255
-IMAGE_CONTRACT = ("pass a B x 3 x H x W float tensor in [0, 1] (or uint8 in 0..255); "
-                  "torchvision.transforms.functional.to_tensor converts a PIL image")
+IMAGE_CONTRACT = (
+    "pass a B x 3 x H x W float tensor in [0, 1] (or uint8 in 0..255); "
+    "torchvision.transforms.functional.to_tensor converts a PIL image"
+)
 
 
 def as_unit_images(images: Any) -> torch.Tensor:
@@ -57,8 +58,9 @@ def as_unit_images(images: Any) -> torch.Tensor:
             inputs), or NaN; the message gives the range found and the one expected.
     """
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__module__}.{type(images).__name__}: "
-                        f"{IMAGE_CONTRACT}")
+        raise TypeError(
+            f"images must be a torch.Tensor, got {type(images).__module__}.{type(images).__name__}: {IMAGE_CONTRACT}"
+        )
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be B x 3 x H x W; got shape {tuple(images.shape)}: {IMAGE_CONTRACT}")
     if images.dtype == torch.uint8:
@@ -68,8 +70,13 @@ def as_unit_images(images: Any) -> torch.Tensor:
     if images.numel() and not images.is_meta:
         low, high = (float(v) for v in torch.aminmax(images.detach()))
         if not (low >= -UNIT_RANGE_TOLERANCE and high <= 1 + UNIT_RANGE_TOLERANCE):  # NaN fails too
-            hint = (" ([-1, 1] or ImageNet-normalised? the tokenizer normalises inside)" if low < -0.1 else
-                    " (0..255 floats? divide by 255)" if high > 2 else "")
+            hint = (
+                " ([-1, 1] or ImageNet-normalised? the tokenizer normalises inside)"
+                if low < -0.1
+                else " (0..255 floats? divide by 255)"
+                if high > 2
+                else ""
+            )
             raise ValueError(f"image values span [{low:.4g}, {high:.4g}], outside [0, 1]{hint}: {IMAGE_CONTRACT}")
     return images
 
@@ -88,11 +95,12 @@ class InternViTEmbeddings(InternVLVisionEmbeddings):
         num_positions = table.shape[1] - 1
         if embeddings.shape[1] - 1 == num_positions and height == width:
             return table  # the native grid: the original's interpolation is the identity there
-        side = int(round(num_positions ** 0.5))
+        side = int(round(num_positions**0.5))
         dim = table.shape[-1]
         grid = table[:, 1:].float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(height // self.patch_size[0], width // self.patch_size[1]), mode="bicubic",
-                             align_corners=False)
+        grid = F.interpolate(
+            grid, size=(height // self.patch_size[0], width // self.patch_size[1]), mode="bicubic", align_corners=False
+        )
         grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(table.dtype)
         return torch.cat((table[:, :1], grid), dim=1)
 
@@ -144,7 +152,7 @@ class TokenizerConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TokenizerConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
         """Validate a plain mapping (from YAML or ``config.json``) into a config."""
         check_config_keys(cls, data, "tokenizer")
         missing = [k for k in ("vision", "llm_hidden_size", "decoder") if k not in data]
@@ -179,15 +187,15 @@ class TokenizerConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent setting."""
         if self.downsample_ratio != 0.5:
-            raise ValueError("downsample_ratio must be 0.5 (InternVL's pixel shuffle); got "
-                             f"{self.downsample_ratio}")
+            raise ValueError(f"downsample_ratio must be 0.5 (InternVL's pixel shuffle); got {self.downsample_ratio}")
         block_out = self.decoder["block_out_channels"]
         if block_out[-1] % self.latent_channels:
-            raise ValueError(f"decoder block_out_channels[-1]={block_out[-1]} must be a multiple of "
-                             f"latent_channels={self.latent_channels} (DC-AE input shortcut)")
+            raise ValueError(
+                f"decoder block_out_channels[-1]={block_out[-1]} must be a multiple of "
+                f"latent_channels={self.latent_channels} (DC-AE input shortcut)"
+            )
         if self.image_size % self.token_stride:
-            raise ValueError(f"image_size {self.image_size} must be a multiple of the token stride "
-                             f"{self.token_stride}")
+            raise ValueError(f"image_size {self.image_size} must be a multiple of the token stride {self.token_stride}")
 
 
 def pixel_shuffle(features: torch.Tensor, scale_factor: float = 0.5) -> torch.Tensor:
@@ -214,8 +222,9 @@ class BridgeResBlock(nn.Module):
 
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.LayerNorm(width, eps=1e-6), nn.Linear(width, width), nn.GELU(),
-                                 nn.Linear(width, width))
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(width, eps=1e-6), nn.Linear(width, width), nn.GELU(), nn.Linear(width, width)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.mlp(x)
@@ -223,9 +232,12 @@ class BridgeResBlock(nn.Module):
 
 def _projector_config(config: TokenizerConfig) -> InternVLConfig:
     # InternVLMultiModalProjector reads its widths from a full InternVL config.
-    return InternVLConfig(vision_config=config.vision,
-                          text_config={"model_type": "qwen2", "hidden_size": config.llm_hidden_size},
-                          downsample_ratio=config.downsample_ratio, projector_hidden_act="gelu")
+    return InternVLConfig(
+        vision_config=config.vision,
+        text_config={"model_type": "qwen2", "hidden_size": config.llm_hidden_size},
+        downsample_ratio=config.downsample_ratio,
+        projector_hidden_act="gelu",
+    )
 
 
 class UniLIPTokenizer(nn.Module, PretrainedMixin):
@@ -258,8 +270,12 @@ class UniLIPTokenizer(nn.Module, PretrainedMixin):
         self.encoder.embeddings.__class__ = InternViTEmbeddings
         self.mlp1 = InternVLMultiModalProjector(_projector_config(config))
         self.down_blocks = nn.ModuleList(BridgeResBlock(width) for _ in range(config.bridge_blocks))
-        self.down_mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.latent_channels), nn.GELU(),
-                                      nn.Linear(config.latent_channels, config.latent_channels))
+        self.down_mlp = nn.Sequential(
+            nn.LayerNorm(width),
+            nn.Linear(width, config.latent_channels),
+            nn.GELU(),
+            nn.Linear(config.latent_channels, config.latent_channels),
+        )
         decoder_class = Float32DCAEDecoder if decoder_float32 else DCAEDecoder
         self.decoder = decoder_class(in_channels=3, latent_channels=config.latent_channels, **config.decoder)
         self.reset_buffers()
@@ -268,10 +284,12 @@ class UniLIPTokenizer(nn.Module, PretrainedMixin):
     def reset_buffers(self, device: str | torch.device | None = None) -> None:
         """(Re)create the non-persistent normalisation buffers, e.g. after loading onto a meta model."""
         kwargs = {} if device is None else {"device": device}
-        self.register_buffer("image_mean", torch.tensor(self.config.image_mean, **kwargs).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("image_std", torch.tensor(self.config.image_std, **kwargs).view(1, 3, 1, 1),
-                             persistent=False)
+        self.register_buffer(
+            "image_mean", torch.tensor(self.config.image_mean, **kwargs).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "image_std", torch.tensor(self.config.image_std, **kwargs).view(1, 3, 1, 1), persistent=False
+        )
 
     def _init_bridge(self) -> None:
         # Upstream initialises the bridge with trunc-normal(0.02) linears and unit LayerNorms.
@@ -292,8 +310,10 @@ class UniLIPTokenizer(nn.Module, PretrainedMixin):
         stride = self.config.token_stride
         height, width = images.shape[-2:]
         if height % stride or width % stride:
-            raise ValueError(f"image size {height}x{width} is not a multiple of the token stride {stride}; "
-                             "use reconstruct(), which pads such sizes, or resize first")
+            raise ValueError(
+                f"image size {height}x{width} is not a multiple of the token stride {stride}; "
+                "use reconstruct(), which pads such sizes, or resize first"
+            )
 
     def encode_features(self, images: torch.Tensor) -> torch.Tensor:
         """The understanding feature: post-``mlp1`` tokens, ``B x N x H`` with N = (S/stride)^2.
@@ -387,10 +407,10 @@ class UniLIPTokenizer(nn.Module, PretrainedMixin):
             top, left = pad_h // 2, pad_w // 2
             padded = F.pad(images, (left, pad_w - left, top, pad_h - top), mode="reflect")
             pixels = self.decode(self.encode(padded), align_corners=True)
-            pixels = pixels[..., top:top + height, left:left + width]
+            pixels = pixels[..., top : top + height, left : left + width]
         else:
             pixels = self.decode(self.encode(images))
-        return ((pixels.float().clamp(-1, 1) + 1) / 2)
+        return (pixels.float().clamp(-1, 1) + 1) / 2
 
     def latent_shape(self, height: int, width: int | None = None) -> tuple[int, int, int]:
         """Latent shape (C, h, w) for an input of the given size (after padding, if needed)."""
@@ -411,20 +431,29 @@ class UniLIPTokenizer(nn.Module, PretrainedMixin):
         return TokenizerConfig.from_dict(payload)
 
     @classmethod
-    def from_saved(cls, config: TokenizerConfig, state: dict[str, torch.Tensor], *, dtype: torch.dtype,
-                   device: str | torch.device, source: str) -> "UniLIPTokenizer":
+    def from_saved(
+        cls,
+        config: TokenizerConfig,
+        state: dict[str, torch.Tensor],
+        *,
+        dtype: torch.dtype,
+        device: str | torch.device,
+        source: str,
+    ) -> UniLIPTokenizer:
         """A tokenizer of ``config`` with every parameter from ``state`` (our layout), strictly."""
         return load_strict(config, state, dtype=dtype, device=device, source=source)
 
 
 def saved_tokenizer_config(directory: str | Path) -> TokenizerConfig:
     """The architecture of a directory written by ``UniLIPTokenizer.save_pretrained`` (its weights unread)."""
-    return UniLIPTokenizer.config_from_saved(read_saved_config(Path(directory), UniLIPTokenizer.model_type,
-                                                               UniLIPTokenizer.model_kind))
+    return UniLIPTokenizer.config_from_saved(
+        read_saved_config(Path(directory), UniLIPTokenizer.model_type, UniLIPTokenizer.model_kind)
+    )
 
 
-def build_tokenizer(config: TokenizerConfig, device: str | torch.device = "cpu",
-                    seed: int | None = None) -> UniLIPTokenizer:
+def build_tokenizer(
+    config: TokenizerConfig, device: str | torch.device = "cpu", seed: int | None = None
+) -> UniLIPTokenizer:
     """Build a randomly initialised tokenizer (``device="meta"`` builds it without memory)."""
     if seed is not None:
         torch.manual_seed(seed)
@@ -432,8 +461,13 @@ def build_tokenizer(config: TokenizerConfig, device: str | torch.device = "cpu",
         return UniLIPTokenizer(config)
 
 
-def load_strict(config: TokenizerConfig, state: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
-                device: str | torch.device = "cpu", source: str = "state dict") -> UniLIPTokenizer:
+def load_strict(
+    config: TokenizerConfig,
+    state: Mapping[str, torch.Tensor],
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    source: str = "state dict",
+) -> UniLIPTokenizer:
     """Build a tokenizer of ``config`` without initialising it and fill every parameter from ``state``.
 
     Raises:

@@ -62,9 +62,15 @@ def _read_variant(path: Path) -> VariantSpec:
     unknown = sorted(set(data) - {"name", "description", "weights", "tokenizer", "generator", "text_tokenizer"})
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {unknown}")
-    return VariantSpec(name=str(data["name"]), description=str(data.get("description", "")),
-                       tokenizer=tokenizer, weights=data.get("weights"), path=path, generator=data.get("generator"),
-                       text_tokenizer=(path.parent / data["text_tokenizer"]) if data.get("text_tokenizer") else None)
+    return VariantSpec(
+        name=str(data["name"]),
+        description=str(data.get("description", "")),
+        tokenizer=tokenizer,
+        weights=data.get("weights"),
+        path=path,
+        generator=data.get("generator"),
+        text_tokenizer=(path.parent / data["text_tokenizer"]) if data.get("text_tokenizer") else None,
+    )
 
 
 def _from_hub_cache(name_or_path: str | Path) -> str | Path:
@@ -100,9 +106,11 @@ def get_variant(name_or_path: str | Path) -> VariantSpec:
     if str(name_or_path) not in builtin:
         close = difflib.get_close_matches(str(name_or_path), builtin, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model variant {str(name_or_path)!r}.{hint} Known variants: "
-                         f"{', '.join(builtin)}; or give a variant .yaml file, a saved tokenizer directory, "
-                         "a released UniLIP model directory or a released tokenizer .pth file.")
+        raise ValueError(
+            f"unknown model variant {str(name_or_path)!r}.{hint} Known variants: "
+            f"{', '.join(builtin)}; or give a variant .yaml file, a saved tokenizer directory, "
+            "a released UniLIP model directory or a released tokenizer .pth file."
+        )
     return _read_variant(builtin[str(name_or_path)])
 
 
@@ -114,18 +122,21 @@ def _variant_for_width(width: int, source: str) -> VariantSpec:
             return spec
     raise checkpoints.CheckpointError(
         f"{source}: mlp1 output width {width} matches no released variant; pass the variant explicitly "
-        "(load_tokenizer(VARIANT, weights=PATH)) or a variant .yaml describing this architecture")
+        "(load_tokenizer(VARIANT, weights=PATH)) or a variant .yaml describing this architecture"
+    )
 
 
-def _load_weights_file(spec: VariantSpec | None, weights: Path, dtype: torch.dtype,
-                       device: str | torch.device) -> UniLIPTokenizer:
+def _load_weights_file(
+    spec: VariantSpec | None, weights: Path, dtype: torch.dtype, device: str | torch.device
+) -> UniLIPTokenizer:
     """Load an official ``.pth`` tokenizer checkpoint or a released model directory/safetensors file."""
     if weights.is_dir() or weights.suffix == ".safetensors" or weights.name.endswith(".index.json"):
         raw = checkpoints.load_safetensors_state_dict(weights, keep=checkpoints.is_model_dir_key)
         if not raw:
             raise checkpoints.CheckpointError(
                 f"{weights} holds no UniLIP tokenizer weights (no model.vision_tower.*, "
-                "model.multi_modal_projector.* or model.vae_decoder.* keys)")
+                "model.multi_modal_projector.* or model.vae_decoder.* keys)"
+            )
         state = checkpoints.from_model_dir_state_dict(raw)
     else:
         state = checkpoints.from_official_tokenizer_state_dict(checkpoints.load_pth_state_dict(weights))
@@ -152,13 +163,20 @@ def _default_weights(spec: VariantSpec) -> Path:
             f"variant {spec.name} needs its released weights, file {filename} (from the "
             f"{spec.weights['tokenizer_source']}); looked for {candidate.resolve()}. Pass weights=PATH "
             f"(CLI: --weights PATH), a released model directory ({spec.weights['model_dir_source']}), or set "
-            f"{WEIGHTS_ENV} to the folder holding {filename}. Nothing is downloaded at run time.")
+            f"{WEIGHTS_ENV} to the folder holding {filename}. Nothing is downloaded at run time."
+        )
     return candidate
 
 
-def load_tokenizer(name_or_path: str | Path, weights: str | Path | None = None, *,
-                   random_init: bool = False, seed: int = 0, dtype: torch.dtype = torch.float32,
-                   device: str | torch.device = "cpu") -> UniLIPTokenizer:
+def load_tokenizer(
+    name_or_path: str | Path,
+    weights: str | Path | None = None,
+    *,
+    random_init: bool = False,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> UniLIPTokenizer:
     """Build or load a UniLIP tokenizer.
 
     Args:
@@ -188,8 +206,9 @@ def load_tokenizer(name_or_path: str | Path, weights: str | Path | None = None, 
             return _load_weights_file(spec, weights_path, dtype, device)
         if random_init or not spec.has_released_weights:
             if not random_init:
-                logger.warning("variant %s has no released weights: building it with random weights (seed %d)",
-                               spec.name, seed)
+                logger.warning(
+                    "variant %s has no released weights: building it with random weights (seed %d)", spec.name, seed
+                )
             model = build_tokenizer(spec.tokenizer, device=device, seed=seed).to(dtype).eval()
             model.weights_source = f"random init (seed {seed})"
             return model
@@ -239,16 +258,18 @@ def _width_from_weights(path: Path) -> int:
             if key in files:
                 with safe_open(str(files[key]), framework="pt") as handle:
                     return int(handle.get_slice(key).get_shape()[0])
-        raise checkpoints.CheckpointKeyError(f"{path}: no multi_modal_projector.1.weight among the weights: "
-                                             "not a UniLIP tokenizer or model directory")
+        raise checkpoints.CheckpointKeyError(
+            f"{path}: no multi_modal_projector.1.weight among the weights: not a UniLIP tokenizer or model directory"
+        )
     state = checkpoints.load_pth_state_dict(path)
     if "mlp1.1.weight" not in state:
         raise checkpoints.CheckpointKeyError(f"{path}: no mlp1 weights found (key mlp1.1.weight)")
     return int(state["mlp1.1.weight"].shape[0])
 
 
-def probe_reference(name_or_path: str | Path, weights: str | Path | None = None, *,
-                    random_init: bool = False) -> ReferenceInfo:
+def probe_reference(
+    name_or_path: str | Path, weights: str | Path | None = None, *, random_init: bool = False
+) -> ReferenceInfo:
     """Resolve a model reference as ``load_generator``/``load_tokenizer`` would, without loading weights.
 
     It raises the same errors for a missing file or an unknown variant, so commands can check a
@@ -304,7 +325,11 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 def list_pretrained() -> list[str]:
     """Names of the small generators trained by this project's own commands and shipped with it."""
-    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / CONFIG_NAME).is_file()) if PRETRAINED_DIR.is_dir() else []
+    return (
+        sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / CONFIG_NAME).is_file())
+        if PRETRAINED_DIR.is_dir()
+        else []
+    )
 
 
 def _default_model_dir(spec: VariantSpec) -> Path:
@@ -314,12 +339,17 @@ def _default_model_dir(spec: VariantSpec) -> Path:
         raise checkpoints.CheckpointNotFoundError(
             f"variant {spec.name} generates with its released model directory {name} (the "
             f"{spec.weights['model_dir_source']}); looked for {candidate.resolve()}. Pass the directory "
-            f"(--model PATH), or set {WEIGHTS_ENV} to the folder holding {name}. Nothing is downloaded at run time.")
+            f"(--model PATH), or set {WEIGHTS_ENV} to the folder holding {name}. Nothing is downloaded at run time."
+        )
     return candidate
 
 
-def load_released_generator(directory: Path, spec: VariantSpec | None = None, dtype: torch.dtype = torch.float32,
-                            device: str | torch.device = "cpu"):
+def load_released_generator(
+    directory: Path,
+    spec: VariantSpec | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+):
     """A released UniLIP-1B/3B model directory -> ``UniLIPGenerator``, strictly.
 
     The architecture is the variant's (identified by the LLM width unless given), with what the
@@ -345,19 +375,34 @@ def load_released_generator(directory: Path, spec: VariantSpec | None = None, dt
     if "unilip_factor" in released:
         settings["unilip_factor"] = float(released["unilip_factor"])
     else:
-        logger.warning("%s: config.json has no unilip_factor; using variant %s's %s", directory, spec.name,
-                       settings["unilip_factor"])
+        logger.warning(
+            "%s: config.json has no unilip_factor; using variant %s's %s",
+            directory,
+            spec.name,
+            settings["unilip_factor"],
+        )
     settings["n_query"] = int(state["latent_queries"].shape[1])
     if "image_token_id" in released:
         settings["image_context_id"] = int(released["image_token_id"])
-    settings["llm"] = {**settings["llm"], "vocab_size": int(state["language_model.embed_tokens.weight"].shape[0]),
-                       "tie_word_embeddings": "lm_head.weight" not in state}
-    return load_generator_strict(spec.tokenizer, GeneratorConfig.from_dict(settings), state, dtype=dtype,
-                                 device=device, source=str(directory))
+    settings["llm"] = {
+        **settings["llm"],
+        "vocab_size": int(state["language_model.embed_tokens.weight"].shape[0]),
+        "tie_word_embeddings": "lm_head.weight" not in state,
+    }
+    return load_generator_strict(
+        spec.tokenizer, GeneratorConfig.from_dict(settings), state, dtype=dtype, device=device, source=str(directory)
+    )
 
 
-def load_generator(name_or_path: str | Path, weights: str | Path | None = None, *, random_init: bool = False,
-                   seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+def load_generator(
+    name_or_path: str | Path,
+    weights: str | Path | None = None,
+    *,
+    random_init: bool = False,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+):
     """Build or load a UniLIP generator, and say where its text tokenizer is.
 
     Args:

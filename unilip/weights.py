@@ -29,16 +29,29 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 
-from unilip.checkpoints import (CheckpointKeyError, CheckpointNotFoundError, StateDict, check_state_matches,
-                                load_pth_state_dict)
+from unilip.checkpoints import (
+    CheckpointKeyError,
+    CheckpointNotFoundError,
+    StateDict,
+    check_state_matches,
+    load_pth_state_dict,
+)
 
-__all__ = ["WeightsNotFoundError", "WeightsUnavailable", "check_weights_keys", "file_sha256", "hub_checkpoints_dir",
-           "load_weights_state_dict", "resolve_weights", "torch_home"]
+__all__ = [
+    "WeightsNotFoundError",
+    "WeightsUnavailable",
+    "check_weights_keys",
+    "file_sha256",
+    "hub_checkpoints_dir",
+    "load_weights_state_dict",
+    "resolve_weights",
+    "torch_home",
+]
 
 
 class WeightsUnavailable(RuntimeError):
@@ -81,9 +94,17 @@ def _named_file(candidate: str | os.PathLike[str], filenames: Sequence[str]) -> 
     return None
 
 
-def resolve_weights(explicit: str | os.PathLike[str] | None, env_var: str, filenames: Sequence[str], what: str,
-                    source: str, *, setting: str | None = None, switch_off: str | None = None,
-                    unavailable: type[WeightsUnavailable] = WeightsUnavailable) -> Path:
+def resolve_weights(
+    explicit: str | os.PathLike[str] | None,
+    env_var: str,
+    filenames: Sequence[str],
+    what: str,
+    source: str,
+    *,
+    setting: str | None = None,
+    switch_off: str | None = None,
+    unavailable: type[WeightsUnavailable] = WeightsUnavailable,
+) -> Path:
     """Find a weights file on local disk, never downloading.
 
     Args:
@@ -113,7 +134,8 @@ def resolve_weights(explicit: str | os.PathLike[str] | None, env_var: str, filen
             named = f" (given as {setting})" if setting else ""
             raise WeightsNotFoundError(
                 f"{Path(explicit).expanduser()}{named} does not exist: it should be {what}, file {files}. {source} "
-                "Fix the path; it is used as given, never replaced by another place.")
+                "Fix the path; it is used as given, never replaced by another place."
+            )
         return found
     env_value = os.environ.get(env_var)
     if env_value:
@@ -121,15 +143,18 @@ def resolve_weights(explicit: str | os.PathLike[str] | None, env_var: str, filen
         if found is None:
             raise WeightsNotFoundError(
                 f"{Path(env_value).expanduser()} (from ${env_var}) does not exist: it should be {what}, file {files}. "
-                f"{source} Fix ${env_var}, or unset it to use {hub_checkpoints_dir()}.")
+                f"{source} Fix ${env_var}, or unset it to use {hub_checkpoints_dir()}."
+            )
         return found
     for name in filenames:
         if (hub_checkpoints_dir() / name).is_file():
             return hub_checkpoints_dir() / name
     searched = [f"${env_var}: not set", *(f"torch hub cache: {hub_checkpoints_dir() / name}" for name in filenames)]
     how = f"pass its path{f' ({setting})' if setting else ''}, set ${env_var}, or put it in {hub_checkpoints_dir()}"
-    message = (f"{what} not found (file {files}); searched: {'; '.join(searched)}. {source} Download it on a machine "
-               f"with internet access, then {how}. Nothing is downloaded at run time.")
+    message = (
+        f"{what} not found (file {files}); searched: {'; '.join(searched)}. {source} Download it on a machine "
+        f"with internet access, then {how}. Nothing is downloaded at run time."
+    )
     if switch_off:
         message += f" To go without it, set `{switch_off}`."
     raise unavailable(message)
@@ -145,8 +170,14 @@ def load_weights_state_dict(path: str | os.PathLike[str], what: str, source: str
     return load_pth_state_dict(path, what=what, source=source)
 
 
-def check_weights_keys(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], path: Path,
-                       what: str, source: str, error: type[CheckpointKeyError] = CheckpointKeyError) -> None:
+def check_weights_keys(
+    expected: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    path: Path,
+    what: str,
+    source: str,
+    error: type[CheckpointKeyError] = CheckpointKeyError,
+) -> None:
     """Refuse a state dict that does not fill a network exactly, naming the keys, the file and the right file.
 
     Raises:

@@ -21,8 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evals.benchmark import (Benchmark, BenchmarkSpec, Item, ResolvedBenchmark, StageContext, StageResult,
-                             model_identity, option)
+from evals.benchmark import (
+    Benchmark,
+    BenchmarkSpec,
+    Item,
+    ResolvedBenchmark,
+    StageContext,
+    StageResult,
+    model_identity,
+    option,
+)
 from evals.files import canonical_hash
 from evals.judges.cache import JudgeCache, cache_key
 from evals.judges.client import JudgeClient, JudgeUnreachable
@@ -48,13 +56,16 @@ class JudgeOptions:
     judge_config: str | None = option(
         "judge settings file (YAML/JSON: model, version, base_url, api_key_env, auth, api_version, temperature, "
         "max_tokens, seed, extra_body, timeout_s, max_retries, backoff_base_s, backoff_max_s, concurrency, "
-        "requests_per_minute); never the key itself")
+        "requests_per_minute); never the key itself"
+    )
     judge_model: str | None = option("judge model name (default: the protocol's judge; or $UNILIP_JUDGE_MODEL)")
     judge_version: str | None = option("judge snapshot/version string for the cache and spec (default: the model name)")
-    judge_base_url: str | None = option("OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1 (or "
-                                        "$UNILIP_JUDGE_BASE_URL)")
-    judge_api_key_env: str | None = option("environment variable holding the key (default UNILIP_JUDGE_API_KEY, "
-                                           "then OPENAI_API_KEY)")
+    judge_base_url: str | None = option(
+        "OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1 (or $UNILIP_JUDGE_BASE_URL)"
+    )
+    judge_api_key_env: str | None = option(
+        "environment variable holding the key (default UNILIP_JUDGE_API_KEY, then OPENAI_API_KEY)"
+    )
     judge_temperature: float | None = option("judge sampling temperature (null: not sent)")
     judge_max_tokens: int | None = option("judge max_tokens (null: not sent)")
     judge_seed: int | None = option("judge sampling seed (null: not sent)")
@@ -165,15 +176,20 @@ class JudgedBenchmark(Benchmark):
         warnings = list(prepared.warnings)
         protocol_judge = judge_defaults["model"]
         if judge.identity != protocol_judge:
-            warnings.append(f"the judge is {judge.identity}, not the protocol's {protocol_judge}: "
-                            "scores are not comparable with published ones")
+            warnings.append(
+                f"the judge is {judge.identity}, not the protocol's {protocol_judge}: "
+                "scores are not comparable with published ones"
+            )
             logger.warning("%s@%s: %s", self.name, variant, warnings[-1])
         knobs = {
             **prepared.knobs,
             "produce": {**prepared.knobs["produce"], "seed": seed, "seed_derivation": SEED_DERIVATION},
-            "judge": {**judge.fingerprint_fields(), "protocol_judge": protocol_judge,
-                      "templates": {name: t.describe() for name, t in prepared.templates.items()},
-                      "parse_attempts": parse_attempts},
+            "judge": {
+                **judge.fingerprint_fields(),
+                "protocol_judge": protocol_judge,
+                "templates": {name: t.describe() for name, t in prepared.templates.items()},
+                "parse_attempts": parse_attempts,
+            },
         }
         spec = BenchmarkSpec(self.name, variant, self.version, knobs)
         cache_dir = Path(options.judge_cache_dir).expanduser() if options.judge_cache_dir else None
@@ -200,8 +216,9 @@ class JudgedBenchmark(Benchmark):
             logger.warning("%s: %s (checked before generation; judging starts after it)", resolved.name, error)
 
     # ------------------------------------------------------------------ steps
-    def produce(self, resolved: ResolvedBenchmark, items: list[Item],
-                ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+    def produce(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext
+    ) -> Iterator[tuple[Item, StageResult]]:
         from tqdm.auto import tqdm
 
         from evals.runtime.records import item_seed
@@ -210,8 +227,9 @@ class JudgedBenchmark(Benchmark):
         for item in tqdm(items, desc=f"{resolved.name} produce", unit="item", disable=not ctx.progress):
             yield item, self.produce_one(resolved, item, ctx, item_seed(seed, item.id))
 
-    def score(self, resolved: ResolvedBenchmark, items: list[Item],
-              ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+    def score(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext
+    ) -> Iterator[tuple[Item, StageResult]]:
         from tqdm.auto import tqdm
 
         scorers: JudgeScorers = resolved.scorers
@@ -226,9 +244,14 @@ class JudgedBenchmark(Benchmark):
                     bar.update(1)
                     yield item, self._to_result(resolved, item, judgement)
             except JudgeUnreachable:
-                logger.warning("%s: judging stopped, judge unreachable: %d of the %d items asked for were judged "
-                               "and kept; the other %d stay to do", resolved.name, finished, len(items),
-                               len(items) - finished)
+                logger.warning(
+                    "%s: judging stopped, judge unreachable: %d of the %d items asked for were judged "
+                    "and kept; the other %d stay to do",
+                    resolved.name,
+                    finished,
+                    len(items),
+                    len(items) - finished,
+                )
                 raise
 
     def _to_result(self, resolved: ResolvedBenchmark, item: Item, judgement: Judgement) -> StageResult:
@@ -240,8 +263,9 @@ class JudgedBenchmark(Benchmark):
         return StageResult(status="failed", payload=payload, error=f"{judgement.state}: {error or 'no detail'}")
 
     # ------------------------------------------------------------------ aggregate
-    def judge_states(self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]],
-                     bench_dir: Path) -> dict[str, int]:
+    def judge_states(
+        self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]], bench_dir: Path
+    ) -> dict[str, int]:
         """Items per end state (plus ``pending``: not judged yet); sums to the item count."""
         from evals.runtime.runner import load_record
 
@@ -263,8 +287,9 @@ class JudgedBenchmark(Benchmark):
                 counts["pending"] += 1
         return counts
 
-    def aggregate(self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]],
-                  bench_dir: Path) -> dict[str, Any]:
+    def aggregate(
+        self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]], bench_dir: Path
+    ) -> dict[str, Any]:
         metrics = self.metrics(resolved, records)
         states = self.judge_states(resolved, records, bench_dir)
         expected = sum(states.values())
@@ -289,8 +314,15 @@ class JudgedBenchmark(Benchmark):
         produce, judge = self.stages
         scorers: JudgeScorers = resolved.scorers
         cache = scorers.cache(cache_dir)
-        counts = {"items": len(resolved.items), "already_judged": 0, "cached": 0, "calls": 0,
-                  "awaiting_generation": 0, "generation_failed": 0, "missing_image": 0}
+        counts = {
+            "items": len(resolved.items),
+            "already_judged": 0,
+            "cached": 0,
+            "calls": 0,
+            "awaiting_generation": 0,
+            "generation_failed": 0,
+            "missing_image": 0,
+        }
         for item in resolved.items:
             judged = load_record(bench_dir, judge, item.id)
             if judged is not None and judged["status"] == "ok":
@@ -311,13 +343,21 @@ class JudgedBenchmark(Benchmark):
             counts["cached" if cache_key(request, scorers.judge) in cache else "calls"] += 1
         calls = counts["calls"] + counts["awaiting_generation"]
         attempts = resolved.spec.knobs["judge"]["parse_attempts"] * (scorers.judge.max_retries + 1)
-        return {"benchmark": resolved.name, "fingerprint": resolved.spec.fingerprint, "judge": scorers.judge.identity,
-                "endpoint": scorers.judge.describe()["endpoint"], "cache_dir": str(cache.root), **counts,
-                "judge_calls": calls, "judge_calls_at_most": calls * attempts}
+        return {
+            "benchmark": resolved.name,
+            "fingerprint": resolved.spec.fingerprint,
+            "judge": scorers.judge.identity,
+            "endpoint": scorers.judge.describe()["endpoint"],
+            "cache_dir": str(cache.root),
+            **counts,
+            "judge_calls": calls,
+            "judge_calls_at_most": calls * attempts,
+        }
 
 
-def plan(references: list[str], out: str | Path, options: Mapping[str, Any],
-         cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
+def plan(
+    references: list[str], out: str | Path, options: Mapping[str, Any], cache_dir: str | Path | None = None
+) -> list[dict[str, Any]]:
     """One dry-run plan per judged benchmark of ``references`` for the run directory ``out``.
 
     Args:

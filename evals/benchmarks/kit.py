@@ -62,8 +62,14 @@ def write_png(bench_dir: Path, relative: str, image: Any) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------------------- release files
-def find_release_files(root: str | Path, files: list[str], candidates: Callable[[Path, str], list[Path]],
-                       what: str, repository: str, commit: str) -> dict[str, Path]:
+def find_release_files(
+    root: str | Path,
+    files: list[str],
+    candidates: Callable[[Path, str], list[Path]],
+    what: str,
+    repository: str,
+    commit: str,
+) -> dict[str, Path]:
     """Find each repository path of ``files`` in a user's copy of a benchmark release.
 
     ``candidates(root, relative)`` lists where a file may be (the clone's layout, a sub-folder, the file
@@ -82,8 +88,10 @@ def find_release_files(root: str | Path, files: list[str], candidates: Callable[
             found[relative] = hit
     if missing:
         tried = "; ".join(str(path) for relative in missing for path in candidates(root, relative))
-        raise ValueError(f"{what} data {root}: cannot find {', '.join(missing)} (looked for {tried}). Clone "
-                         f"{repository} (commit {commit[:12]}) and pass the clone's path")
+        raise ValueError(
+            f"{what} data {root}: cannot find {', '.join(missing)} (looked for {tried}). Clone "
+            f"{repository} (commit {commit[:12]}) and pass the clone's path"
+        )
     return found
 
 
@@ -103,8 +111,10 @@ def check_pinned(found: Mapping[str, Path], pinned: Mapping[str, str], what: str
         expected = pinned.get(name)
         files[name] = {"sha256": actual, "pinned_sha256": expected, "matches_pinned": actual == expected}
         if actual != expected:
-            warnings.append(f"{what}: {name} differs from the pinned release (sha256 {actual[:16]}..., pinned "
-                            f"{(expected or 'none')[:16]}...); scores are not comparable with published ones")
+            warnings.append(
+                f"{what}: {name} differs from the pinned release (sha256 {actual[:16]}..., pinned "
+                f"{(expected or 'none')[:16]}...); scores are not comparable with published ones"
+            )
     for warning in warnings:
         logger.warning(warning)
     return {"files": files, "matches_pinned": not warnings}, warnings
@@ -140,6 +150,8 @@ def path_inside(root: str | Path, relative: str, what: str) -> Path:
     base = Path(os.path.normpath(Path(root).expanduser().absolute()))
     candidate = Path(os.path.normpath(base / relative))
     if candidate == base or not candidate.is_relative_to(base):
-        raise PathEscapesRoot(f"{what} path {relative!r} escapes {base} (it leads to {candidate}); refused: "
-                              "data may only name files inside that folder")
+        raise PathEscapesRoot(
+            f"{what} path {relative!r} escapes {base} (it leads to {candidate}); refused: "
+            "data may only name files inside that folder"
+        )
     return candidate

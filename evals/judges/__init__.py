@@ -13,17 +13,55 @@ It knows nothing of benchmarks or runs (judged benchmarks build on it in :mod:`e
 """
 
 from evals.judges.cache import JudgeCache, cache_key
-from evals.judges.client import (JudgeClient, JudgeUnreachable, RateLimiter, SecretRedactor, backoff_delay,
-                                 parse_retry_after, secret_forms)
+from evals.judges.client import (
+    JudgeClient,
+    JudgeUnreachable,
+    RateLimiter,
+    SecretRedactor,
+    backoff_delay,
+    parse_retry_after,
+    secret_forms,
+)
 from evals.judges.config import JudgeConfig, JudgeConfigError, api_key_from_env, api_key_source, resolve_judge_config
 from evals.judges.request import JudgeImage, JudgeRequest
+from evals.judges.states import (
+    CONTENT_FILTERED,
+    JUDGE_ERROR,
+    MISSING_IMAGE,
+    OK,
+    PARSE_FAILED,
+    STATES,
+    Judgement,
+    MissingImage,
+    ParseError,
+)
 from evals.judges.template import JudgeTemplate
-from evals.judges.states import (CONTENT_FILTERED, JUDGE_ERROR, MISSING_IMAGE, OK, PARSE_FAILED, STATES, Judgement,
-                                 MissingImage, ParseError)
 
 __all__ = [
-    "CONTENT_FILTERED", "JUDGE_ERROR", "MISSING_IMAGE", "OK", "PARSE_FAILED", "STATES",
-    "JudgeCache", "JudgeClient", "JudgeConfig", "JudgeConfigError", "JudgeImage", "JudgeRequest", "JudgeUnreachable",
-    "Judgement", "MissingImage", "ParseError", "RateLimiter", "SecretRedactor", "api_key_from_env", "api_key_source",
-    "JudgeTemplate", "backoff_delay", "cache_key", "parse_retry_after", "resolve_judge_config", "secret_forms",
+    "CONTENT_FILTERED",
+    "JUDGE_ERROR",
+    "MISSING_IMAGE",
+    "OK",
+    "PARSE_FAILED",
+    "STATES",
+    "JudgeCache",
+    "JudgeClient",
+    "JudgeConfig",
+    "JudgeConfigError",
+    "JudgeImage",
+    "JudgeRequest",
+    "JudgeUnreachable",
+    "Judgement",
+    "MissingImage",
+    "ParseError",
+    "RateLimiter",
+    "SecretRedactor",
+    "api_key_from_env",
+    "api_key_source",
+    "JudgeTemplate",
+    "backoff_delay",
+    "cache_key",
+    "parse_retry_after",
+    "resolve_judge_config",
+    "secret_forms",
 ]

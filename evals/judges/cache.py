@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from evals.files import atomic_write_json
 from evals.judges.config import JudgeConfig
 from evals.judges.request import JudgeRequest
-from evals.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,11 @@ class JudgeCache:
 
     def put(self, key: str, fields: dict[str, Any], content: str, response: dict[str, Any]) -> None:
         """Store an answer with what it answers (``fields``) and what the endpoint said about it."""
-        entry = {"key": key, "fields": fields, "content": content,
-                 "stored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **response}
+        entry = {
+            "key": key,
+            "fields": fields,
+            "content": content,
+            "stored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **response,
+        }
         atomic_write_json(self.path(key), entry)

@@ -28,18 +28,34 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
 from evals.judges.cache import JudgeCache, cache_key, cache_key_fields
-from evals.judges.config import (ENV_API_KEY, ENV_API_KEY_FALLBACK, JudgeConfig, JudgeConfigError, api_key_source,
-                                 check_api_key, endpoint_label)
+from evals.judges.config import (
+    ENV_API_KEY,
+    ENV_API_KEY_FALLBACK,
+    JudgeConfig,
+    JudgeConfigError,
+    api_key_source,
+    check_api_key,
+    endpoint_label,
+)
 from evals.judges.request import JudgeRequest
-from evals.judges.states import (CONTENT_FILTERED, JUDGE_ERROR, MISSING_IMAGE, OK, PARSE_FAILED, Judgement,
-                                 MissingImage, ParseError)
+from evals.judges.states import (
+    CONTENT_FILTERED,
+    JUDGE_ERROR,
+    MISSING_IMAGE,
+    OK,
+    PARSE_FAILED,
+    Judgement,
+    MissingImage,
+    ParseError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +88,13 @@ def secret_forms(secret: str) -> set[str]:
     ``/`` kept, ``quote_plus``), each with upper- and lower-case hex; HTML escapes; Python's ``repr``
     and ``unicode_escape``.
     """
-    forms = {secret, repr(secret)[1:-1], secret.encode("unicode_escape").decode("ascii"),
-             html.escape(secret), html.escape(secret, quote=False)}
+    forms = {
+        secret,
+        repr(secret)[1:-1],
+        secret.encode("unicode_escape").decode("ascii"),
+        html.escape(secret),
+        html.escape(secret, quote=False),
+    }
     for ensure_ascii in (True, False):
         escaped = json.dumps(secret, ensure_ascii=ensure_ascii)[1:-1]
         for form in (escaped, escaped.replace("/", "\\/")):
@@ -105,7 +126,9 @@ class SecretRedactor:
         self._pattern = re.compile("|".join(re.escape(form) for form in forms)) if forms else None
         width = min(KEY_FRAGMENT, len(self._secret))
         self._width = width
-        self._fragments = {self._secret[i:i + width] for i in range(len(self._secret) - width + 1)} if width else set()
+        self._fragments = (
+            {self._secret[i : i + width] for i in range(len(self._secret) - width + 1)} if width else set()
+        )
 
     def __call__(self, text: str) -> str:
         """``text`` with the secret masked as ``[redacted]``."""
@@ -115,8 +138,8 @@ class SecretRedactor:
         covered = [False] * len(text)
         hit = False
         for start in range(len(text) - self._width + 1):
-            if text[start:start + self._width] in self._fragments:
-                covered[start:start + self._width] = [True] * self._width
+            if text[start : start + self._width] in self._fragments:
+                covered[start : start + self._width] = [True] * self._width
                 hit = True
         if not hit:
             return text
@@ -166,7 +189,7 @@ def backoff_delay(retry: int, base_s: float, max_s: float, rng: random.Random) -
     Half fixed, half random ("equal jitter") keeps a floor under the wait while spreading out clients
     that failed together.
     """
-    delay = min(max_s, base_s * (2 ** retry))
+    delay = min(max_s, base_s * (2**retry))
     return delay / 2 + rng.uniform(0.0, delay / 2)
 
 
@@ -223,16 +246,23 @@ class JudgeClient:
             message names the environment variable, never the key).
     """
 
-    def __init__(self, config: JudgeConfig, cache: JudgeCache | None = None, api_key: str | None = None,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: JudgeConfig,
+        cache: JudgeCache | None = None,
+        api_key: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.config = config
         self.cache = cache
         found = ("the api_key argument", api_key) if api_key is not None else api_key_source(config)
         self._key = found[1] if found else None
         if self._key is None and config.auth != "none" and not config.is_loopback:
             names = config.api_key_env or f"{ENV_API_KEY} or {ENV_API_KEY_FALLBACK}"
-            raise JudgeConfigError(f"no API key for the judge at {config.describe()['endpoint']}: set {names} "
-                                   "(or judge auth 'none' for an endpoint without authentication)")
+            raise JudgeConfigError(
+                f"no API key for the judge at {config.describe()['endpoint']}: set {names} "
+                "(or judge auth 'none' for an endpoint without authentication)"
+            )
         if found and config.auth != "none":
             check_api_key(found[1], found[0])
         self._redact = SecretRedactor(self._key if config.auth != "none" else None)
@@ -293,8 +323,9 @@ class JudgeClient:
             if self._unreachable is not None:
                 self._reset_health()  # the next call probes again (the endpoint may be back)
 
-    def judge_many(self, jobs: Iterable[tuple[T, Callable[[], JudgeRequest]]], parser: Parser,
-                   parse_attempts: int = 1) -> Iterator[tuple[T, Judgement]]:
+    def judge_many(
+        self, jobs: Iterable[tuple[T, Callable[[], JudgeRequest]]], parser: Parser, parse_attempts: int = 1
+    ) -> Iterator[tuple[T, Judgement]]:
         """Judge many requests, at most ``config.concurrency`` at a time; yield ``(tag, judgement)`` as each ends.
 
         ``jobs`` pairs a tag with a function that builds the request; building happens in the worker
@@ -349,13 +380,22 @@ class JudgeClient:
                 try:
                     scores = parser(content)
                 except ParseError as error:
-                    logger.warning("judge cache entry %s no longer parses (%s); asking the judge again",
-                                   key[:12], self._redact(str(error)))
+                    logger.warning(
+                        "judge cache entry %s no longer parses (%s); asking the judge again",
+                        key[:12],
+                        self._redact(str(error)),
+                    )
                 else:
-                    return Judgement(state=OK, scores=scores, raw=content, cached=True, cache_key=key,
-                                     response_model=self._redact.scrub(entry.get("response_model")),
-                                     finish_reason=self._redact.scrub(entry.get("finish_reason")),
-                                     usage=self._redact.scrub(entry.get("usage")))
+                    return Judgement(
+                        state=OK,
+                        scores=scores,
+                        raw=content,
+                        cached=True,
+                        cache_key=key,
+                        response_model=self._redact.scrub(entry.get("response_model")),
+                        finish_reason=self._redact.scrub(entry.get("finish_reason")),
+                        usage=self._redact.scrub(entry.get("usage")),
+                    )
         self._ensure_reachable()
         body = self._body(request)
         calls = 0
@@ -372,19 +412,42 @@ class JudgeClient:
                 scores = parser(outcome.content)
             except ParseError as error:
                 problem = self._redact(str(error))
-                logger.warning("judge answer for request %s did not parse (attempt %d of %d): %s",
-                               key[:12], attempt, parse_attempts, problem)
+                logger.warning(
+                    "judge answer for request %s did not parse (attempt %d of %d): %s",
+                    key[:12],
+                    attempt,
+                    parse_attempts,
+                    problem,
+                )
                 continue
-            response = {"finish_reason": outcome.finish_reason, "response_model": outcome.response_model,
-                        "usage": outcome.usage}
+            response = {
+                "finish_reason": outcome.finish_reason,
+                "response_model": outcome.response_model,
+                "usage": outcome.usage,
+            }
             if self.cache is not None:
                 self.cache.put(key, cache_key_fields(request, self.config), outcome.content, response)
-            return Judgement(state=OK, scores=scores, raw=outcome.content, http_calls=calls, attempts=attempt,
-                             cache_key=key, **response)
+            return Judgement(
+                state=OK,
+                scores=scores,
+                raw=outcome.content,
+                http_calls=calls,
+                attempts=attempt,
+                cache_key=key,
+                **response,
+            )
         assert last is not None
-        return Judgement(state=PARSE_FAILED, raw=last.content, http_calls=calls, attempts=parse_attempts,
-                         error=f"the answer did not parse ({parse_attempts} attempt(s)): {problem}", cache_key=key,
-                         response_model=last.response_model, finish_reason=last.finish_reason, usage=last.usage)
+        return Judgement(
+            state=PARSE_FAILED,
+            raw=last.content,
+            http_calls=calls,
+            attempts=parse_attempts,
+            error=f"the answer did not parse ({parse_attempts} attempt(s)): {problem}",
+            cache_key=key,
+            response_model=last.response_model,
+            finish_reason=last.finish_reason,
+            usage=last.usage,
+        )
 
     def _judge_job(self, build: Callable[[], JudgeRequest], parser: Parser, parse_attempts: int) -> Judgement:
         try:
@@ -419,8 +482,10 @@ class JudgeClient:
 
     # ------------------------------------------------------------------ endpoint health
     def _unreachable_error(self, reason: str) -> JudgeUnreachable:
-        return JudgeUnreachable(f"judge at {self._endpoint} unreachable ({self._redact(reason)}); start it or fix "
-                                "judge_base_url, then run the same command to resume")
+        return JudgeUnreachable(
+            f"judge at {self._endpoint} unreachable ({self._redact(reason)}); start it or fix "
+            "judge_base_url, then run the same command to resume"
+        )
 
     def _ensure_reachable(self) -> None:
         """Probe the endpoint before this client's first call (once); raise while it is known to be down."""
@@ -447,7 +512,8 @@ class JudgeClient:
         with self._health:
             if self._unreachable is None:
                 self._unreachable = self._unreachable_error(
-                    f"no HTTP response to the last {self._silent_calls} calls; last: {reason}")
+                    f"no HTTP response to the last {self._silent_calls} calls; last: {reason}"
+                )
             self._stop.set()  # wakes requests waiting to retry; they raise instead of recording a failure
             return self._unreachable
 
@@ -493,8 +559,7 @@ class JudgeClient:
             retry_after: float | None = None
             try:
                 status, headers, data = self._post(body)
-            except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException,
-                    OSError) as error:
+            except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException, OSError) as error:
                 reason = f"no response ({_no_response_reason(error)})"
                 silent = self._record_call(answered=False)
             else:
@@ -521,8 +586,14 @@ class JudgeClient:
             else:
                 with self._rng_lock:
                     delay = backoff_delay(retry, self.config.backoff_base_s, self.config.backoff_max_s, self._rng)
-            logger.warning("judge request %s: %s; retry %d of %d in %.2f s", key[:12], reason, retry + 1,
-                           self.config.max_retries, delay)
+            logger.warning(
+                "judge request %s: %s; retry %d of %d in %.2f s",
+                key[:12],
+                reason,
+                retry + 1,
+                self.config.max_retries,
+                delay,
+            )
             if not self._sleep(delay):
                 stopped = self._stopped()
                 return (stopped or Judgement(state=JUDGE_ERROR, error=f"interrupted while retrying: {reason}")), calls
@@ -561,9 +632,12 @@ class JudgeClient:
             content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
         model = payload.get("model")
         usage = payload.get("usage")
-        return _Answer(content=self._redact(content or ""), finish_reason=finish_reason,
-                       response_model=self._redact(str(model)) if model is not None else None,
-                       usage=self._redact.scrub(usage) if isinstance(usage, dict) else None)
+        return _Answer(
+            content=self._redact(content or ""),
+            finish_reason=finish_reason,
+            response_model=self._redact(str(model)) if model is not None else None,
+            usage=self._redact.scrub(usage) if isinstance(usage, dict) else None,
+        )
 
 
 class _Filtered(Exception):

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 ENV_BASE_URL = "UNILIP_JUDGE_BASE_URL"
@@ -176,16 +177,22 @@ def check_api_key(key: str, source: str) -> None:
             characters (masking so short a string in answers would garble them).
     """
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
-        raise JudgeConfigError(f"the judge API key in {source} contains a line break or another control character, "
-                               f"which an HTTP header cannot carry: set {source} to the key alone, on one line")
+        raise JudgeConfigError(
+            f"the judge API key in {source} contains a line break or another control character, "
+            f"which an HTTP header cannot carry: set {source} to the key alone, on one line"
+        )
     if any(ord(char) > 0xFF for char in key):
-        raise JudgeConfigError(f"the judge API key in {source} contains a character outside Latin-1 (a typographic "
-                               f"dash or quote from a copied document?), which an HTTP header cannot carry: set "
-                               f"{source} to the key as issued")
+        raise JudgeConfigError(
+            f"the judge API key in {source} contains a character outside Latin-1 (a typographic "
+            f"dash or quote from a copied document?), which an HTTP header cannot carry: set "
+            f"{source} to the key as issued"
+        )
     if len(key) < MIN_KEY_LENGTH:
-        raise JudgeConfigError(f"the judge API key in {source} has fewer than {MIN_KEY_LENGTH} characters: too short "
-                               "to mask in judge answers without garbling them; use a longer key (or judge auth "
-                               "'none' for an endpoint without authentication)")
+        raise JudgeConfigError(
+            f"the judge API key in {source} has fewer than {MIN_KEY_LENGTH} characters: too short "
+            "to mask in judge answers without garbling them; use a longer key (or judge auth "
+            "'none' for an endpoint without authentication)"
+        )
 
 
 def _none_like(value: Any) -> bool:
@@ -193,9 +200,18 @@ def _none_like(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none", "~"))
 
 
-_NUMERIC = {"temperature": float, "max_tokens": int, "seed": int, "timeout_s": float, "max_retries": int,
-            "backoff_base_s": float, "backoff_max_s": float, "retry_after_max_s": float, "concurrency": int,
-            "requests_per_minute": float}
+_NUMERIC = {
+    "temperature": float,
+    "max_tokens": int,
+    "seed": int,
+    "timeout_s": float,
+    "max_retries": int,
+    "backoff_base_s": float,
+    "backoff_max_s": float,
+    "retry_after_max_s": float,
+    "concurrency": int,
+    "requests_per_minute": float,
+}
 _NULLABLE = {"version", "api_key_env", "api_version", "temperature", "max_tokens", "seed", "requests_per_minute"}
 
 
@@ -235,8 +251,10 @@ def read_config_file(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise JudgeConfigError("a judge config must be a mapping of settings")
     if "api_key" in data:
-        raise JudgeConfigError("a judge config must not hold the API key: put it in an environment variable "
-                               f"(${ENV_API_KEY}, or name one with api_key_env)")
+        raise JudgeConfigError(
+            "a judge config must not hold the API key: put it in an environment variable "
+            f"(${ENV_API_KEY}, or name one with api_key_env)"
+        )
     known = {f.name for f in fields(JudgeConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -244,8 +262,9 @@ def read_config_file(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     return {name: _coerce(name, value) for name, value in data.items()}
 
 
-def resolve_judge_config(options: Mapping[str, Any], defaults: Mapping[str, Any],
-                         env: Mapping[str, str] | None = None) -> JudgeConfig:
+def resolve_judge_config(
+    options: Mapping[str, Any], defaults: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> JudgeConfig:
     """Layer variant defaults, environment, ``judge_config`` and ``judge_*`` options into a config.
 
     Args:

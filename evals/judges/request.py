@@ -35,7 +35,7 @@ class JudgeImage:
         return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "JudgeImage":
+    def from_file(cls, path: str | Path) -> JudgeImage:
         """Read an image file as is (no re-encoding); raise :class:`MissingImage` when absent or unreadable."""
         from PIL import Image, UnidentifiedImageError
 
@@ -74,7 +74,9 @@ class JudgeRequest:
 
     def identity(self) -> dict[str, Any]:
         """The request's content identity (hashes only) for cache keys."""
-        return {"template_sha256": self.template_sha256,
-                "system_sha256": hashlib.sha256((self.system or "").encode()).hexdigest(),
-                "text_sha256": hashlib.sha256(self.text.encode()).hexdigest(),
-                "images_sha256": [image.sha256 for image in self.images]}
+        return {
+            "template_sha256": self.template_sha256,
+            "system_sha256": hashlib.sha256((self.system or "").encode()).hexdigest(),
+            "text_sha256": hashlib.sha256(self.text.encode()).hexdigest(),
+            "images_sha256": [image.sha256 for image in self.images],
+        }

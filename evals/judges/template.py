@@ -55,8 +55,9 @@ class JudgeTemplate:
         system = data.get("system")
         if system is not None and not isinstance(system, str):
             raise ValueError(f"judge template {path}: 'system' must be text")
-        template = cls(user=data["user"], system=system.strip() if system else None,
-                       source=source or f"file:{path.name}")
+        template = cls(
+            user=data["user"], system=system.strip() if system else None, source=source or f"file:{path.name}"
+        )
         template.require(placeholders)
         return template
 

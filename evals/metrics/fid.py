@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,8 +62,7 @@ def _checked_inception_class(path: Path):
 
     class CheckedInception(FeatureExtractorInceptionV3):
         def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: D102
-            check_weights_keys(self.state_dict(), state_dict, path, INCEPTION_WHAT, INCEPTION_SOURCE,
-                               WeightsKeyError)
+            check_weights_keys(self.state_dict(), state_dict, path, INCEPTION_WHAT, INCEPTION_SOURCE, WeightsKeyError)
             return super().load_state_dict(state_dict, strict=True, assign=assign)
 
     return CheckedInception
@@ -120,8 +120,9 @@ class InceptionExtractor:
 
         # Read here, safely (weights_only=True, either torch.save format, one-line errors naming the file);
         # torch-fidelity itself would unpickle the user's file with weights_only=False.
-        state = load_weights_state_dict(self.weights_path, f"{INCEPTION_WHAT}, file {INCEPTION_FILENAME}",
-                                        INCEPTION_SOURCE)
+        state = load_weights_state_dict(
+            self.weights_path, f"{INCEPTION_WHAT}, file {INCEPTION_FILENAME}", INCEPTION_SOURCE
+        )
         # torch-fidelity's constructor reads a path or file object and loads it strictly; it gets these
         # tensors, re-serialised in memory, and the keys are checked (and named) before its own load.
         buffer = io.BytesIO()
@@ -194,11 +195,7 @@ class InceptionExtractor:
                 for name in _FEATURE_NAMES:
                     out[name].append(feats[name].to(device="cpu", dtype=torch.float64))
         return {
-            name: (
-                torch.cat(parts, dim=0)
-                if parts
-                else torch.zeros((0, _FEATURE_DIMS[name]), dtype=torch.float64)
-            )
+            name: (torch.cat(parts, dim=0) if parts else torch.zeros((0, _FEATURE_DIMS[name]), dtype=torch.float64))
             for name, parts in out.items()
         }
 
@@ -255,7 +252,7 @@ class FeatureStats(_NpzState):
         """Number of feature vectors seen."""
         return self._count
 
-    def update(self, features: torch.Tensor | np.ndarray) -> "FeatureStats":
+    def update(self, features: torch.Tensor | np.ndarray) -> FeatureStats:
         """Add a batch of feature vectors.
 
         Args:
@@ -270,7 +267,7 @@ class FeatureStats(_NpzState):
         self._sum_outer += x.T @ x
         return self
 
-    def merge(self, other: "FeatureStats") -> "FeatureStats":
+    def merge(self, other: FeatureStats) -> FeatureStats:
         """Add another set of statistics into this one (exact: the sums add).
 
         Args:
@@ -321,7 +318,7 @@ class FeatureStats(_NpzState):
         }
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> "FeatureStats":
+    def from_state_dict(cls, state: Mapping[str, Any]) -> FeatureStats:
         """Rebuild statistics from :meth:`state_dict` output.
 
         Args:
@@ -396,7 +393,7 @@ class InceptionScoreStats(_NpzState):
         """Number of samples seen."""
         return self._count
 
-    def update(self, logits: torch.Tensor | np.ndarray) -> "InceptionScoreStats":
+    def update(self, logits: torch.Tensor | np.ndarray) -> InceptionScoreStats:
         """Add a batch of logits.
 
         Args:
@@ -414,7 +411,7 @@ class InceptionScoreStats(_NpzState):
         self._sum_p_log_p += (p * log_p).sum()
         return self
 
-    def merge(self, other: "InceptionScoreStats") -> "InceptionScoreStats":
+    def merge(self, other: InceptionScoreStats) -> InceptionScoreStats:
         """Add another set of statistics into this one (the sums add).
 
         Args:
@@ -457,7 +454,7 @@ class InceptionScoreStats(_NpzState):
         }
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> "InceptionScoreStats":
+    def from_state_dict(cls, state: Mapping[str, Any]) -> InceptionScoreStats:
         """Rebuild statistics from :meth:`state_dict` output.
 
         Args:

@@ -55,7 +55,8 @@ class LPIPSMetric:
         self.net_name = net
         self.device = torch.device(device)
         model, self.backbone_path, self.head_path = build_lpips(
-            net, backbone_weights_path, unavailable=MetricUnavailable, key_error=WeightsKeyError)
+            net, backbone_weights_path, unavailable=MetricUnavailable, key_error=WeightsKeyError
+        )
         self.model = model.to(self.device)
 
     @property

@@ -66,9 +66,7 @@ def psnr_per_image(preds: torch.Tensor, target: torch.Tensor, data_range: float)
     return 10.0 * torch.log10(data_range**2 / mse)
 
 
-def ssim_per_image(
-    preds: torch.Tensor, target: torch.Tensor, data_range: float, win_size: int = 7
-) -> torch.Tensor:
+def ssim_per_image(preds: torch.Tensor, target: torch.Tensor, data_range: float, win_size: int = 7) -> torch.Tensor:
     """Mean structural similarity of each image pair, scikit-image's definition.
 
     Equals ``skimage.metrics.structural_similarity(preds_hwc, target_hwc, channel_axis=-1,

@@ -13,8 +13,11 @@ def random_inception_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
 
     # Only the architecture is wanted here: stub the constructor's two loading steps (the download and the
     # load_state_dict) so nothing is fetched. The tests then load the saved file through the real path.
-    with mock.patch.object(tfi, "load_state_dict_from_url", return_value={}), mock.patch.object(
-        tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state_dict, strict=True: None
+    with (
+        mock.patch.object(tfi, "load_state_dict_from_url", return_value={}),
+        mock.patch.object(
+            tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state_dict, strict=True: None
+        ),
     ):
         net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     generator = torch.Generator().manual_seed(seed)

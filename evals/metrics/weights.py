@@ -19,15 +19,22 @@ skipped or replaced by random weights. Files are fingerprinted with :func:`unili
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from unilip.checkpoints import CheckpointKeyError
 from unilip.weights import WeightsNotFoundError, WeightsUnavailable, file_sha256, hub_checkpoints_dir, torch_home
 from unilip.weights import resolve_weights as _resolve_weights
 
-__all__ = ["MetricUnavailable", "WeightsKeyError", "WeightsNotFoundError", "file_sha256", "hub_checkpoints_dir",
-           "resolve_weights", "torch_home"]
+__all__ = [
+    "MetricUnavailable",
+    "WeightsKeyError",
+    "WeightsNotFoundError",
+    "file_sha256",
+    "hub_checkpoints_dir",
+    "resolve_weights",
+    "torch_home",
+]
 
 
 class MetricUnavailable(WeightsUnavailable):

@@ -70,9 +70,16 @@ def render(results: list[dict[str, Any]], fmt: str = "md") -> str:
         writer.writerows(rows)
         return buffer.getvalue()
     if fmt == "tex":
-        escape = lambda s: s.replace("_", r"\_").replace("%", r"\%").replace("#", r"\#").replace("±", r"$\pm$")
-        lines = [r"\begin{tabular}{" + "l" * len(header) + "}", r"\toprule",
-                 " & ".join(escape(h) for h in header) + r" \\", r"\midrule"]
+
+        def escape(text: str) -> str:
+            return text.replace("_", r"\_").replace("%", r"\%").replace("#", r"\#").replace("±", r"$\pm$")
+
+        lines = [
+            r"\begin{tabular}{" + "l" * len(header) + "}",
+            r"\toprule",
+            " & ".join(escape(h) for h in header) + r" \\",
+            r"\midrule",
+        ]
         lines += [" & ".join(escape(c) for c in row) + r" \\" for row in rows]
         lines += [r"\bottomrule", r"\end{tabular}"]
         return "\n".join(lines) + "\n"
@@ -80,11 +87,13 @@ def render(results: list[dict[str, Any]], fmt: str = "md") -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
         note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-        return ("<!doctype html><html><head><meta charset='utf-8'><title>unilip comparison</title><style>"
-                "body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
-                "padding:4px 8px;text-align:right}td:first-child{text-align:left}</style></head><body>"
-                f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><ul>{note_html}</ul>"
-                "</body></html>\n")
+        return (
+            "<!doctype html><html><head><meta charset='utf-8'><title>unilip comparison</title><style>"
+            "body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
+            "padding:4px 8px;text-align:right}td:first-child{text-align:left}</style></head><body>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><ul>{note_html}</ul>"
+            "</body></html>\n"
+        )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     if notes:

@@ -37,8 +37,13 @@ class Verdict:
         return {PASS: "pass", FAIL: "fail", REFUSED: "refused"}[self.code]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.word, "exit_code": self.code, "benchmark": self.benchmark, "checks": self.checks,
-                "reasons": self.reasons}
+        return {
+            "verdict": self.word,
+            "exit_code": self.code,
+            "benchmark": self.benchmark,
+            "checks": self.checks,
+            "reasons": self.reasons,
+        }
 
     def markdown(self) -> str:
         lines = [f"## unilip gate: **{self.word.upper()}** ({self.benchmark})", ""]
@@ -46,8 +51,10 @@ class Verdict:
         if self.checks:
             lines += ["", "| metric | baseline | run | change | rule | result |", "|---|---|---|---|---|---|"]
             for check in self.checks:
-                lines.append(f"| {check['metric']} | {check['baseline']:.6g} | {check['run']:.6g} | "
-                             f"{check['change']:+.6g} | {check['rule']} | {'ok' if check['ok'] else 'BROKEN'} |")
+                lines.append(
+                    f"| {check['metric']} | {check['baseline']:.6g} | {check['run']:.6g} | "
+                    f"{check['change']:+.6g} | {check['rule']} | {'ok' if check['ok'] else 'BROKEN'} |"
+                )
         return "\n".join(lines) + "\n"
 
 
@@ -70,17 +77,22 @@ def judge(run: dict[str, Any], baseline: dict[str, Any], rules: dict[str, Any]) 
     if baseline["benchmark"] != run["benchmark"]:
         verdict.reasons.append(f"the baseline is {baseline['benchmark']}, the run is {run['benchmark']}")
     if baseline["spec"]["fingerprint"] != run["spec"]["fingerprint"]:
-        changed = sorted(k for k in set(run["spec"]["knobs"]) | set(baseline["spec"]["knobs"])
-                         if run["spec"]["knobs"].get(k) != baseline["spec"]["knobs"].get(k))
-        verdict.reasons.append(f"protocol fingerprint differs from the baseline's ({run['spec']['fingerprint'][:8]} vs "
-                               f"{baseline['spec']['fingerprint'][:8]}; changed: {', '.join(changed) or 'version'})")
+        changed = sorted(
+            k
+            for k in set(run["spec"]["knobs"]) | set(baseline["spec"]["knobs"])
+            if run["spec"]["knobs"].get(k) != baseline["spec"]["knobs"].get(k)
+        )
+        verdict.reasons.append(
+            f"protocol fingerprint differs from the baseline's ({run['spec']['fingerprint'][:8]} vs "
+            f"{baseline['spec']['fingerprint'][:8]}; changed: {', '.join(changed) or 'version'})"
+        )
     coverage = run["coverage"]
     if coverage["missing"]:
         verdict.reasons.append(f"the run is incomplete: {coverage['missing']} of {coverage['expected']} items missing")
     min_coverage = float(rules.get("min_coverage", 1.0))
     if coverage["fraction"] < min_coverage:
         verdict.reasons.append(f"coverage {coverage['fraction']:.3f} is below the required {min_coverage}")
-    for metric, rule in rules["metrics"].items():
+    for metric in rules["metrics"]:
         for side, result in (("run", run), ("baseline", baseline)):
             entry = result["metrics"].get(metric)
             if entry is None or entry.get("status") == "not_computed":
@@ -94,8 +106,16 @@ def judge(run: dict[str, Any], baseline: dict[str, Any], rules: dict[str, Any]) 
         change = new - old
         for kind, limit in rule.items():
             ok = change >= -limit if kind == "max_drop" else change <= limit
-            verdict.checks.append({"metric": metric, "baseline": old, "run": new, "change": change,
-                                   "rule": f"{kind} {limit}", "ok": bool(ok)})
+            verdict.checks.append(
+                {
+                    "metric": metric,
+                    "baseline": old,
+                    "run": new,
+                    "change": change,
+                    "rule": f"{kind} {limit}",
+                    "ok": bool(ok),
+                }
+            )
     if not all(check["ok"] for check in verdict.checks):
         verdict.code = FAIL
     return verdict

@@ -18,8 +18,9 @@ def find_results(path: str | Path) -> list[Path]:
         raise FileNotFoundError(f"{path}: no such run directory or results file")
     found = sorted(path.glob(f"*/{RESULTS}")) + sorted(path.glob(RESULTS))
     if not found:
-        raise FileNotFoundError(f"{path}: holds no {RESULTS} (has the run finished its aggregate step? "
-                                f"see `unilip eval status {path}`)")
+        raise FileNotFoundError(
+            f"{path}: holds no {RESULTS} (has the run finished its aggregate step? see `unilip eval status {path}`)"
+        )
     return found
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -66,4 +67,4 @@ def init_world() -> World:
 
 def shard(items: list, world: World) -> list:
     """This process's items: every ``size``-th item of the manifest, starting at ``rank``."""
-    return items[world.rank::world.size]
+    return items[world.rank :: world.size]

@@ -11,11 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.files import (TMP_SUFFIX, atomic_write_bytes, atomic_write_json, canonical_hash, read_json,
-                         write_output)
+from evals.files import TMP_SUFFIX, atomic_write_bytes, atomic_write_json, canonical_hash, read_json, write_output
 
-__all__ = ["TMP_SUFFIX", "atomic_write_bytes", "atomic_write_json", "atomic_write_npz", "canonical_hash",
-           "item_seed", "read_json", "safe_item_name", "write_output"]
+__all__ = [
+    "TMP_SUFFIX",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_npz",
+    "canonical_hash",
+    "item_seed",
+    "read_json",
+    "safe_item_name",
+    "write_output",
+]
 
 
 def atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -35,4 +43,4 @@ def safe_item_name(item_id: str) -> str:
 
 def item_seed(run_seed: int, item_id: str) -> int:
     """A per-item seed from the run seed and the item id: the same whatever the batching or sharding."""
-    return int(canonical_hash({"seed": int(run_seed), "item": item_id}), 16) % (2 ** 31)
+    return int(canonical_hash({"seed": int(run_seed), "item": item_id}), 16) % (2**31)

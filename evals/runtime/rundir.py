@@ -58,7 +58,7 @@ class RunLock:
         self.world = world
         self._handles: list[Any] = []
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 
@@ -97,20 +97,33 @@ class RunLock:
         lock_path = self.run_dir / LOCK_FILE
         handle = self._lock(lock_path)
         if handle is None:
-            return (f"{self.run_dir} is being written by another run ({_holder(lock_path)}); wait for it to "
-                    "finish or stop it, or choose another --out")
+            return (
+                f"{self.run_dir} is being written by another run ({_holder(lock_path)}); wait for it to "
+                "finish or stop it, or choose another --out"
+            )
         # A process of an earlier run may still hold its rank lock (its launcher was killed, not it).
         for rank_lock in sorted((self.run_dir / RANK_LOCKS).glob("rank-*.lock")):
             probe = self._lock(rank_lock)
             if probe is None:
                 handle.close()
-                return (f"{self.run_dir}: a process of an earlier run still holds {rank_lock.name} (its launcher may "
-                        f"have been killed, not its workers; last holder: {_holder(lock_path)}); stop it first")
+                return (
+                    f"{self.run_dir}: a process of an earlier run still holds {rank_lock.name} (its launcher may "
+                    f"have been killed, not its workers; last holder: {_holder(lock_path)}); stop it first"
+                )
             probe.close()
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv,
-                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+        handle.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "argv": sys.argv,
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                }
+            )
+            + "\n"
+        )
         handle.flush()
         self._handles.append(handle)
         return None
@@ -150,8 +163,13 @@ def run_identity(model: dict[str, Any], seed: int) -> dict[str, Any]:
     Where the weights were read from and how the model was named are left out: a checkpoint moved to
     another path is the same model.
     """
-    return {"adapter": model.get("adapter"), "weights_sha256": model.get("weights_sha256"),
-            "config": model.get("config"), "sampler": model.get("sampler"), "seed": int(seed)}
+    return {
+        "adapter": model.get("adapter"),
+        "weights_sha256": model.get("weights_sha256"),
+        "config": model.get("config"),
+        "sampler": model.get("sampler"),
+        "seed": int(seed),
+    }
 
 
 def recorded_identity(run_dir: Path) -> dict[str, Any] | None:
@@ -163,9 +181,13 @@ def recorded_identity(run_dir: Path) -> dict[str, Any] | None:
     try:
         run = json.loads(path.read_text())
     except ValueError as error:
-        raise RunDirectoryError(f"{path} is not readable JSON ({error}); it says which model the directory "
-                                "holds: restore it, or pass --fresh to discard the directory's runs") from None
-    identity = run.get("identity") or run_identity(run.get("model") or {}, int((run.get("options") or {}).get("seed") or 0))
+        raise RunDirectoryError(
+            f"{path} is not readable JSON ({error}); it says which model the directory "
+            "holds: restore it, or pass --fresh to discard the directory's runs"
+        ) from None
+    identity = run.get("identity") or run_identity(
+        run.get("model") or {}, int((run.get("options") or {}).get("seed") or 0)
+    )
     return {**identity, "model_ref": run.get("model_ref")}
 
 
@@ -176,8 +198,9 @@ def _describe(identity: dict[str, Any], model_ref: str | None = None) -> str:
     return f"{named}({identity.get('adapter')}{digest}{sampler}, seed {identity.get('seed')})"
 
 
-def check_identity(run_dir: Path, wanted: dict[str, Any], fields: tuple[str, ...] = IDENTITY_FIELDS,
-                   model_ref: str | None = None) -> bool:
+def check_identity(
+    run_dir: Path, wanted: dict[str, Any], fields: tuple[str, ...] = IDENTITY_FIELDS, model_ref: str | None = None
+) -> bool:
     """Raise ``RunDirectoryError`` when ``run_dir`` holds another run than ``wanted`` (compared on ``fields``).
 
     Returns whether the directory already holds runs (False for a new or empty directory). A directory
@@ -185,10 +208,14 @@ def check_identity(run_dir: Path, wanted: dict[str, Any], fields: tuple[str, ...
     """
     existing = recorded_identity(run_dir)
     if existing is None:
-        others = [p.name for p in run_dir.iterdir() if p.name not in (LOCK_FILE, RANK_LOCKS)] if run_dir.is_dir() else []
+        others = (
+            [p.name for p in run_dir.iterdir() if p.name not in (LOCK_FILE, RANK_LOCKS)] if run_dir.is_dir() else []
+        )
         if others:
-            raise RunDirectoryError(f"{run_dir} is not empty and holds no {RUN_JSON} (so it is not a run directory: "
-                                    f"{', '.join(sorted(others)[:5])}); choose a new or empty --out")
+            raise RunDirectoryError(
+                f"{run_dir} is not empty and holds no {RUN_JSON} (so it is not a run directory: "
+                f"{', '.join(sorted(others)[:5])}); choose a new or empty --out"
+            )
         return False
     # Compared as JSON values (what run.json holds: tuples come back as lists).
     changed = [name for name in fields if canonical_hash(existing.get(name)) != canonical_hash(wanted.get(name))]
@@ -198,7 +225,8 @@ def check_identity(run_dir: Path, wanted: dict[str, Any], fields: tuple[str, ...
             f"{run_dir} holds the run of another model or seed ({', '.join(changed)} "
             f"differ{'s' if len(changed) == 1 else ''}): it holds "
             f"{_describe(existing, held)}, this command asks for {_describe(wanted, model_ref)}; use another --out, "
-            "or --fresh to discard the runs it holds")
+            "or --fresh to discard the runs it holds"
+        )
     return True
 
 
@@ -215,5 +243,6 @@ def discard_runs(run_dir: Path) -> None:
 
 def write_run_json(run_dir: Path, identity: dict[str, Any], payload: dict[str, Any]) -> None:
     """Write ``run.json``: the run's identity (with the model reference for messages) and what the command was."""
-    atomic_write_json(run_dir / RUN_JSON, {**payload, "identity": identity,
-                                           "identity_sha256": canonical_hash(identity)})
+    atomic_write_json(
+        run_dir / RUN_JSON, {**payload, "identity": identity, "identity_sha256": canonical_hash(identity)}
+    )

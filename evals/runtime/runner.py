@@ -37,8 +37,18 @@ logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
 
-__all__ = ["MANIFEST", "RESULTS", "RunDirectoryError", "aggregate_run", "load_arrays", "load_record",
-           "record_path", "run_benchmark", "stage_status", "write_manifest"]
+__all__ = [
+    "MANIFEST",
+    "RESULTS",
+    "RunDirectoryError",
+    "aggregate_run",
+    "load_arrays",
+    "load_record",
+    "record_path",
+    "run_benchmark",
+    "stage_status",
+    "write_manifest",
+]
 
 
 def record_path(bench_dir: Path, stage: str, item_id: str) -> Path:
@@ -58,11 +68,15 @@ def load_record(bench_dir: Path, stage: str, item_id: str) -> dict[str, Any] | N
     except FileNotFoundError:
         return None
     except (ValueError, UnicodeDecodeError) as error:
-        raise RunDirectoryError(f"{path} is not a readable record ({type(error).__name__}: {error}); delete it "
-                                "to redo that item, then run the same command") from None
+        raise RunDirectoryError(
+            f"{path} is not a readable record ({type(error).__name__}: {error}); delete it "
+            "to redo that item, then run the same command"
+        ) from None
     if not isinstance(record, dict) or "status" not in record or "fingerprint" not in record:
-        raise RunDirectoryError(f"{path} is not a record of this harness (no status/fingerprint); delete it to "
-                                "redo that item, then run the same command")
+        raise RunDirectoryError(
+            f"{path} is not a record of this harness (no status/fingerprint); delete it to "
+            "redo that item, then run the same command"
+        )
     return record
 
 
@@ -72,9 +86,11 @@ def load_arrays(bench_dir: Path, stage: str, item_id: str) -> dict[str, np.ndarr
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise RunDirectoryError(f"{path} is not readable ({type(error).__name__}: {error}); delete it and its "
-                                f"record {path.with_suffix('.json').name} to redo that item, then run the same "
-                                "command") from None
+        raise RunDirectoryError(
+            f"{path} is not readable ({type(error).__name__}: {error}); delete it and its "
+            f"record {path.with_suffix('.json').name} to redo that item, then run the same "
+            "command"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------ files behind a record
@@ -115,20 +131,22 @@ def record_is_current(record: dict[str, Any], fingerprint: str, bench_dir: Path)
 
 
 def _drop_later_records(bench_dir: Path, stages: tuple[str, ...], index: int, item_id: str) -> None:
-    for stage in stages[index + 1:]:
+    for stage in stages[index + 1 :]:
         path = record_path(bench_dir, stage, item_id)
         path.unlink(missing_ok=True)
         path.with_suffix(".npz").unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------ manifest
-def write_manifest(resolved: ResolvedBenchmark, bench_dir: Path,
-                   rescore: bool = False) -> tuple[ResolvedBenchmark, list[str]]:
+def write_manifest(
+    resolved: ResolvedBenchmark, bench_dir: Path, rescore: bool = False
+) -> tuple[ResolvedBenchmark, list[str]]:
     """Write the manifest, or check that an existing one describes this spec and these items.
 
     Returns the benchmark to run (with the run's own spec) and the manifest's item ids (the expected
-    items). ``rescore`` accepts a changed spec for the same items: every record carries its stage fingerprint, so the stages whose
-    inputs changed (a judge, a template, a scorer) are redone and the others (generated images) kept.
+    items). ``rescore`` accepts a changed spec for the same items: every record carries its stage
+    fingerprint, so the stages whose inputs changed (a judge, a template, a scorer) are redone and the
+    others (generated images) kept.
     A data listing that lost items since the run started (files deleted) resumes with the run's own
     spec: the lost items count as missing, and finished items whose source changed are redone.
     """
@@ -144,38 +162,53 @@ def write_manifest(resolved: ResolvedBenchmark, bench_dir: Path,
         old_spec = existing["spec"]
         old_ids = list(existing["items"])
     except (ValueError, KeyError, TypeError) as error:
-        raise RunDirectoryError(f"{path} is not a readable manifest ({type(error).__name__}: {error}); pass --fresh "
-                                "to discard this benchmark's run") from None
-    changed = sorted(k for k in set(old_spec["knobs"]) | set(spec.knobs)
-                     if old_spec["knobs"].get(k) != spec.knobs.get(k))
+        raise RunDirectoryError(
+            f"{path} is not a readable manifest ({type(error).__name__}: {error}); pass --fresh "
+            "to discard this benchmark's run"
+        ) from None
+    changed = sorted(
+        k for k in set(old_spec["knobs"]) | set(spec.knobs) if old_spec["knobs"].get(k) != spec.knobs.get(k)
+    )
     lost = sorted(set(old_ids) - set(ids))
     added = sorted(set(ids) - set(old_ids))
     listing = resolved.benchmark.listing_knob
     if old_spec["fingerprint"] != spec.fingerprint:
         if rescore and old_ids == ids:
-            logger.info("%s: spec changed (%s); redoing the stages that depend on it", spec.name,
-                        ", ".join(changed) or "version")
+            logger.info(
+                "%s: spec changed (%s); redoing the stages that depend on it",
+                spec.name,
+                ", ".join(changed) or "version",
+            )
             atomic_write_json(path, payload)
             return resolved, ids
         if not (listing is not None and changed == [listing] and not added and old_spec["version"] == spec.version):
             raise RunDirectoryError(
                 f"{bench_dir} was started with another {spec.name} spec (changed: {', '.join(changed) or 'version'}); "
                 "resume with the same options, --rescore to redo only the stages that depend on what changed, "
-                "a new --out, or --fresh to discard it")
+                "a new --out, or --fresh to discard it"
+            )
         spec = BenchmarkSpec(old_spec["benchmark"], old_spec["variant"], old_spec["version"], old_spec["knobs"])
         resolved = resolved.with_spec(spec)
     if added:
-        raise RunDirectoryError(f"{bench_dir} was started with another {spec.name} spec: the data now lists "
-                                f"{len(added)} item(s) the run did not have (e.g. {added[0]!r}); use a new --out, or "
-                                "--fresh to start this benchmark over")
+        raise RunDirectoryError(
+            f"{bench_dir} was started with another {spec.name} spec: the data now lists "
+            f"{len(added)} item(s) the run did not have (e.g. {added[0]!r}); use a new --out, or "
+            "--fresh to start this benchmark over"
+        )
     if lost:
-        logger.warning("%s: %d item(s) of the run are no longer in the data (e.g. %r): they count as missing unless "
-                       "they were finished before", spec.name, len(lost), lost[0])
+        logger.warning(
+            "%s: %d item(s) of the run are no longer in the data (e.g. %r): they count as missing unless "
+            "they were finished before",
+            spec.name,
+            len(lost),
+            lost[0],
+        )
     return resolved, old_ids
 
 
-def stage_status(bench_dir: Path, stages: tuple[str, ...], item_ids: list[str],
-                 fingerprints: dict[str, str] | None = None) -> dict[str, dict[str, int]]:
+def stage_status(
+    bench_dir: Path, stages: tuple[str, ...], item_ids: list[str], fingerprints: dict[str, str] | None = None
+) -> dict[str, dict[str, int]]:
     """Per stage: how many items are done, failed (in this or an earlier stage), stale or missing.
 
     ``stale`` (a record made with another stage fingerprint) is only counted when fingerprints are given.
@@ -204,19 +237,35 @@ def stage_status(bench_dir: Path, stages: tuple[str, ...], item_ids: list[str],
 
 # ------------------------------------------------------------------------------------ running
 def _record_payload(item: Item, stage: str, fingerprint: str, result: StageResult, bench_dir: Path) -> dict[str, Any]:
-    payload: dict[str, Any] = {"id": item.id, "stage": stage, "status": result.status, "fingerprint": fingerprint,
-                               **({"error": result.error} if result.error else {}), **result.payload}
+    payload: dict[str, Any] = {
+        "id": item.id,
+        "stage": stage,
+        "status": result.status,
+        "fingerprint": fingerprint,
+        **({"error": result.error} if result.error else {}),
+        **result.payload,
+    }
     if result.outputs:
         payload["outputs"] = {rel: _file_entry(bench_dir / rel, sha) for rel, sha in result.outputs.items()}
     if result.inputs:
-        payload["inputs"] = {src: _file_entry(Path(src), sha) for src, sha in result.inputs.items()
-                             if Path(src).is_file()}
+        payload["inputs"] = {
+            src: _file_entry(Path(src), sha) for src, sha in result.inputs.items() if Path(src).is_file()
+        }
     return payload
 
 
-def run_benchmark(resolved: ResolvedBenchmark, adapter: Any, bench_dir: Path, world: World,
-                  batch_size: int, cache_dir: Path, progress: bool = True, retry_failed: bool = False,
-                  extra_results: dict[str, Any] | None = None, rescore: bool = False) -> dict[str, Any] | None:
+def run_benchmark(
+    resolved: ResolvedBenchmark,
+    adapter: Any,
+    bench_dir: Path,
+    world: World,
+    batch_size: int,
+    cache_dir: Path,
+    progress: bool = True,
+    retry_failed: bool = False,
+    extra_results: dict[str, Any] | None = None,
+    rescore: bool = False,
+) -> dict[str, Any] | None:
     """Run the stages of ``resolved`` (produce, then score) for this process's shard, then (main
     process) aggregate.
 
@@ -233,8 +282,14 @@ def run_benchmark(resolved: ResolvedBenchmark, adapter: Any, bench_dir: Path, wo
         return write_manifest(resolved, bench_dir, rescore=rescore)
 
     resolved, expected = world.on_main(start)
-    ctx = StageContext(adapter=adapter, bench_dir=bench_dir, batch_size=batch_size, cache_dir=cache_dir,
-                       progress=progress and world.is_main, rank=world.rank)
+    ctx = StageContext(
+        adapter=adapter,
+        bench_dir=bench_dir,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        progress=progress and world.is_main,
+        rank=world.rank,
+    )
     mine = shard(list(resolved.items), world)
     timings: dict[str, float] = {}
     stages = resolved.stages
@@ -253,8 +308,14 @@ def run_benchmark(resolved: ResolvedBenchmark, adapter: Any, bench_dir: Path, wo
     return aggregate_run(resolved, expected, bench_dir, model, {**(extra_results or {}), "timings_s": timings})
 
 
-def _run_stage(resolved: ResolvedBenchmark, model: dict[str, Any], index: int, mine: list[Item], ctx: StageContext,
-               retry_failed: bool) -> None:
+def _run_stage(
+    resolved: ResolvedBenchmark,
+    model: dict[str, Any],
+    index: int,
+    mine: list[Item],
+    ctx: StageContext,
+    retry_failed: bool,
+) -> None:
     bench_dir = ctx.bench_dir
     spec, stages = resolved.spec, resolved.stages
     stage = stages[index]
@@ -281,8 +342,9 @@ def _run_stage(resolved: ResolvedBenchmark, model: dict[str, Any], index: int, m
             else:
                 failed_earlier += 1
     if failed_earlier:
-        logger.warning("%s %s: %d item(s) failed earlier; pass --retry-failed to redo them", spec.name, stage,
-                       failed_earlier)
+        logger.warning(
+            "%s %s: %d item(s) failed earlier; pass --retry-failed to redo them", spec.name, stage, failed_earlier
+        )
     logger.info("%s stage %s: %d of this process's %d items to do", spec.name, stage, len(todo), len(mine))
     for item, result in resolved.run_stage(stage, todo, ctx):
         path = record_path(bench_dir, stage, item.id)
@@ -294,8 +356,13 @@ def _run_stage(resolved: ResolvedBenchmark, model: dict[str, Any], index: int, m
             logger.warning("%s: item %s failed in %s: %s", spec.name, item.id, stage, result.error)
 
 
-def aggregate_run(resolved: ResolvedBenchmark, items: list[Item] | list[str], bench_dir: Path,
-                  model: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def aggregate_run(
+    resolved: ResolvedBenchmark,
+    items: list[Item] | list[str],
+    bench_dir: Path,
+    model: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """Aggregate the final stage's records in manifest order and write ``results.json``.
 
     ``items``: the run's expected items (or their ids): the manifest's, which includes items whose data
@@ -318,17 +385,26 @@ def aggregate_run(resolved: ResolvedBenchmark, items: list[Item] | list[str], be
             record = load_record(bench_dir, final, item_id)
             if record is not None and record["status"] == "ok" and record["fingerprint"] == fingerprints[final]:
                 records[item_id] = record
-    coverage = {"expected": len(ids), "ok": len(records), "failed": len(failures),
-                "missing": len(ids) - len(records) - len(failures)}
+    coverage = {
+        "expected": len(ids),
+        "ok": len(records),
+        "failed": len(failures),
+        "missing": len(ids) - len(records) - len(failures),
+    }
     coverage["fraction"] = coverage["ok"] / coverage["expected"] if ids else 0.0
     started = time.perf_counter()
     metrics = resolved.aggregate(records, bench_dir)
     if "timings_s" in extra:  # wall time of this invocation's stages (work resumed from disk is not counted)
         extra = {**extra, "timings_s": {**extra["timings_s"], "aggregate": time.perf_counter() - started}}
     results = {
-        "benchmark": spec.name, "spec": spec.to_dict(), "model": model, "coverage": coverage,
-        "stages": status, "failures": failures, "metrics": metrics, **extra,
+        "benchmark": spec.name,
+        "spec": spec.to_dict(),
+        "model": model,
+        "coverage": coverage,
+        "stages": status,
+        "failures": failures,
+        "metrics": metrics,
+        **extra,
     }
     atomic_write_json(bench_dir / RESULTS, results)
     return results
-

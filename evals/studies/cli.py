@@ -13,8 +13,10 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse._SubParsersAction) -> None:
     """Add ``quickstart`` to the ``unilip`` parser, ``generator-study`` and ``sweep`` to its ``train`` group."""
-    study = train_subparsers.add_parser("generator-study", help="the tiny digits generator on the CPU, trained and "
-                                                                "measured with the tokenizer study's frozen classifier")
+    study = train_subparsers.add_parser(
+        "generator-study",
+        help="the tiny digits generator on the CPU, trained and measured with the tokenizer study's frozen classifier",
+    )
     study.add_argument("--out", default="runs/generator-study")
     study.add_argument("--generator-steps", type=int)
     study.add_argument("--tokenizer-steps", type=int)
@@ -49,11 +51,18 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     from evals.studies.sweep import run_sweep
     from unilip.training.config import recipe_path
 
-    files = run_sweep(recipe_path("tiny-digits"), _weights(args.distill_weights), args.out, fresh=args.fresh,
-                      progress=not args.no_progress)
+    files = run_sweep(
+        recipe_path("tiny-digits"),
+        _weights(args.distill_weights),
+        args.out,
+        fresh=args.fresh,
+        progress=not args.no_progress,
+    )
     sys.stdout.write(Path(files["markdown"]).read_text())
-    print(f"\nreport: {files['html']} (open it in a browser); also {files['report_markdown']}, "
-          "results.csv, metrics_vs_lambda.png, reconstructions.png")
+    print(
+        f"\nreport: {files['html']} (open it in a browser); also {files['report_markdown']}, "
+        "results.csv, metrics_vs_lambda.png, reconstructions.png"
+    )
     return 0
 
 
@@ -61,9 +70,16 @@ def _cmd_train_sweep(args: argparse.Namespace) -> int:
     from evals.studies.sweep import run_sweep
     from unilip.training.config import recipe_path
 
-    files = run_sweep(recipe_path(args.config), _weights(args.distill_weights), args.out,
-                      stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, teacher_steps=args.teacher_steps,
-                      fresh=args.fresh, progress=not args.no_progress)
+    files = run_sweep(
+        recipe_path(args.config),
+        _weights(args.distill_weights),
+        args.out,
+        stage1_steps=args.stage1_steps,
+        stage2_steps=args.stage2_steps,
+        teacher_steps=args.teacher_steps,
+        fresh=args.fresh,
+        progress=not args.no_progress,
+    )
     sys.stdout.write(Path(files["markdown"]).read_text() if "markdown" in files else "")
     print(json.dumps({k: str(v) for k, v in files.items()}))
     return 0
@@ -72,9 +88,15 @@ def _cmd_train_sweep(args: argparse.Namespace) -> int:
 def _cmd_generator_study(args: argparse.Namespace) -> int:
     from evals.studies.generator_study import run_generator_study
 
-    summary = run_generator_study(args.out, generator_steps=args.generator_steps, tokenizer_steps=args.tokenizer_steps,
-                                  seeds_per_digit=args.seeds_per_digit, edits=args.edits, fresh=args.fresh,
-                                  progress=not args.no_progress)
+    summary = run_generator_study(
+        args.out,
+        generator_steps=args.generator_steps,
+        tokenizer_steps=args.tokenizer_steps,
+        seeds_per_digit=args.seeds_per_digit,
+        edits=args.edits,
+        fresh=args.fresh,
+        progress=not args.no_progress,
+    )
     sys.stdout.write((Path(args.out) / "report" / "generator.md").read_text())
     print(json.dumps({k: summary[k]["value"] for k in ("t2i_accuracy", "edit_accuracy")}))
     return 0

@@ -25,7 +25,8 @@ WHAT_THIS_IS = (
     "LLM. Stage 1 trains the bridge and decoder on the frozen encoder; stage 2 fine-tunes everything for "
     "reconstruction with self-distillation weight λ, from the same stage-1 checkpoint with the same seed and data "
     "order. Models are tiny, training is a few hundred steps, the data are digits: the direction of the "
-    "trade-off is what this can show, not its size for the real 1B/3B models.")
+    "trade-off is what this can show, not its size for the real 1B/3B models."
+)
 
 
 def _png_data_uri(path_or_image: Path | Image.Image) -> str:
@@ -40,17 +41,25 @@ def reconstruction_grid(rows: list[tuple[str, list[Path]]], scale: int = 2, gap:
     tiles = [[np.asarray(Image.open(p).convert("RGB")) for p in paths] for _, paths in rows]
     height, width = tiles[0][0].shape[:2]
     columns = len(tiles[0])
-    canvas = np.full((len(tiles) * (height * scale + gap) + gap, columns * (width * scale + gap) + gap, 3), 255, np.uint8)
+    canvas = np.full(
+        (len(tiles) * (height * scale + gap) + gap, columns * (width * scale + gap) + gap, 3), 255, np.uint8
+    )
     for r, row in enumerate(tiles):
         for c, tile in enumerate(row):
             big = tile.repeat(scale, 0).repeat(scale, 1)
             top, left = gap + r * (height * scale + gap), gap + c * (width * scale + gap)
-            canvas[top:top + big.shape[0], left:left + big.shape[1]] = big
+            canvas[top : top + big.shape[0], left : left + big.shape[1]] = big
     return Image.fromarray(canvas)
 
 
-def write_study_report(out_dir: Path, rows: list[dict[str, Any]], table_markdown: str, plot: Path,
-                       grid: tuple[list[str], Image.Image], provenance: dict[str, Any]) -> dict[str, Path]:
+def write_study_report(
+    out_dir: Path,
+    rows: list[dict[str, Any]],
+    table_markdown: str,
+    plot: Path,
+    grid: tuple[list[str], Image.Image],
+    provenance: dict[str, Any],
+) -> dict[str, Path]:
     """Write ``report.html`` (self-contained) and ``report.md`` beside the table, CSV and plot."""
     out_dir.mkdir(parents=True, exist_ok=True)
     grid_titles, grid_image = grid
@@ -93,17 +102,20 @@ need weights files that are not present).</p>
 // Marks the page once every image has decoded, so a headless browser can check that they render.
 window.addEventListener("load", () => {{
   const images = Array.from(document.images);
-  document.body.dataset.imagesRendered = images.filter(i => i.complete && i.naturalWidth > 0).length + "/" + images.length;
+  const rendered = images.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.imagesRendered = rendered + "/" + images.length;
 }});
 </script>
 </body></html>
 """
     html_path = out_dir / "report.html"
     html_path.write_text(page)
-    markdown = (f"# The distillation study (unilip quickstart)\n\n> {WHAT_THIS_IS}\n\n## Results\n\n{table_markdown}\n\n"
-                f"## Reconstructions of held-out digits\n\nRows, top to bottom: {' | '.join(grid_titles)}.\n\n"
-                f"![reconstructions]({grid_path.name})\n\n## Provenance\n\n```json\n"
-                f"{json.dumps(provenance, indent=2, default=str)}\n```\n")
+    markdown = (
+        f"# The distillation study (unilip quickstart)\n\n> {WHAT_THIS_IS}\n\n## Results\n\n{table_markdown}\n\n"
+        f"## Reconstructions of held-out digits\n\nRows, top to bottom: {' | '.join(grid_titles)}.\n\n"
+        f"![reconstructions]({grid_path.name})\n\n## Provenance\n\n```json\n"
+        f"{json.dumps(provenance, indent=2, default=str)}\n```\n"
+    )
     md_path = out_dir / "report.md"
     md_path.write_text(markdown)
     return {"html": html_path, "report_markdown": md_path, "grid": grid_path}

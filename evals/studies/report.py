@@ -51,8 +51,7 @@ def _ordered_rows(rows: list[dict[str, Any]], x_key: str) -> list[dict[str, Any]
     """Reference rows in their given order, then variants by λ (variants without a λ last)."""
     references = [r for r in rows if r.get("role", "variant") == "reference"]
     variants = [r for r in rows if r.get("role", "variant") == "variant"]
-    variants.sort(key=lambda r: (not _is_number(r.get(x_key)),
-                                 float(r[x_key]) if _is_number(r.get(x_key)) else 0.0))
+    variants.sort(key=lambda r: (not _is_number(r.get(x_key)), float(r[x_key]) if _is_number(r.get(x_key)) else 0.0))
     return references + variants
 
 
@@ -84,13 +83,18 @@ def _validate(rows: list[dict[str, Any]]) -> None:
             raise ValueError(f"row {row['name']!r}: role must be one of {ROLES}; got {role!r}")
 
 
-def _write_markdown(path: Path, rows: list[dict[str, Any]], columns: list[str], title: str, x_key: str,
-                    plot_name: str) -> None:
-    lines = [f"# {title}", "",
-             f"λ = `{x_key}`. Reference rows first, then the variants by λ; \"{NOT_COMPUTED}\" marks a "
-             "metric that was not measured for that row.", "",
-             "| " + " | ".join(_markdown_cell(c) for c in columns) + " |",
-             "|" + "---|" * len(columns)]
+def _write_markdown(
+    path: Path, rows: list[dict[str, Any]], columns: list[str], title: str, x_key: str, plot_name: str
+) -> None:
+    lines = [
+        f"# {title}",
+        "",
+        f'λ = `{x_key}`. Reference rows first, then the variants by λ; "{NOT_COMPUTED}" marks a '
+        "metric that was not measured for that row.",
+        "",
+        "| " + " | ".join(_markdown_cell(c) for c in columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
     for row in rows:
         cells = [_format(row.get(column)) for column in columns]
         if _is_number(row.get(x_key)):
@@ -138,16 +142,22 @@ def _write_plot(path: Path, rows: list[dict[str, Any]], metrics: list[str], x_ke
     # symlog: λ = 0 (no distillation) sits on the axis; the linear region reaches the smallest λ > 0.
     linthresh = min(positive) if positive else 1.0
     colors = [f"C{i}" for i in range(1, 10)]
-    for axis, metric in zip(axes, metrics):
+    # The grid may have more cells than metrics: the spare cells stay empty.
+    for axis, metric in zip(axes, metrics, strict=False):
         points = sorted((float(r[x_key]), float(r[metric])) for r in variants if _is_number(r.get(metric)))
         if points:
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             axis.plot(xs, ys, "o-", color="C0", label="variants")
         # A reference keeps its colour in every panel (indexed over all references, not this panel's).
         for index, row in enumerate(references):
             if _is_number(row.get(metric)):
-                axis.axhline(float(row[metric]), linestyle="--", linewidth=1.2, color=colors[index % len(colors)],
-                             label=str(row["name"]))
+                axis.axhline(
+                    float(row[metric]),
+                    linestyle="--",
+                    linewidth=1.2,
+                    color=colors[index % len(colors)],
+                    label=str(row["name"]),
+                )
         if not points and not any(_is_number(r.get(metric)) for r in references):
             axis.text(0.5, 0.5, NOT_COMPUTED, ha="center", va="center", transform=axis.transAxes)
         axis.set_xscale("symlog", linthresh=linthresh)
@@ -155,22 +165,27 @@ def _write_plot(path: Path, rows: list[dict[str, Any]], metrics: list[str], x_ke
             axis.set_xticks(lambdas, [f"{x:g}" for x in lambdas])
             # Autoscaling a symlog axis pads far into negative λ; keep a small margin instead.
             low, high = lambdas[0], lambdas[-1]
-            axis.set_xlim(low - 0.25 * linthresh if low <= 0 else low / 1.5,
-                          high * 1.5 if high > 0 else high + 0.25 * linthresh)
+            axis.set_xlim(
+                low - 0.25 * linthresh if low <= 0 else low / 1.5, high * 1.5 if high > 0 else high + 0.25 * linthresh
+            )
         axis.set_title(metric)
         axis.set_xlabel(f"λ ({x_key})")
         axis.grid(True, alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize="small")
-    for axis in axes[len(metrics):]:
+    for axis in axes[len(metrics) :]:
         axis.set_visible(False)
     figure.suptitle(title)
     figure.savefig(path, dpi=120)
 
 
-def write_sweep_report(rows: list[dict[str, Any]], out_dir: str | Path, *, x_key: str = "distill_weight",
-                       title: str = "Self-distillation sweep: reconstruction and understanding against λ"
-                       ) -> dict[str, Path]:
+def write_sweep_report(
+    rows: list[dict[str, Any]],
+    out_dir: str | Path,
+    *,
+    x_key: str = "distill_weight",
+    title: str = "Self-distillation sweep: reconstruction and understanding against λ",
+) -> dict[str, Path]:
     """Write the sweep's table (Markdown and CSV) and its metrics-against-λ figure.
 
     Args:
@@ -191,9 +206,12 @@ def write_sweep_report(rows: list[dict[str, Any]], out_dir: str | Path, *, x_key
     out_dir.mkdir(parents=True, exist_ok=True)
     ordered = _ordered_rows(rows, x_key)
     columns = _columns(rows, x_key)  # the caller's key order, not the sorted rows'
-    metrics = [c for c in columns[len(_FIXED_KEYS) + 1:] if any(_is_number(r.get(c)) for r in ordered)]
-    paths = {"markdown": out_dir / "results.md", "csv": out_dir / "results.csv",
-             "plot": out_dir / "metrics_vs_lambda.png"}
+    metrics = [c for c in columns[len(_FIXED_KEYS) + 1 :] if any(_is_number(r.get(c)) for r in ordered)]
+    paths = {
+        "markdown": out_dir / "results.md",
+        "csv": out_dir / "results.csv",
+        "plot": out_dir / "metrics_vs_lambda.png",
+    }
     _write_markdown(paths["markdown"], ordered, columns, title, x_key, paths["plot"].name)
     _write_csv(paths["csv"], ordered, columns)
     _write_plot(paths["plot"], ordered, metrics, x_key, title)

@@ -42,9 +42,18 @@ def evaluate_reconstruction(model_dir: Path, data: Path, out: Path, batch_size: 
     return results
 
 
-def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: str | Path, *,
-              stage1_steps: int | None = None, stage2_steps: int | None = None, teacher_steps: int = 300,
-              head_steps: int = 300, fresh: bool = False, progress: bool = True) -> dict[str, Path]:
+def run_sweep(
+    config_path: str | Path,
+    distill_weights: list[float],
+    out_dir: str | Path,
+    *,
+    stage1_steps: int | None = None,
+    stage2_steps: int | None = None,
+    teacher_steps: int = 300,
+    head_steps: int = 300,
+    fresh: bool = False,
+    progress: bool = True,
+) -> dict[str, Path]:
     """Teacher, stage 1, stage 2 per lambda, evaluation and report; returns the report's files."""
     import torch
 
@@ -74,27 +83,42 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
         return f"{last['step']} steps, final loss {last['loss/total']:.4f}"
 
     teacher_dir, head_path = out / "teacher", out / "head.safetensors"
-    phase("teacher", (teacher_dir / "teacher.json").is_file(),
-          lambda: train_teacher(teacher_dir, variant=base.variant, steps=teacher_steps, seed=base.seed, size=size,
-                                progress=progress),
-          lambda: f"digit classifier, test accuracy {read_json(teacher_dir / 'teacher.json')['test_accuracy']:.3f}")
-    phase("frozen head", head_path.is_file(),
-          lambda: train_frozen_head(teacher_dir, head_path, steps=head_steps, seed=base.seed, size=size),
-          lambda: f"test accuracy on the teacher's features {read_json(head_path.with_suffix('.json'))['test_accuracy']:.3f}")
+    phase(
+        "teacher",
+        (teacher_dir / "teacher.json").is_file(),
+        lambda: train_teacher(
+            teacher_dir, variant=base.variant, steps=teacher_steps, seed=base.seed, size=size, progress=progress
+        ),
+        lambda: f"digit classifier, test accuracy {read_json(teacher_dir / 'teacher.json')['test_accuracy']:.3f}",
+    )
+    phase(
+        "frozen head",
+        head_path.is_file(),
+        lambda: train_frozen_head(teacher_dir, head_path, steps=head_steps, seed=base.seed, size=size),
+        lambda: (
+            f"test accuracy on the teacher's features {read_json(head_path.with_suffix('.json'))['test_accuracy']:.3f}"
+        ),
+    )
 
     stage1 = out / "stage1"
     stage1_config = dataclasses.replace(base, stage=1, init=str(teacher_dir))
-    phase("stage 1", (stage1 / "final" / "training.json").is_file(),
-          lambda: train_tokenizer(stage1_config, stage1, max_steps=stage1_steps, progress=progress),
-          lambda: stage_summary(stage1))
+    phase(
+        "stage 1",
+        (stage1 / "final" / "training.json").is_file(),
+        lambda: train_tokenizer(stage1_config, stage1, max_steps=stage1_steps, progress=progress),
+        lambda: stage_summary(stage1),
+    )
     stage2_dirs: dict[float, Path] = {}
     for weight in distill_weights:
         directory = out / f"stage2-{_lambda_name(weight)}"
         losses = dataclasses.replace(base.losses, distill_weight=weight)
         config = dataclasses.replace(base, stage=2, init=str(stage1 / "final"), losses=losses)
-        phase(f"stage 2, λ={weight:g}", (directory / "final" / "training.json").is_file(),
-              lambda c=config, d=directory: train_tokenizer(c, d, max_steps=stage2_steps, progress=progress),
-              lambda d=directory: stage_summary(d))
+        phase(
+            f"stage 2, λ={weight:g}",
+            (directory / "final" / "training.json").is_file(),
+            lambda c=config, d=directory: train_tokenizer(c, d, max_steps=stage2_steps, progress=progress),
+            lambda d=directory: stage_summary(d),
+        )
         stage2_dirs[weight] = directory / "final"
 
     heldout = out / "heldout-digits"
@@ -102,8 +126,10 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
     images, labels = load_digits_split("test", size=size, seed=0)
     teacher = UniLIPTokenizer.from_pretrained(teacher_dir)
     head = FeatureHead.load(head_path)
-    models: list[tuple[str, str, float | None, Path]] = [("teacher", "reference", None, teacher_dir),
-                                                         ("stage 1 (frozen encoder)", "reference", None, stage1 / "final")]
+    models: list[tuple[str, str, float | None, Path]] = [
+        ("teacher", "reference", None, teacher_dir),
+        ("stage 1 (frozen encoder)", "reference", None, stage1 / "final"),
+    ]
     models += [(f"stage 2, λ={w:g}", "variant", w, d) for w, d in stage2_dirs.items()]
     rows = []
     eval_dirs: dict[str, Path] = {}
@@ -111,8 +137,12 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
     for name, role, weight, directory in models:
         tokenizer = UniLIPTokenizer.from_pretrained(directory)
         with torch.no_grad():
-            row: dict[str, Any] = {"name": name, "role": role, "distill_weight": weight,
-                                   **understanding_metrics(tokenizer, teacher, head, images, labels)}
+            row: dict[str, Any] = {
+                "name": name,
+                "role": role,
+                "distill_weight": weight,
+                **understanding_metrics(tokenizer, teacher, head, images, labels),
+            }
         if name == "teacher":
             # The teacher's bridge and decoder were never trained: its reconstruction means nothing.
             row.update({"psnr": None, "ssim": None})
@@ -131,16 +161,26 @@ def run_sweep(config_path: str | Path, distill_weights: list[float], out_dir: st
     from unilip.provenance import environment_report
 
     provenance = {
-        "command": sys.argv, "recipe": str(config_path), "recipe_text": Path(config_path).read_text(),
-        "distill_weights": distill_weights, "seed": base.seed,
-        "steps": {"teacher": teacher_steps, "frozen head": head_steps,
-                  "stage 1": stage1_steps or base.optim.max_steps, "stage 2": stage2_steps or base.optim.max_steps},
+        "command": sys.argv,
+        "recipe": str(config_path),
+        "recipe_text": Path(config_path).read_text(),
+        "distill_weights": distill_weights,
+        "seed": base.seed,
+        "steps": {
+            "teacher": teacher_steps,
+            "frozen head": head_steps,
+            "stage 1": stage1_steps or base.optim.max_steps,
+            "stage 2": stage2_steps or base.optim.max_steps,
+        },
         "heldout": f"{len(labels)} digits (scikit-learn load_digits, stratified 20% test split, seed 0, {size} px)",
-        "timings_s": timings, "environment": environment_report()}
+        "timings_s": timings,
+        "environment": environment_report(),
+    }
     (out / "report" / "sweep.json").write_text(json.dumps({**provenance, "rows": rows}, indent=2, default=str))
     grid = _reconstruction_grid(heldout, eval_dirs)
-    files.update(write_study_report(out / "report", rows, files["markdown"].read_text(), files["plot"], grid,
-                                    provenance))
+    files.update(
+        write_study_report(out / "report", rows, files["markdown"].read_text(), files["plot"], grid, provenance)
+    )
     return files
 
 

@@ -15,11 +15,10 @@ The shipped one (``unilip/configs/text_tokenizers/tiny``) was made by::
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from unilip.prompts import (NULL_EDIT_PROMPT, NULL_T2I_PROMPT, SPECIAL_TOKENS, edit_text, generation_prompt,
-                            t2i_text)
+from unilip.prompts import NULL_EDIT_PROMPT, NULL_T2I_PROMPT, SPECIAL_TOKENS, edit_text, generation_prompt, t2i_text
 
 DEFAULT_VOCAB_SIZE = 320
 
@@ -29,7 +28,8 @@ def digit_captions() -> list[str]:
     from unilip.training.digits import DIGIT_NAMES
 
     return [f"a handwritten digit {name}" for name in DIGIT_NAMES] + [
-        f"make it the digit {name}" for name in DIGIT_NAMES]
+        f"make it the digit {name}" for name in DIGIT_NAMES
+    ]
 
 
 def training_corpus(image_tokens: int = 4) -> list[str]:
@@ -49,11 +49,15 @@ def train_text_tokenizer(corpus: Iterable[str], out_dir: str | Path, vocab_size:
     from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(list(corpus), vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
-                            show_progress=False)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, pad_token="<|endoftext|>",
-                                        eos_token="<|im_end|>",
-                                        additional_special_tokens=[t for t in SPECIAL_TOKENS[1:] if t != "<|im_end|>"])
+    bpe.train_from_iterator(
+        list(corpus), vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=[t for t in SPECIAL_TOKENS[1:] if t != "<|im_end|>"],
+    )
     tokenizer.padding_side = "right"
     out_dir = Path(out_dir)
     tokenizer.save_pretrained(str(out_dir))

@@ -36,8 +36,17 @@ def digit_corpus(image_tokens: int) -> list[str]:
     return texts
 
 
-def pretrain_llm(model: UniLIPGenerator, text_tokenizer: Any, corpus: list[str], *, steps: int = 300,
-                 batch_size: int = 20, lr: float = 3e-3, seed: int = 0, progress: bool = True) -> dict[str, float]:
+def pretrain_llm(
+    model: UniLIPGenerator,
+    text_tokenizer: Any,
+    corpus: list[str],
+    *,
+    steps: int = 300,
+    batch_size: int = 20,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
     """Causal-LM training of ``model.language_model`` (and its tied head) on ``corpus``; then freeze it
     and copy its last layers into the connector. Returns the first and last losses."""
     from tqdm.auto import tqdm

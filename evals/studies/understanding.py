@@ -45,7 +45,7 @@ def _random_shift(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
     pad = max(1, int(round(height * _MAX_SHIFT_FRACTION)))
     padded = F.pad(images, (pad, pad, pad, pad))
     offsets = torch.randint(0, 2 * pad + 1, (batch, 2), generator=generator).tolist()
-    return torch.stack([padded[i, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(offsets)])
+    return torch.stack([padded[i, :, dy : dy + height, dx : dx + width] for i, (dy, dx) in enumerate(offsets)])
 
 
 def _flat_features(tokenizer: UniLIPTokenizer, images: torch.Tensor) -> torch.Tensor:
@@ -68,14 +68,23 @@ def _device_of(module: nn.Module) -> torch.device:
 def _accuracy(predict, images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device) -> float:
     correct = 0
     for start in range(0, len(images), batch_size):
-        logits = predict(images[start:start + batch_size].to(device))
-        correct += int((logits.argmax(-1).cpu() == labels[start:start + batch_size]).sum())
+        logits = predict(images[start : start + batch_size].to(device))
+        correct += int((logits.argmax(-1).cpu() == labels[start : start + batch_size]).sum())
     return correct / max(1, len(images))
 
 
-def train_teacher(out_dir: str | Path, *, variant: str = "tiny", steps: int = 300, batch_size: int = 64,
-                  lr: float = 1e-3, seed: int = 0, size: int = 56, progress: bool = True,
-                  device: str | torch.device = "cpu") -> Path:
+def train_teacher(
+    out_dir: str | Path,
+    *,
+    variant: str = "tiny",
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    size: int = 56,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> Path:
     """Train a tokenizer's encoder to classify digits, making it a teacher worth preserving.
 
     Only ``encoder`` and ``mlp1`` are trained, together with a temporary linear classifier on the
@@ -154,22 +163,32 @@ def train_teacher(out_dir: str | Path, *, variant: str = "tiny", steps: int = 30
     tokenizer.requires_grad_(True)
     tokenizer.eval()
     classifier.eval()
-    test_accuracy = _accuracy(lambda x: classifier(_flat_features(tokenizer, x)), test_images, test_labels,
-                              batch_size=128, device=device)
-    tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
+    test_accuracy = _accuracy(
+        lambda x: classifier(_flat_features(tokenizer, x)), test_images, test_labels, batch_size=128, device=device
+    )
+    tail = losses[-max(1, len(losses) // 10) :] if losses else [float("nan")]
     tokenizer.cpu().save_pretrained(out_dir)
     info = {
-        "variant": variant, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "size": size,
+        "variant": variant,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "size": size,
         "final_train_loss": sum(tail) / len(tail),
         "test_accuracy": test_accuracy,
-        "num_train": len(train_images), "num_test": len(test_images),
+        "num_train": len(train_images),
+        "num_test": len(test_images),
         "trained": ["encoder", "mlp1"],
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     (out_dir / TEACHER_INFO).write_text(json.dumps(info, indent=2) + "\n")
     if progress:
-        print(f"teacher: test accuracy {test_accuracy:.4f}, final train loss {info['final_train_loss']:.4f}, "
-              f"{info['wall_seconds']:.1f} s -> {out_dir}", file=sys.stderr)
+        print(
+            f"teacher: test accuracy {test_accuracy:.4f}, final train loss {info['final_train_loss']:.4f}, "
+            f"{info['wall_seconds']:.1f} s -> {out_dir}",
+            file=sys.stderr,
+        )
     return out_dir
 
 
@@ -199,8 +218,9 @@ class FeatureHead(nn.Module):
         """Logits ``B x num_classes`` of ``B x N x H`` features (or already flattened ``B x N*H``)."""
         flat = features.flatten(1)
         if flat.shape[1] != self.num_tokens * self.width:
-            raise ValueError(f"FeatureHead expects {self.num_tokens} x {self.width} features; got shape "
-                             f"{tuple(features.shape)}")
+            raise ValueError(
+                f"FeatureHead expects {self.num_tokens} x {self.width} features; got shape {tuple(features.shape)}"
+            )
         return self.linear(self.norm(flat))
 
     @staticmethod
@@ -223,15 +243,23 @@ class FeatureHead(nn.Module):
         if path.suffix == ".json":
             raise ValueError(f"{path}: the weights file cannot end in .json (that is the shape file's name)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(path),
-                  metadata={"format": "pt", "model_type": "unilip_feature_head"})
-        payload = {"model_type": "unilip_feature_head", "num_tokens": self.num_tokens, "width": self.width,
-                   "num_classes": self.num_classes, **(info or {})}
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
+            str(path),
+            metadata={"format": "pt", "model_type": "unilip_feature_head"},
+        )
+        payload = {
+            "model_type": "unilip_feature_head",
+            "num_tokens": self.num_tokens,
+            "width": self.width,
+            "num_classes": self.num_classes,
+            **(info or {}),
+        }
         self._json_path(path).write_text(json.dumps(payload, indent=2) + "\n")
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "FeatureHead":
+    def load(cls, path: str | Path) -> FeatureHead:
         """Load a head written by ``save``, in eval mode and with gradients off (it is frozen).
 
         Args:
@@ -245,8 +273,9 @@ class FeatureHead(nn.Module):
         path = Path(path)
         shape_path = cls._json_path(path)
         if not path.is_file() or not shape_path.is_file():
-            raise FileNotFoundError(f"a saved FeatureHead is {path} plus {shape_path}; "
-                                    f"missing {path if not path.is_file() else shape_path}")
+            raise FileNotFoundError(
+                f"a saved FeatureHead is {path} plus {shape_path}; missing {path if not path.is_file() else shape_path}"
+            )
         shape = json.loads(shape_path.read_text())
         head = cls(shape["num_tokens"], shape["width"], shape["num_classes"])
         head.load_state_dict(load_file(str(path)), strict=True)
@@ -256,12 +285,24 @@ class FeatureHead(nn.Module):
 @torch.no_grad()
 def _encode_all(tokenizer: UniLIPTokenizer, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     device = _device_of(tokenizer)
-    return torch.cat([tokenizer.encode_features(images[i:i + batch_size].to(device)).cpu()
-                      for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [
+            tokenizer.encode_features(images[i : i + batch_size].to(device)).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
-def train_frozen_head(teacher_dir: str | Path, out_path: str | Path, *, steps: int = 300, batch_size: int = 64,
-                      lr: float = 1e-2, seed: int = 0, size: int = 56) -> FeatureHead:
+def train_frozen_head(
+    teacher_dir: str | Path,
+    out_path: str | Path,
+    *,
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 1e-2,
+    seed: int = 0,
+    size: int = 56,
+) -> FeatureHead:
     """Train the head that stands in for the frozen LLM, on the frozen teacher's features.
 
     The teacher is loaded, frozen and put in eval mode; its features of the digits train split are
@@ -309,15 +350,31 @@ def train_frozen_head(teacher_dir: str | Path, out_path: str | Path, *, steps: i
     with torch.no_grad():
         train_accuracy = int((head(train_features).argmax(-1) == train_labels).sum()) / len(train_labels)
         test_accuracy = int((head(test_features).argmax(-1) == test_labels).sum()) / len(test_labels)
-    head.save(out_path, info={"teacher": str(teacher_dir), "steps": steps, "batch_size": batch_size, "lr": lr,
-                              "seed": seed, "size": size, "train_accuracy": train_accuracy,
-                              "test_accuracy": test_accuracy})
+    head.save(
+        out_path,
+        info={
+            "teacher": str(teacher_dir),
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "size": size,
+            "train_accuracy": train_accuracy,
+            "test_accuracy": test_accuracy,
+        },
+    )
     return head
 
 
 @torch.no_grad()
-def understanding_metrics(tokenizer: UniLIPTokenizer, teacher: UniLIPTokenizer, head: FeatureHead,
-                          images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128) -> dict[str, float]:
+def understanding_metrics(
+    tokenizer: UniLIPTokenizer,
+    teacher: UniLIPTokenizer,
+    head: FeatureHead,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 128,
+) -> dict[str, float]:
     """How well a tokenizer's understanding features are preserved, against the teacher and the frozen head.
 
     Every model is evaluated in eval mode under ``torch.no_grad``; their previous train/eval modes are
@@ -338,8 +395,9 @@ def understanding_metrics(tokenizer: UniLIPTokenizer, teacher: UniLIPTokenizer, 
         tokenizer's features.
     """
     if len(images) != len(labels) or len(images) == 0:
-        raise ValueError(f"need as many labels as images (and at least one); got {len(images)} images, "
-                         f"{len(labels)} labels")
+        raise ValueError(
+            f"need as many labels as images (and at least one); got {len(images)} images, {len(labels)} labels"
+        )
     models = (tokenizer, teacher, head)
     modes = [m.training for m in models]
     for model in models:
@@ -348,14 +406,14 @@ def understanding_metrics(tokenizer: UniLIPTokenizer, teacher: UniLIPTokenizer, 
         cosine_sum, correct, count = 0.0, 0, 0
         tok_device, teacher_device, head_device = (_device_of(m) for m in models)
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
+            chunk = images[start : start + batch_size]
             features = tokenizer.encode_features(chunk.to(tok_device)).float()
             target = teacher.encode_features(chunk.to(teacher_device)).float().to(features.device)
             cosine_sum += float(F.cosine_similarity(features, target, dim=-1).sum())
             count += features.shape[0] * features.shape[1]
             predicted = head(features.to(head_device)).argmax(-1).cpu()
-            correct += int((predicted == labels[start:start + batch_size].cpu()).sum())
+            correct += int((predicted == labels[start : start + batch_size].cpu()).sum())
     finally:
-        for model, mode in zip(models, modes):
+        for model, mode in zip(models, modes, strict=True):
             model.train(mode)
     return {"token_cosine": cosine_sum / count, "head_accuracy": correct / len(images)}

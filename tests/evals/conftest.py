@@ -11,9 +11,14 @@ def photo_folder(tmp_path_factory):
     from skimage import data
 
     folder = tmp_path_factory.mktemp("photos")
-    photos = {"astronaut": data.astronaut(), "chelsea": data.chelsea(), "coffee": data.coffee(),
-              "rocket": data.rocket(), "hubble": data.hubble_deep_field()[:300, :400],
-              "ihc": data.immunohistochemistry()[100:400, 50:300]}
+    photos = {
+        "astronaut": data.astronaut(),
+        "chelsea": data.chelsea(),
+        "coffee": data.coffee(),
+        "rocket": data.rocket(),
+        "hubble": data.hubble_deep_field()[:300, :400],
+        "ihc": data.immunohistochemistry()[100:400, 50:300],
+    }
     for index, (name, array) in enumerate(photos.items()):
         sub = folder / ("a" if index % 2 else "b")
         sub.mkdir(exist_ok=True)

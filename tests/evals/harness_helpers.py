@@ -8,8 +8,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_cli(*args: str, env_extra: dict | None = None, launcher: list[str] | None = None,
-            timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env_extra: dict | None = None, launcher: list[str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run ``python -m unilip ARGS`` (or under a launcher such as torchrun) and capture its output."""
     env = {**os.environ, **(env_extra or {})}
     command = (launcher or [sys.executable]) + ["-m", "unilip", *args]

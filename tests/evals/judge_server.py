@@ -18,9 +18,10 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 
@@ -42,8 +43,9 @@ def answer(content: str, **kwargs: Any) -> Reply:
     return Reply(content=content, **kwargs)
 
 
-def http_error(status: int, message: str = "injected failure", retry_after: str | None = None,
-               code: str | None = None) -> Reply:
+def http_error(
+    status: int, message: str = "injected failure", retry_after: str | None = None, code: str | None = None
+) -> Reply:
     body = json.dumps({"error": {"message": message, "type": "test", "code": code}}).encode()
     return Reply(status=status, raw_body=body, headers={"Retry-After": retry_after} if retry_after else {})
 
@@ -120,7 +122,7 @@ class JudgeServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def start(self) -> "JudgeServer":
+    def start(self) -> JudgeServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -136,8 +138,7 @@ class JudgeServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.port = self._server.server_address[1]  # start() again after stop() comes back at this address
         self._server.daemon_threads = True  # a handler still sleeping past a client timeout must not block stop()
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
         return self
 
@@ -147,7 +148,7 @@ class JudgeServer:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "JudgeServer":
+    def __enter__(self) -> JudgeServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -200,9 +201,15 @@ class JudgeServer:
             data = reply.raw_body
         else:
             message = {"role": "assistant", "content": reply.content, "refusal": reply.refusal}
-            data = json.dumps({"id": "chatcmpl-test", "object": "chat.completion", "model": reply.model,
-                               "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
-                               "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}).encode()
+            data = json.dumps(
+                {
+                    "id": "chatcmpl-test",
+                    "object": "chat.completion",
+                    "model": reply.model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                }
+            ).encode()
         try:
             handler.send_response(reply.status)
             handler.send_header("Content-Type", "application/json")
@@ -224,10 +231,18 @@ def lower_hex(text: str) -> str:
 def key_encodings(secret: str) -> set[str]:
     """The key as an endpoint may echo it (written out here independently of the client's own list),
     and every 12-character piece of it (an echo cut short)."""
-    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
-             json.dumps(secret)[1:-1].replace("/", "\\/"), quote(secret, safe=""), quote(secret),
-             quote_plus(secret), lower_hex(quote(secret, safe="")), lower_hex(quote_plus(secret))}
-    return forms | {secret[i:i + 12] for i in range(len(secret) - 11)}
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        json.dumps(secret)[1:-1].replace("/", "\\/"),
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        lower_hex(quote(secret, safe="")),
+        lower_hex(quote_plus(secret)),
+    }
+    return forms | {secret[i : i + 12] for i in range(len(secret) - 11)}
 
 
 def key_leaks(texts: Iterable[str], secret: str) -> list[tuple[str, str]]:

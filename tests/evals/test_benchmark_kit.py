@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def copied_recon(tmp_path, monkeypatch):
     """The recon folder copied, under another folder name only, beside the shipped benchmarks."""
     plugins = tmp_path / "more-benchmarks"
-    shutil.copytree(ROOT / "evals" / "benchmarks" / "recon", plugins / "recon_copy",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "evals" / "benchmarks" / "recon", plugins / "recon_copy", ignore=shutil.ignore_patterns("__pycache__")
+    )
     core._discover()  # the shipped benchmarks registered before the registry is set aside
     monkeypatch.setattr(package, "__path__", [*package.__path__, str(plugins)])
     monkeypatch.setattr(core, "_REGISTRY", dict(core._REGISTRY))
@@ -31,16 +32,19 @@ def copied_recon(tmp_path, monkeypatch):
 
 
 def test_a_copied_benchmark_folder_registers_and_runs_with_no_edit_outside_it(copied_recon, tmp_path):
-    assert not any("evals.benchmarks.recon" in line for path in copied_recon.glob("*.py")
-                   for line in path.read_text().splitlines() if line.lstrip().startswith(("from ", "import "))), \
-        "the recon folder imports itself by absolute name: a copy would run the original's code"
+    assert not any(
+        "evals.benchmarks.recon" in line
+        for path in copied_recon.glob("*.py")
+        for line in path.read_text().splitlines()
+        if line.lstrip().startswith(("from ", "import "))
+    ), "the recon folder imports itself by absolute name: a copy would run the original's code"
     assert {"recon_copy@standard", "recon_copy@upstream"} <= set(list_benchmarks())
     bench, variant = get_benchmark("recon_copy@standard")
     assert type(bench).__module__ == "evals.benchmarks.recon_copy.benchmark" and variant == "standard"
 
     flags = dict(dataset="builtin", num_images=2, size=32, no_progress=True)
-    copy, = evals.run("tiny", "recon_copy@standard", tmp_path / "copy", **flags)
-    original, = evals.run("tiny", "recon@standard", tmp_path / "original", **flags)
+    (copy,) = evals.run("tiny", "recon_copy@standard", tmp_path / "copy", **flags)
+    (original,) = evals.run("tiny", "recon@standard", tmp_path / "original", **flags)
     assert copy["benchmark"] == "recon_copy@standard" and copy["coverage"]["ok"] == 2
     assert copy["metrics"]["psnr"] == original["metrics"]["psnr"]
     assert copy["spec"]["knobs"] == original["spec"]["knobs"]
@@ -100,7 +104,19 @@ def test_a_flag_no_selected_benchmark_takes_is_refused_before_the_model_loads(tm
         raise AssertionError("the model was loaded before the request was checked")
 
     monkeypatch.setattr(evals.adapter, "load_adapter", refuse)
-    code = main(["eval", "run", "--model", "tiny-digits", "--bench", "geneval@official", "--size", "64",
-                 "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "eval",
+            "run",
+            "--model",
+            "tiny-digits",
+            "--bench",
+            "geneval@official",
+            "--size",
+            "64",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "no selected benchmark (geneval@official) takes --size" in err, err

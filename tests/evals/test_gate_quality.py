@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import torch
-
 from harness_helpers import ROOT, run_cli
 
 BASELINE = ROOT / "leaderboards" / "baselines" / "tiny-digits-recon-standard.json"
@@ -14,9 +13,22 @@ NO_WEIGHTS = {"UNILIP_INCEPTION_WEIGHTS": "", "UNILIP_LPIPS_ALEX_WEIGHTS": "", "
 
 
 def _evaluate(model: str, out: Path, tmp_path: Path):
-    return run_cli("eval", "run", "--model", model, "--bench", "recon@standard", "--dataset", "digits",
-                   "--out", str(out), "--no-progress", "--cache-dir", str(tmp_path / "cache"),
-                   env_extra={"TORCH_HOME": str(tmp_path / "no-weights"), **NO_WEIGHTS})
+    return run_cli(
+        "eval",
+        "run",
+        "--model",
+        model,
+        "--bench",
+        "recon@standard",
+        "--dataset",
+        "digits",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        env_extra={"TORCH_HOME": str(tmp_path / "no-weights"), **NO_WEIGHTS},
+    )
 
 
 def _gate(run: Path):

@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-
 from harness_helpers import run_cli
 from judge_server import JudgeServer, answer
 from test_geneval_benchmark import save_tiny_clip, save_tiny_detector
@@ -32,13 +31,41 @@ def test_tiny_generator_runs_geneval_wise_and_imgedit_end_to_end(tmp_path):
     write_imgedit(tmp_path / "ImgEdit", tmp_path / "imgedit-images")
     run = tmp_path / "run"
     with JudgeServer(_judge) as server:
-        done = run_cli("eval", "run", "--model", "tiny-digits", "--bench", "geneval@hf-mask2former,wise@legacy,imgedit",
-                       "--out", str(run), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--steps", "4",
-                       "--opt", f"detector={detector}", "--opt", f"clip={clip}", "--opt", "limit=2",
-                       "--opt", "n_samples=2", "--opt", "scorer_device=cpu", "--opt", f"wise.data={wise}",
-                       "--opt", f"imgedit.data={tmp_path / 'ImgEdit'}",
-                       "--opt", f"imgedit_images={tmp_path / 'imgedit-images'}",
-                       "--opt", f"judge_base_url={server.base_url}", "--opt", "judge_max_retries=1")
+        done = run_cli(
+            "eval",
+            "run",
+            "--model",
+            "tiny-digits",
+            "--bench",
+            "geneval@hf-mask2former,wise@legacy,imgedit",
+            "--out",
+            str(run),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+            "--steps",
+            "4",
+            "--opt",
+            f"detector={detector}",
+            "--opt",
+            f"clip={clip}",
+            "--opt",
+            "limit=2",
+            "--opt",
+            "n_samples=2",
+            "--opt",
+            "scorer_device=cpu",
+            "--opt",
+            f"wise.data={wise}",
+            "--opt",
+            f"imgedit.data={tmp_path / 'ImgEdit'}",
+            "--opt",
+            f"imgedit_images={tmp_path / 'imgedit-images'}",
+            "--opt",
+            f"judge_base_url={server.base_url}",
+            "--opt",
+            "judge_max_retries=1",
+        )
         calls = server.total_calls
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     by_bench = {line["benchmark"]: line for line in lines}
@@ -52,9 +79,23 @@ def test_tiny_generator_runs_geneval_wise_and_imgedit_end_to_end(tmp_path):
     model = json.loads((run / "run.json").read_text())["model"]
     assert model["adapter"] == "unilip-generator" and model["sampler"]["steps"] == 4
 
-    recon = run_cli("eval", "run", "--model", "tiny-digits", "--bench", "recon@standard", "--data", "builtin",
-                    "--num-images", "2", "--out", str(tmp_path / "recon"), "--cache-dir", str(tmp_path / "cache"),
-                    "--no-progress")
+    recon = run_cli(
+        "eval",
+        "run",
+        "--model",
+        "tiny-digits",
+        "--bench",
+        "recon@standard",
+        "--data",
+        "builtin",
+        "--num-images",
+        "2",
+        "--out",
+        str(tmp_path / "recon"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    )
     assert recon.returncode == 0, recon.stderr[-3000:]
     table = run_cli("eval", "compare", str(run), str(tmp_path / "recon"))
     assert table.returncode == 0, table.stderr

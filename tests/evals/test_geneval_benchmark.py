@@ -28,15 +28,34 @@ BENCH_INDEX = load_object_names().index("bench")
 # ---------------------------------------------------------------------- tiny models, fake generator
 def save_tiny_detector(directory: Path, num_labels: int = 80, favour: int | None = BENCH_INDEX) -> Path:
     """A random Mask2Former (Swin backbone) of the transformers classes; ``favour`` gets almost all class mass."""
-    from transformers import (Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor,
-                              SwinConfig)
+    from transformers import (
+        Mask2FormerConfig,
+        Mask2FormerForUniversalSegmentation,
+        Mask2FormerImageProcessor,
+        SwinConfig,
+    )
 
-    backbone = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=7,
-                          out_features=["stage1", "stage2", "stage3", "stage4"])
-    config = Mask2FormerConfig(backbone_config=backbone, num_labels=num_labels, hidden_dim=32, feature_size=32,
-                               mask_feature_size=32, num_queries=12, encoder_layers=1, decoder_layers=2,
-                               dim_feedforward=64, num_attention_heads=2, encoder_feedforward_dim=64,
-                               id2label={i: name for i, name in enumerate(load_object_names()[:num_labels])})
+    backbone = SwinConfig(
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 1, 1],
+        window_size=7,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = Mask2FormerConfig(
+        backbone_config=backbone,
+        num_labels=num_labels,
+        hidden_dim=32,
+        feature_size=32,
+        mask_feature_size=32,
+        num_queries=12,
+        encoder_layers=1,
+        decoder_layers=2,
+        dim_feedforward=64,
+        num_attention_heads=2,
+        encoder_feedforward_dim=64,
+        id2label={i: name for i, name in enumerate(load_object_names()[:num_labels])},
+    )
     model = Mask2FormerForUniversalSegmentation(config).eval()
     if favour is not None:  # every query says "bench": the rules then see confident detections
         with torch.no_grad():
@@ -54,19 +73,35 @@ def save_tiny_clip(directory: Path) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     chars = [chr(c) for c in range(33, 127)]
-    vocab = {token: i for i, token in enumerate(chars + [c + "</w>" for c in chars]
-                                                 + ["<|startoftext|>", "<|endoftext|>"])}
+    vocab = {
+        token: i for i, token in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])
+    }
     (directory / "vocab.json").write_text(json.dumps(vocab))
     (directory / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
     eos = vocab["<|endoftext|>"]
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, eos_token_id=eos, pad_token_id=eos,
-                         bos_token_id=vocab["<|startoftext|>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            eos_token_id=eos,
+            pad_token_id=eos,
+            bos_token_id=vocab["<|startoftext|>"],
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     CLIPModel(config).eval().save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
@@ -108,8 +143,16 @@ def run(variant, out, adapter=None, retry_failed=False, **options):
     adapter = adapter or FakeGenerator()
     bench, name = get_benchmark(variant)
     resolved = bench.resolve(name, options, adapter)
-    results = run_benchmark(resolved, adapter, Path(out) / resolved.name, World(0, 1), 4, Path(out) / "cache",
-                            progress=False, retry_failed=retry_failed)
+    results = run_benchmark(
+        resolved,
+        adapter,
+        Path(out) / resolved.name,
+        World(0, 1),
+        4,
+        Path(out) / "cache",
+        progress=False,
+        retry_failed=retry_failed,
+    )
     return results, resolved, resolved.spec, adapter
 
 
@@ -188,7 +231,9 @@ def test_clip_adapter_builds_the_template_classifier_and_classifies_masked_crops
 def test_missing_scorer_directories_say_which_option_and_where_to_get_them(scorer_dirs, tmp_path):
     bench, variant = get_benchmark("geneval@hf-mask2former")
     adapter = FakeGenerator()
-    with pytest.raises(ScorerWeightsMissing, match="--opt detector=PATH.*facebook/mask2former-swin-small-coco-instance"):
+    with pytest.raises(
+        ScorerWeightsMissing, match="--opt detector=PATH.*facebook/mask2former-swin-small-coco-instance"
+    ):
         bench.resolve(variant, {}, adapter)
     with pytest.raises(ScorerWeightsMissing, match=f"{tmp_path / 'nope'} does not exist"):
         bench.resolve(variant, {"detector": str(tmp_path / "nope"), "clip": str(scorer_dirs["clip"])}, adapter)
@@ -206,7 +251,8 @@ def test_missing_scorer_directories_say_which_option_and_where_to_get_them(score
 
 
 def test_a_given_path_that_names_nothing_is_refused_in_one_line_even_where_the_variant_ignores_it(
-        scorer_dirs, fake_official, tmp_path):
+    scorer_dirs, fake_official, tmp_path
+):
     adapter = FakeGenerator()
     bench, variant = get_benchmark("geneval@hf-mask2former")
     dirs = {name: str(path) for name, path in scorer_dirs.items()}
@@ -231,8 +277,14 @@ def test_a_given_path_that_names_nothing_is_refused_in_one_line_even_where_the_v
 
 # ---------------------------------------------------------------------- end to end, in process
 def test_end_to_end_official_layout_records_aggregate_and_resume(scorer_dirs, tmp_path):
-    options = {"limit": 3, "n_samples": 2, "seed": 7, "detector": str(scorer_dirs["detector"]),
-               "clip": str(scorer_dirs["clip"]), "scorer_device": "cpu"}
+    options = {
+        "limit": 3,
+        "n_samples": 2,
+        "seed": 7,
+        "detector": str(scorer_dirs["detector"]),
+        "clip": str(scorer_dirs["clip"]),
+        "scorer_device": "cpu",
+    }
     results, bench, spec, adapter = run("geneval@hf-mask2former", tmp_path, **options)
     bench_dir = tmp_path / "geneval@hf-mask2former"
     prompts = load_prompts()
@@ -254,7 +306,7 @@ def test_end_to_end_official_layout_records_aggregate_and_resume(scorer_dirs, tm
     assert any(image["correct"] for image in bench_images)
     for image in bench_images:
         assert image["correct"] == any(box[4] > 0.3 for box in image["details"].get("bench", []))
-    for record, name in zip(records[1:], ("cow", "bicycle")):
+    for record, name in zip(records[1:], ("cow", "bicycle"), strict=True):
         assert [image["correct"] for image in record["images"]] == [False, False]
         assert record["images"][0]["reason"] == f"expected {name}>=1, found 0"
     correct = sum(image["correct"] for record in records for image in record["images"])
@@ -262,8 +314,10 @@ def test_end_to_end_official_layout_records_aggregate_and_resume(scorer_dirs, tm
     assert metrics["single_object"]["value"] == pytest.approx(correct / 6)
     assert metrics["overall"]["value"] == metrics["single_object"]["value"]
     assert metrics["overall"]["tags"] == ["single_object"] and metrics["overall"]["all_tags"] is False
-    assert results["spec"]["knobs"]["stack"].startswith("transformers Mask2Former") and "NOT the official" in \
-        results["spec"]["knobs"]["stack"]
+    assert (
+        results["spec"]["knobs"]["stack"].startswith("transformers Mask2Former")
+        and "NOT the official" in results["spec"]["knobs"]["stack"]
+    )
     rows = [json.loads(line) for line in (bench_dir / "scored_images.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and rows[0]["filename"] == "images/00000/samples/00000.png"
     assert json.loads(rows[0]["metadata"]) == prompts[0]
@@ -272,8 +326,9 @@ def test_end_to_end_official_layout_records_aggregate_and_resume(scorer_dirs, tm
     stamps = {p: p.stat().st_mtime_ns for p in bench_dir.rglob("*") if p.is_file() and p.name != "results.json"}
     again, bench_again, _, adapter_again = run("geneval@hf-mask2former", tmp_path, **options)
     assert adapter_again.calls == [] and bench_again.scorers._loaded == {}
-    assert {p: p.stat().st_mtime_ns for p in stamps if p.name != "scored_images.jsonl"} == \
-        {p: t for p, t in stamps.items() if p.name != "scored_images.jsonl"}
+    assert {p: p.stat().st_mtime_ns for p in stamps if p.name != "scored_images.jsonl"} == {
+        p: t for p, t in stamps.items() if p.name != "scored_images.jsonl"
+    }
     assert again["metrics"] == results["metrics"] and again["coverage"] == results["coverage"]
 
 
@@ -284,8 +339,13 @@ class _WrongCount(FakeGenerator):
 
 
 def test_bad_generator_output_and_missing_images_are_failed_items(scorer_dirs, tmp_path):
-    options = {"limit": 2, "n_samples": 2, "detector": str(scorer_dirs["detector"]), "clip": str(scorer_dirs["clip"]),
-               "scorer_device": "cpu"}
+    options = {
+        "limit": 2,
+        "n_samples": 2,
+        "detector": str(scorer_dirs["detector"]),
+        "clip": str(scorer_dirs["clip"]),
+        "scorer_device": "cpu",
+    }
     results, *_ = run("geneval@hf-mask2former", tmp_path, adapter=_WrongCount(), **options)
     assert results["coverage"]["failed"] == 1 and results["coverage"]["ok"] == 1
     assert results["failures"] == {"00001": "produce: the model's generate() returned 1 images, 2 were asked"}
@@ -293,8 +353,11 @@ def test_bad_generator_output_and_missing_images_are_failed_items(scorer_dirs, t
     # Every file a prompt's generation wrote is named in its record, so a deleted one is made again.
     bench_dir = tmp_path / "geneval@hf-mask2former"
     produced = load_record(bench_dir, "produce", "00000")
-    assert set(produced["outputs"]) == {"images/00000/metadata.jsonl", "images/00000/samples/00000.png",
-                                        "images/00000/samples/00001.png"}
+    assert set(produced["outputs"]) == {
+        "images/00000/metadata.jsonl",
+        "images/00000/samples/00000.png",
+        "images/00000/samples/00001.png",
+    }
     (bench_dir / "images" / "00000" / "samples" / "00001.png").unlink()
     adapter = _WrongCount()
     results, *_ = run("geneval@hf-mask2former", tmp_path, adapter=adapter, **options)
@@ -323,13 +386,14 @@ def test_an_image_that_vanishes_before_scoring_fails_its_item_explicitly(fake_of
     adapter = FakeGenerator()
     resolved = bench.resolve(name, options, adapter)
     wrapped = _DeleteBeforeScoring(resolved, "images/00001/samples/00000.png")
-    results = run_benchmark(wrapped, adapter, tmp_path / resolved.name, World(0, 1), 4, tmp_path / "cache",
-                            progress=False)
+    results = run_benchmark(
+        wrapped, adapter, tmp_path / resolved.name, World(0, 1), 4, tmp_path / "cache", progress=False
+    )
     assert results["failures"] == {"00001": "score: missing image(s): images/00001/samples/00000.png"}
 
 
 # ---------------------------------------------------------------------- the official runtime, with a fake scorer
-FAKE_SCORER = r'''
+FAKE_SCORER = r"""
 import argparse, json, os, re, sys
 parser = argparse.ArgumentParser()
 parser.add_argument("imagedir")
@@ -360,7 +424,7 @@ for sub in sorted(os.listdir(args.imagedir)):
                      "metadata": json.dumps(metadata), "details": json.dumps({"bench": [[1, 2, 3, 4, 0.9]]})})
 with open(args.outfile, "w") as fp:
     fp.writelines(json.dumps(row) + "\n" for row in rows)
-'''.replace("CHECKPOINT", OFFICIAL_CHECKPOINT)
+""".replace("CHECKPOINT", OFFICIAL_CHECKPOINT)
 
 
 @pytest.fixture
@@ -373,8 +437,13 @@ def fake_official(tmp_path, monkeypatch):
     (models / OFFICIAL_CHECKPOINT).write_bytes(b"not really a checkpoint")
     calls = tmp_path / "calls.jsonl"
     monkeypatch.setenv("FAKE_GENEVAL_CALLS", str(calls))
-    options = {"limit": 3, "n_samples": 2, "official_scorer": sys.executable, "official_repo": str(repo),
-               "detector": str(models)}
+    options = {
+        "limit": 3,
+        "n_samples": 2,
+        "official_scorer": sys.executable,
+        "official_repo": str(repo),
+        "detector": str(models),
+    }
     return options, calls
 
 
@@ -391,8 +460,10 @@ def test_official_runtime_reads_the_scorers_results_back_and_aggregates(fake_off
     assert knobs["runtime"] == "official" and len(knobs["official"]["checkpoint_sha256"]) == 64
     bench_dir = tmp_path / "run" / "geneval@official"
     record = load_record(bench_dir, "score", "00002")
-    assert [(i["file"], i["correct"]) for i in record["images"]] == [("images/00002/samples/00000.png", True),
-                                                                    ("images/00002/samples/00001.png", False)]
+    assert [(i["file"], i["correct"]) for i in record["images"]] == [
+        ("images/00002/samples/00000.png", True),
+        ("images/00002/samples/00001.png", False),
+    ]
     assert record["images"][0]["details"] == {"bench": [[1, 2, 3, 4, 0.9]]}
     assert len(list((bench_dir / "official").glob("results-*.jsonl"))) == 1
     # Resume runs nothing; a deleted image is generated again and only its prompt is scored again.

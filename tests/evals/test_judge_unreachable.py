@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from judge_server import JudgeServer, answer
 from test_wise import GOOD, PROMPTS, prompt_id_of, run_wise, write_wise_repo
+
 from evals.benchmark import get_benchmark
 from evals.judges import JudgeClient, JudgeConfig, JudgeConfigError, JudgeImage, JudgeRequest, JudgeUnreachable
 from evals.judges.client import UNREACHABLE_AFTER_SILENT_CALLS
@@ -34,8 +34,9 @@ def jobs(count):
 
 
 def records(bench_dir: Path, stage: str) -> dict[str, dict]:
-    return {json.loads(path.read_text())["id"]: json.loads(path.read_text())
-            for path in (bench_dir / stage).glob("*.json")}
+    return {
+        json.loads(path.read_text())["id"]: json.loads(path.read_text()) for path in (bench_dir / stage).glob("*.json")
+    }
 
 
 def wise_answer(call, delay_s=0.0):
@@ -44,8 +45,11 @@ def wise_answer(call, delay_s=0.0):
 
 def test_closed_port_fails_at_once_without_asking_or_failing_any_item():
     port = closed_port()
-    client = JudgeClient(JudgeConfig(model="judge", base_url=f"http://127.0.0.1:{port}/v1", max_retries=5,
-                                     backoff_base_s=1.0, concurrency=4))
+    client = JudgeClient(
+        JudgeConfig(
+            model="judge", base_url=f"http://127.0.0.1:{port}/v1", max_retries=5, backoff_base_s=1.0, concurrency=4
+        )
+    )
     started = time.monotonic()
     yielded = []
     with pytest.raises(JudgeUnreachable) as error:
@@ -67,8 +71,13 @@ def test_wise_run_against_a_closed_port_stops_fast_and_records_no_judge_failure(
 
     started = time.monotonic()
     with pytest.raises(JudgeUnreachable, match="unreachable") as error:
-        run_wise(data, tmp_path / "run", Closed(), judge_max_retries=5,
-                 judge_config={"backoff_base_s": 1.0, "backoff_max_s": 4.0})
+        run_wise(
+            data,
+            tmp_path / "run",
+            Closed(),
+            judge_max_retries=5,
+            judge_config={"backoff_base_s": 1.0, "backoff_max_s": 4.0},
+        )
     assert time.monotonic() - started < 10.0
     assert FIX in str(error.value)
     bench_dir = tmp_path / "run" / "wise@legacy"
@@ -114,8 +123,16 @@ def test_judge_going_down_mid_run_stops_it_keeps_what_was_judged_and_the_rerun_a
 
 def test_a_blip_shorter_than_one_requests_retries_does_not_stop_judging():
     with JudgeServer(lambda call: answer("1", delay_s=0.02)) as server:
-        client = JudgeClient(JudgeConfig(model="judge", base_url=server.base_url, max_retries=6, backoff_base_s=0.1,
-                                         backoff_max_s=0.4, concurrency=2))
+        client = JudgeClient(
+            JudgeConfig(
+                model="judge",
+                base_url=server.base_url,
+                max_retries=6,
+                backoff_base_s=0.1,
+                backoff_max_s=0.4,
+                concurrency=2,
+            )
+        )
         results = {}
         for tag, judgement in client.judge_many(jobs(8), digit):
             results[tag] = judgement
@@ -130,8 +147,9 @@ def test_silence_needs_several_calls_so_one_failed_request_alone_is_a_judge_erro
     # One request with one retry meets a closed port: 2 silent calls, fewer than the threshold.
     assert UNREACHABLE_AFTER_SILENT_CALLS == 3
     with JudgeServer(lambda call: answer("1")) as server:
-        client = JudgeClient(JudgeConfig(model="judge", base_url=server.base_url, max_retries=1,
-                                         backoff_base_s=0.01, backoff_max_s=0.02))
+        client = JudgeClient(
+            JudgeConfig(model="judge", base_url=server.base_url, max_retries=1, backoff_base_s=0.01, backoff_max_s=0.02)
+        )
         assert client.judge(JudgeRequest(text="warm-up"), digit).ok
         server.stop()
         judgement = client.judge(JudgeRequest(text="after"), digit)

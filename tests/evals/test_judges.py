@@ -4,16 +4,38 @@ import json
 import logging
 import random
 import time
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from urllib.parse import quote, quote_plus
 
 import pytest
+from judge_server import (
+    JudgeServer,
+    Reply,
+    answer,
+    content_filter,
+    http_error,
+    key_leaks,
+    lower_hex,
+    malformed_body,
+    refusal,
+    slow,
+)
 
-from judge_server import (JudgeServer, Reply, answer, content_filter, http_error, key_leaks, lower_hex, malformed_body,
-                          refusal, slow)
-from evals.judges import (JudgeCache, JudgeClient, JudgeConfig, JudgeConfigError, JudgeImage, JudgeRequest,
-                          MissingImage, ParseError, backoff_delay, cache_key, parse_retry_after, resolve_judge_config)
+from evals.judges import (
+    JudgeCache,
+    JudgeClient,
+    JudgeConfig,
+    JudgeConfigError,
+    JudgeImage,
+    JudgeRequest,
+    MissingImage,
+    ParseError,
+    backoff_delay,
+    cache_key,
+    parse_retry_after,
+    resolve_judge_config,
+)
 from evals.judges.template import JudgeTemplate
 
 SECRET = "sk-test-7f3a9c1e5b2d4f60a8e9c7b1d3f5a2e4"
@@ -29,8 +51,15 @@ def digit_parser(text):
 
 
 def config(server, **changes):
-    settings = dict(model="judge-test", base_url=server.base_url, timeout_s=0.5, max_retries=3,
-                    backoff_base_s=0.01, backoff_max_s=0.04, concurrency=4)
+    settings = dict(
+        model="judge-test",
+        base_url=server.base_url,
+        timeout_s=0.5,
+        max_retries=3,
+        backoff_base_s=0.01,
+        backoff_max_s=0.04,
+        concurrency=4,
+    )
     settings.update(changes)
     return JudgeConfig(**settings)
 
@@ -39,8 +68,9 @@ def request(text="rate this", image=b"\x89PNG fake bytes"):
     return JudgeRequest(text=text, images=(JudgeImage(image),), system="be strict", template_sha256="t1")
 
 
-def scripted(*replies, then=answer("2")):
-    """A responder giving ``replies`` for the first calls of each distinct request, then ``then``."""
+def scripted(*replies, then=None):
+    """A responder giving ``replies`` for the first calls of each distinct request, then ``then`` ("2")."""
+    then = answer("2") if then is None else then
     return lambda call: replies[call.attempt - 1] if call.attempt <= len(replies) else then
 
 
@@ -86,9 +116,11 @@ def test_non_retryable_client_error_is_judge_error_after_one_call():
     assert "HTTP 400: unsupported image" in judgement.error
 
 
-@pytest.mark.parametrize("reply", [content_filter(), refusal(),
-                                   http_error(400, "blocked by policy", code="content_filter")],
-                         ids=["finish_reason", "refusal", "azure_400"])
+@pytest.mark.parametrize(
+    "reply",
+    [content_filter(), refusal(), http_error(400, "blocked by policy", code="content_filter")],
+    ids=["finish_reason", "refusal", "azure_400"],
+)
 def test_content_filter_and_refusal_are_their_own_state(reply):
     with JudgeServer(lambda call: reply) as server:
         judgement = JudgeClient(config(server)).judge(request(), digit_parser)
@@ -127,7 +159,8 @@ def test_cached_answer_costs_no_call_and_key_covers_decoding_images_and_template
         JudgeClient(config(server), cache=cache).judge(request(image=b"other image bytes"), digit_parser)
         JudgeClient(config(server), cache=cache).judge(
             JudgeRequest(text="rate this", images=request().images, system="be strict", template_sha256="t2"),
-            digit_parser)
+            digit_parser,
+        )
         assert server.total_calls == 5
         first_key = cache_key(request(), config(server))
     keys = {path.stem for path in (tmp_path / "cache").rglob("*.json")}
@@ -165,8 +198,16 @@ def test_api_key_goes_only_into_the_header(tmp_path, caplog, monkeypatch):
         assert server.history[0].authorization == f"Bearer {SECRET}"  # the key was sent
     assert retried.state == "ok" and rejected.state == "judge_error"
     assert "[redacted]" in rejected.error and "[redacted]" in retried.raw
-    everything = [repr(client), repr(cfg), str(cfg.describe()), caplog.text, rejected.error, retried.raw,
-                  str(retried.to_payload()), str(rejected.to_payload())]
+    everything = [
+        repr(client),
+        repr(cfg),
+        str(cfg.describe()),
+        caplog.text,
+        rejected.error,
+        retried.raw,
+        str(retried.to_payload()),
+        str(rejected.to_payload()),
+    ]
     everything += [path.read_text() for path in tmp_path.rglob("*") if path.is_file()]
     assert not [text for text in everything if SECRET in text]
 
@@ -186,33 +227,44 @@ def test_every_encoding_of_an_echoed_key_is_masked_everywhere_text_goes(tmp_path
             return http_error(403, "x" * 280 + f" key {key} / {as_url} / {as_plus}")
         if "refused" in call.text:
             return refusal(f"I will not judge for {as_plus}")
-        return Reply(content=f"2 (seen {as_json} {as_url} {as_plus} {lower_hex(as_url)} {key[:20]})",
-                     model=f"judge-for-{as_url}")
+        return Reply(
+            content=f"2 (seen {as_json} {as_url} {as_plus} {lower_hex(as_url)} {key[:20]})", model=f"judge-for-{as_url}"
+        )
 
     caplog.set_level(logging.DEBUG)
     with JudgeServer(responder, api_key=ODD_SECRET) as server:
         client = JudgeClient(config(server, api_key_env="MY_JUDGE_KEY"), cache=JudgeCache(tmp_path / "cache"))
-        parser = lambda text: {"value": int(text[0])}
-        judged = {name: client.judge(request(name), parser) for name in
-                  ("plain", "retry", "malformed", "forbidden", "refused")}
+
+        def parser(text):
+            return {"value": int(text[0])}
+
+        judged = {
+            name: client.judge(request(name), parser)
+            for name in ("plain", "retry", "malformed", "forbidden", "refused")
+        }
         cached = client.judge(request("plain"), parser)
         assert server.history[0].authorization == f"Bearer {ODD_SECRET}"  # the key was sent, as it is
     assert [judged[n].state for n in judged] == ["ok", "ok", "ok", "judge_error", "content_filtered"]
     assert cached.cached and "[redacted]" in cached.raw and "[redacted]" in judged["forbidden"].error
     assert "[redacted]" in judged["plain"].response_model
-    texts = [caplog.text, repr(client)] + [json.dumps(j.to_payload(), ensure_ascii=False) for j in
-                                           [*judged.values(), cached]]
+    texts = [caplog.text, repr(client)] + [
+        json.dumps(j.to_payload(), ensure_ascii=False) for j in [*judged.values(), cached]
+    ]
     texts += [path.read_text() for path in tmp_path.rglob("*") if path.is_file()]
     assert "did not parse" not in caplog.text and "HTTP 500" in caplog.text and "malformed" in caplog.text
     assert key_leaks(texts, ODD_SECRET) == []
 
 
-@pytest.mark.parametrize("bad, problem", [
-    (SECRET[:20] + "\n" + SECRET[20:], "line break"),      # two lines pasted from a file
-    (SECRET[:20] + "\x01" + SECRET[20:], "control character"),
-    (SECRET[:20] + "\u2013" + SECRET[20:], "outside Latin-1"),  # a typographic dash from a document
-    ("sk-1234", "fewer than 8 characters"),
-], ids=["newline", "control", "non_latin1", "short"])
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        (SECRET[:20] + "\n" + SECRET[20:], "line break"),  # two lines pasted from a file
+        (SECRET[:20] + "\x01" + SECRET[20:], "control character"),
+        (SECRET[:20] + "\u2013" + SECRET[20:], "outside Latin-1"),  # a typographic dash from a document
+        ("sk-1234", "fewer than 8 characters"),
+    ],
+    ids=["newline", "control", "non_latin1", "short"],
+)
 def test_a_key_no_header_can_carry_is_refused_naming_the_variable_never_the_key(monkeypatch, bad, problem):
     monkeypatch.setenv("MY_JUDGE_KEY", bad)
     with JudgeServer(lambda call: answer("1")) as server:
@@ -276,7 +328,7 @@ def test_missing_image_is_its_own_state():
         raise MissingImage("images/7.png: No such file or directory")
 
     with JudgeServer(lambda call: answer("1")) as server:
-        (tag, judgement), = JudgeClient(config(server)).judge_many([("7", build)], digit_parser)
+        ((tag, judgement),) = JudgeClient(config(server)).judge_many([("7", build)], digit_parser)
     assert tag == "7" and judgement.state == "missing_image" and "images/7.png" in judgement.error
     assert server.total_calls == 0
 

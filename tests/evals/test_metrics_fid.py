@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from evals.metrics.testing import random_inception_state_dict
 from evals.metrics import (
     INCEPTION_ENV_VAR,
     INCEPTION_FILENAME,
@@ -26,6 +25,7 @@ from evals.metrics import (
     WeightsNotFoundError,
     frechet_distance,
 )
+from evals.metrics.testing import random_inception_state_dict
 
 N_IMAGES = 10  # per set; float32 Inception costs ~0.11 s per image on 2 CPU cores
 SIZE = 64

@@ -148,8 +148,9 @@ def test_legacy_format_backbone_gives_the_same_distances(backbone_files, images0
     torch.save(state, legacy, _use_new_zipfile_serialization=False)
     preds, target = images01
     expected = LPIPSMetric("alex", backbone_weights_path=backbone_files["alex"])(preds, target)
-    torch.testing.assert_close(LPIPSMetric("alex", backbone_weights_path=legacy)(preds, target), expected,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        LPIPSMetric("alex", backbone_weights_path=legacy)(preds, target), expected, rtol=0, atol=0
+    )
 
 
 class _Payload:

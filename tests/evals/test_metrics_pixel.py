@@ -38,10 +38,10 @@ def _nchw(images_hwc: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _reference(preds: np.ndarray, target: np.ndarray, data_range: float) -> tuple[np.ndarray, np.ndarray]:
-    psnr = [peak_signal_noise_ratio(t, p, data_range=data_range) for p, t in zip(preds, target)]
+    psnr = [peak_signal_noise_ratio(t, p, data_range=data_range) for p, t in zip(preds, target, strict=True)]
     ssim = [
         structural_similarity(p, t, channel_axis=-1, data_range=data_range, win_size=7)
-        for p, t in zip(preds, target)
+        for p, t in zip(preds, target, strict=True)
     ]
     return np.array(psnr), np.array(ssim)
 
@@ -91,7 +91,7 @@ def test_other_window_sizes(pairs):
     for win_size in (3, 11):
         expected = [
             structural_similarity(p, t, channel_axis=-1, data_range=1.0, win_size=win_size)
-            for p, t in zip(preds, target)
+            for p, t in zip(preds, target, strict=True)
         ]
         got = ssim_per_image(_nchw(preds, torch.float64), _nchw(target, torch.float64), 1.0, win_size=win_size)
         np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-6)

@@ -28,8 +28,14 @@ def test_rfid_matches_torch_fidelity_on_the_same_images(photo_folder, weights, t
 
     bench, variant = get_benchmark("recon@standard")
     adapter = load_adapter("tiny")
-    options = {"data_kind": "folder", "data": str(photo_folder), "inception_weights": str(weights / "inception.pth"),
-               "inception_dtype": "float32", "lpips_nets": ["alex"], "lpips_alex_weights": str(weights / "alexnet.pth")}
+    options = {
+        "data_kind": "folder",
+        "data": str(photo_folder),
+        "inception_weights": str(weights / "inception.pth"),
+        "inception_dtype": "float32",
+        "lpips_nets": ["alex"],
+        "lpips_alex_weights": str(weights / "alexnet.pth"),
+    }
     resolved = bench.resolve(variant, options, adapter)
     bench_dir = tmp_path / "run" / resolved.name
     cache = tmp_path / "cache"
@@ -47,9 +53,17 @@ def test_rfid_matches_torch_fidelity_on_the_same_images(photo_folder, weights, t
         Image.fromarray((real * 255).round().byte().permute(1, 2, 0).numpy()).save(reals / f"{index}.png")
         output = bench_dir / load_record(bench_dir, "produce", item.id)["output"]
         Image.open(output).save(fakes / f"{index}.png")
-    reference = calculate_metrics(input1=str(fakes), input2=str(reals), fid=True, isc=True, isc_splits=1,
-                                  feature_extractor_weights_path=str(weights / "inception.pth"), verbose=False,
-                                  cuda=False, save_cpu_ram=True)
+    reference = calculate_metrics(
+        input1=str(fakes),
+        input2=str(reals),
+        fid=True,
+        isc=True,
+        isc_splits=1,
+        feature_extractor_weights_path=str(weights / "inception.pth"),
+        verbose=False,
+        cuda=False,
+        save_cpu_ram=True,
+    )
     # 6 samples in 2048 dimensions: the covariance product is rank-deficient and the two eigensolver paths
     # differ by rounding noise in ~2040 near-zero eigenvalues (see test_metrics_fid), hence 1e-4, not 1e-6.
     assert metrics["rfid"]["value"] == pytest.approx(reference["frechet_inception_distance"], rel=1e-4)
@@ -66,8 +80,14 @@ def test_rfid_matches_torch_fidelity_on_the_same_images(photo_folder, weights, t
 def test_a_damaged_real_feature_cache_entry_is_computed_again(photo_folder, weights, tmp_path, caplog):
     bench, variant = get_benchmark("recon@standard")
     adapter = load_adapter("tiny")
-    options = {"data_kind": "folder", "data": str(photo_folder), "inception_weights": str(weights / "inception.pth"),
-               "inception_dtype": "float32", "lpips_nets": ["alex"], "lpips_alex_weights": str(weights / "alexnet.pth")}
+    options = {
+        "data_kind": "folder",
+        "data": str(photo_folder),
+        "inception_weights": str(weights / "inception.pth"),
+        "inception_dtype": "float32",
+        "lpips_nets": ["alex"],
+        "lpips_alex_weights": str(weights / "alexnet.pth"),
+    }
     resolved = bench.resolve(variant, options, adapter)
     cache = tmp_path / "cache"
     clean = run_benchmark(resolved, adapter, tmp_path / "a" / resolved.name, World(0, 1), 4, cache, progress=False)

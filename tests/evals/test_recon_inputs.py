@@ -16,8 +16,9 @@ from evals.runtime.records import canonical_hash
 
 def _image(path: Path, size: tuple[int, int] = (8, 8)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, (40, 80, 120)).save(path, format="JPEG" if path.suffix.lower() in (".jpg", ".jpeg")
-                                               else "PNG")
+    Image.new("RGB", size, (40, 80, 120)).save(
+        path, format="JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    )
 
 
 def test_images_in_any_letter_case_are_items_and_skipped_files_are_listed_and_warned_once(tmp_path, caplog):
@@ -47,10 +48,14 @@ def test_identity_is_ids_and_sizes_and_sources_name_absolute_files(tmp_path, mon
     _image(tmp_path / "y.jpg")
     monkeypatch.chdir(tmp_path)
     listing = list_images("folder", ".", None)
-    assert listing.identity == [["x.png", (tmp_path / "x.png").stat().st_size],
-                                ["y.jpg", (tmp_path / "y.jpg").stat().st_size]]
-    assert [item.source for item in listing.items] == [("file", str(tmp_path / "x.png")),
-                                                       ("file", str(tmp_path / "y.jpg"))]
+    assert listing.identity == [
+        ["x.png", (tmp_path / "x.png").stat().st_size],
+        ["y.jpg", (tmp_path / "y.jpg").stat().st_size],
+    ]
+    assert [item.source for item in listing.items] == [
+        ("file", str(tmp_path / "x.png")),
+        ("file", str(tmp_path / "y.jpg")),
+    ]
 
 
 def test_only_skipped_files_is_no_images_and_says_how_many_were_skipped(tmp_path):

@@ -1,12 +1,9 @@
 """Comparison tables and the regression gate."""
 
 import copy
-import json
-
 
 import pytest
 
-from harness_helpers import ROOT, run_cli
 from evals.report.compare import build_table, render
 from evals.report.gate import FAIL, PASS, REFUSED, judge, load_rules
 
@@ -14,13 +11,24 @@ RULES = {"benchmark": "recon@standard", "metrics": {"psnr": {"max_drop": 0.05}, 
 
 
 def _result(psnr=20.0, ssim=0.6, fingerprint="f" * 16, variant="standard", model="tiny", missing=0):
-    return {"benchmark": f"recon@{variant}", "spec": {"fingerprint": fingerprint, "knobs": {"resolution": 56}},
-            "model": {"model": model, "weights_sha256": "ab" * 32},
-            "coverage": {"expected": 10, "ok": 10 - missing, "failed": 0, "missing": missing,
-                         "fraction": (10 - missing) / 10},
-            "metrics": {"psnr": {"value": psnr, "se": 0.1, "n": 10}, "ssim": {"value": ssim, "se": 0.01, "n": 10},
-                        "rfid": {"status": "not_computed", "reason": "no Inception weights here"}},
-            "_path": "x"}
+    return {
+        "benchmark": f"recon@{variant}",
+        "spec": {"fingerprint": fingerprint, "knobs": {"resolution": 56}},
+        "model": {"model": model, "weights_sha256": "ab" * 32},
+        "coverage": {
+            "expected": 10,
+            "ok": 10 - missing,
+            "failed": 0,
+            "missing": missing,
+            "fraction": (10 - missing) / 10,
+        },
+        "metrics": {
+            "psnr": {"value": psnr, "se": 0.1, "n": 10},
+            "ssim": {"value": ssim, "se": 0.01, "n": 10},
+            "rfid": {"status": "not_computed", "reason": "no Inception weights here"},
+        },
+        "_path": "x",
+    }
 
 
 def test_gate_passes_identical_run():
@@ -57,8 +65,11 @@ def test_rules_are_validated(tmp_path):
 
 
 def test_compare_never_mixes_variants_in_a_column():
-    results = [_result(variant="standard", fingerprint="a" * 16), _result(variant="upstream", fingerprint="b" * 16),
-               _result(model="other", variant="standard", fingerprint="a" * 16, psnr=21.0)]
+    results = [
+        _result(variant="standard", fingerprint="a" * 16),
+        _result(variant="upstream", fingerprint="b" * 16),
+        _result(model="other", variant="standard", fingerprint="a" * 16, psnr=21.0),
+    ]
     header, rows, notes = build_table(results)
     assert "psnr [recon@standard aaaaaaaa]" in header and "psnr [recon@upstream bbbbbbbb]" in header
     assert len(rows) == 2  # one row per model

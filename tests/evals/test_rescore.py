@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-
 from judge_server import JudgeServer
 from test_wise import FakeGenerator, run_wise, wise_judge, write_wise_repo
+
 from evals.benchmark import get_benchmark
 from evals.runtime.distributed import World
 from evals.runtime.runner import RunDirectoryError, run_benchmark
@@ -18,13 +18,29 @@ def test_rescore_redoes_judging_only(tmp_path):
         calls_before = server.total_calls
         assert adapter.calls and first["coverage"]["ok"] > 0
         bench, variant = get_benchmark("wise@legacy")
-        options = {"data": str(data), "judge_base_url": server.base_url, "judge_max_retries": 1,
-                   "judge_config": {"backoff_base_s": 0.01, "backoff_max_s": 0.02}, "judge_model": "judge-b"}
+        options = {
+            "data": str(data),
+            "judge_base_url": server.base_url,
+            "judge_max_retries": 1,
+            "judge_config": {"backoff_base_s": 0.01, "backoff_max_s": 0.02},
+            "judge_model": "judge-b",
+        }
         again = FakeGenerator()
         changed = bench.resolve(variant, options, again)
         assert changed.spec.fingerprint != spec.fingerprint
-        run = lambda **kw: run_benchmark(changed, again, Path(tmp_path / "run") / changed.name, World(0, 1), 1,
-                                         tmp_path / "run" / "cache", progress=False, **kw)
+
+        def run(**kw):
+            return run_benchmark(
+                changed,
+                again,
+                Path(tmp_path / "run") / changed.name,
+                World(0, 1),
+                1,
+                tmp_path / "run" / "cache",
+                progress=False,
+                **kw,
+            )
+
         with pytest.raises(RunDirectoryError, match="--rescore"):
             run()
         second = run(rescore=True)

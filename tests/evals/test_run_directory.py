@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from harness_helpers import ROOT
 from PIL import Image
 
-from harness_helpers import ROOT
 from evals.adapter import load_adapter
 from evals.benchmark import get_benchmark
 from evals.runtime.distributed import World
@@ -31,17 +31,34 @@ def cli(capsys, *argv):
 
 
 def eval_run(capsys, data, out, *extra, model="tiny"):
-    return cli(capsys, "eval", "run", "--model", model, "--bench", "recon@standard", "--data", str(data),
-               "--out", str(out), "--batch-size", "2", "--no-progress", "--cache-dir", str(Path(out).parent / "cache"),
-               *extra)
+    return cli(
+        capsys,
+        "eval",
+        "run",
+        "--model",
+        model,
+        "--bench",
+        "recon@standard",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--no-progress",
+        "--cache-dir",
+        str(Path(out).parent / "cache"),
+        *extra,
+    )
 
 
 def _run(data, out, adapter=None, **options):
     adapter = adapter or load_adapter("tiny")
     bench, name = get_benchmark("recon@standard")
     resolved = bench.resolve(name, {"data_kind": "folder", "data": str(data), **options}, adapter)
-    return run_benchmark(resolved, adapter, Path(out) / resolved.name, World(0, 1), 2, Path(out) / "cache",
-                         progress=False)
+    return run_benchmark(
+        resolved, adapter, Path(out) / resolved.name, World(0, 1), 2, Path(out) / "cache", progress=False
+    )
 
 
 # ---------------------------------------------------------------------------------- whose run it is
@@ -118,10 +135,22 @@ def test_a_worker_of_an_earlier_run_still_writing_is_refused(photo_folder, tmp_p
 def test_the_lock_goes_with_a_killed_holder(photo_folder, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); from evals.runtime.rundir import RunLock; "
-        "from evals.runtime.distributed import World; lock = RunLock(sys.argv[2], World(0, 1)); lock.acquire(); "
-        "print('held', flush=True); time.sleep(60)"), str(ROOT), str(out)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; sys.path.insert(0, sys.argv[1]); from evals.runtime.rundir import RunLock; "
+                "from evals.runtime.distributed import World; "
+                "lock = RunLock(sys.argv[2], World(0, 1)); lock.acquire(); "
+                "print('held', flush=True); time.sleep(60)"
+            ),
+            str(ROOT),
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert eval_run(capsys, photo_folder, out)[0] == 2
@@ -155,8 +184,9 @@ def test_an_output_deleted_or_replaced_after_its_record_is_redone(photo_folder, 
     replaced = bench_dir / load_record(bench_dir, "produce", ids[1])["output"]
     other = bench_dir.parent / "other"
     _run(photo_folder, other, adapter=load_adapter("tiny", seed=5))
-    shutil.copyfile(other / "recon@standard" / load_record(other / "recon@standard", "produce", ids[1])["output"],
-                    replaced)
+    shutil.copyfile(
+        other / "recon@standard" / load_record(other / "recon@standard", "produce", ids[1])["output"], replaced
+    )
     caplog.clear()
     resumed = _run(photo_folder, out)
     assert f"redoing produce of item {ids[0]}: its output" in caplog.text
@@ -252,8 +282,24 @@ def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path):
     for index in range(40):
         Image.fromarray(rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)).save(data / f"{index:03d}.png")
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "unilip", "eval", "run", "--model", "tiny", "--bench", "recon@standard",
-               "--data", str(data), "--out", str(out), "--batch-size", "1", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "unilip",
+        "eval",
+        "run",
+        "--model",
+        "tiny",
+        "--bench",
+        "recon@standard",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--batch-size",
+        "1",
+        "--no-progress",
+    ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     produce = out / "recon@standard" / "produce"
     deadline = time.monotonic() + 240
@@ -286,7 +332,7 @@ def test_a_full_disk_is_one_line_and_exit_2(photo_folder, tmp_path, capsys, monk
     monkeypatch.setattr(records.os, "fsync", fsync)
     code, _, err = eval_run(capsys, photo_folder, out)
     assert code == 2
-    line, = err.strip().splitlines()[-1:]
+    (line,) = err.strip().splitlines()[-1:]
     assert "no space left on the disk holding " in line and str(out) in line and "(mounted at /" in line
     assert "Traceback" not in err
     monkeypatch.setattr(records.os, "fsync", real_fsync)
@@ -294,7 +340,10 @@ def test_a_full_disk_is_one_line_and_exit_2(photo_folder, tmp_path, capsys, monk
     assert eval_run(capsys, photo_folder, out)[0] == 0
     clean = tmp_path / "clean"
     assert eval_run(capsys, photo_folder, clean)[0] == 0
-    metrics = lambda run: json.loads((run / "recon@standard" / "results.json").read_text())["metrics"]
+
+    def metrics(run):
+        return json.loads((run / "recon@standard" / "results.json").read_text())["metrics"]
+
     assert metrics(out) == metrics(clean)
 
 

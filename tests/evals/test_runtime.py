@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from harness_helpers import run_cli
+
 from evals.adapter import load_adapter
 from evals.benchmark import get_benchmark
 from evals.runtime.distributed import World
@@ -18,8 +18,15 @@ def _run(data, out, batch_size=2, adapter=None, variant="recon@standard", cache=
     adapter = adapter or load_adapter("tiny")
     bench, name = get_benchmark(variant)
     resolved = bench.resolve(name, {"data_kind": "folder", "data": str(data), **options}, adapter)
-    return run_benchmark(resolved, adapter, Path(out) / resolved.name, World(0, 1), batch_size,
-                         Path(cache or Path(out) / "cache"), progress=False)
+    return run_benchmark(
+        resolved,
+        adapter,
+        Path(out) / resolved.name,
+        World(0, 1),
+        batch_size,
+        Path(cache or Path(out) / "cache"),
+        progress=False,
+    )
 
 
 class _KilledAfter:
@@ -50,14 +57,15 @@ def test_resume_after_kill_redoes_nothing_and_matches_uninterrupted(photo_folder
     resumed = _run(photo_folder, tmp_path / "resumed", adapter=counting)
     assert counting.calls == 2  # the 4 remaining items, 2 per batch: the first batch was not redone
     assert resumed["metrics"] == clean["metrics"]
-    assert resumed["coverage"] == clean["coverage"] == {"expected": 6, "ok": 6, "failed": 0, "missing": 0,
-                                                        "fraction": 1.0}
+    assert (
+        resumed["coverage"] == clean["coverage"] == {"expected": 6, "ok": 6, "failed": 0, "missing": 0, "fraction": 1.0}
+    )
 
 
 def test_corrupt_image_is_a_failed_item_and_the_run_goes_on(folder_with_corrupt, tmp_path):
     result = _run(folder_with_corrupt, tmp_path / "run")
     assert result["coverage"] == {"expected": 7, "ok": 6, "failed": 1, "missing": 0, "fraction": 6 / 7}
-    (item, reason), = result["failures"].items()
+    ((item, reason),) = result["failures"].items()
     assert item == "b/broken.jpg" and reason.startswith("produce: ") and "not a readable image" in reason
     assert result["metrics"]["psnr"]["n"] == 6
 
@@ -90,8 +98,21 @@ def test_unknown_benchmark_and_option_are_explained(photo_folder):
 
 @pytest.mark.slow
 def test_two_processes_give_the_same_aggregate_as_one(photo_folder, tmp_path):
-    common = ["eval", "run", "--model", "tiny", "--bench", "recon@standard", "--data", str(photo_folder),
-              "--batch-size", "1", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    common = [
+        "eval",
+        "run",
+        "--model",
+        "tiny",
+        "--bench",
+        "recon@standard",
+        "--data",
+        str(photo_folder),
+        "--batch-size",
+        "1",
+        "--no-progress",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     # Batch 1 and one thread per process in both runs: a float32 model's output can change at 1e-7 with the
     # thread count and the batch's composition (kernel choice), which flips a few uint8 roundings. This test
     # is about the harness (sharding, merging, aggregation), so it holds the model's kernels fixed.

@@ -29,17 +29,27 @@ from evals.adapter import ModelInfo  # noqa: E402
 from evals.benchmark import benchmark_classes, get_benchmark, list_benchmarks  # noqa: E402
 
 PINS = Path(__file__).parent / "spec_pins.json"
-HERMETIC_ENV = ("UNILIP_INCEPTION_WEIGHTS", "UNILIP_LPIPS_ALEX_WEIGHTS", "UNILIP_LPIPS_VGG_WEIGHTS",
-                "UNILIP_JUDGE_MODEL", "UNILIP_JUDGE_BASE_URL")
+HERMETIC_ENV = (
+    "UNILIP_INCEPTION_WEIGHTS",
+    "UNILIP_LPIPS_ALEX_WEIGHTS",
+    "UNILIP_LPIPS_VGG_WEIGHTS",
+    "UNILIP_JUDGE_MODEL",
+    "UNILIP_JUDGE_BASE_URL",
+)
 
 
 def fixed_inputs(root: Path) -> dict[str, dict]:
     """Options per benchmark that make its default spec depend on nothing of this machine."""
     wise = write_wise_repo(root / "WISE")
     (wise / "data_verified").mkdir()
-    (wise / "data_verified" / "merge.json").write_text(json.dumps(
-        [{"prompt_id": pid, "Prompt": f"prompt {pid}", "Explanation": "e", "Category": "c", "Subcategory": "s"}
-         for pid in (1, 401, 641)]))
+    (wise / "data_verified" / "merge.json").write_text(
+        json.dumps(
+            [
+                {"prompt_id": pid, "Prompt": f"prompt {pid}", "Explanation": "e", "Category": "c", "Subcategory": "s"}
+                for pid in (1, 401, 641)
+            ]
+        )
+    )
     write_imgedit(root / "ImgEdit", root / "imgedit-images")
     detector, clip = root / "detector", root / "clip"
     for folder in (detector, clip):
@@ -56,8 +66,11 @@ def fixed_inputs(root: Path) -> dict[str, dict]:
     return {
         "recon": {"data_kind": "builtin"},
         "geneval@hf-mask2former": {"detector": str(detector), "clip": str(clip), "scorer_device": "cpu"},
-        "geneval@official": {"official_scorer": sys.executable, "official_repo": str(official),
-                             "detector": str(root / "mmdet")},
+        "geneval@official": {
+            "official_scorer": sys.executable,
+            "official_repo": str(official),
+            "detector": str(root / "mmdet"),
+        },
         "wise": {"data": str(wise)},
         "imgedit": {"data": str(root / "ImgEdit"), "imgedit_images": str(root / "imgedit-images")},
     }
@@ -91,12 +104,16 @@ def test_every_variant_default_spec_is_pinned_for_its_version(hermetic):
     for reference, (version, fingerprint) in current_fingerprints(hermetic / "inputs").items():
         pinned = pins.get(reference, {})
         if version not in pinned:
-            problems.append(f"{reference} version {version} is not pinned: log it in the benchmark's README change "
-                            "log, then run `python tests/evals/test_spec_pins.py --add`")
+            problems.append(
+                f"{reference} version {version} is not pinned: log it in the benchmark's README change "
+                "log, then run `python tests/evals/test_spec_pins.py --add`"
+            )
         elif pinned[version] != fingerprint:
-            problems.append(f"{reference}: its default spec changed but its version is still {version}: bump the "
-                            "benchmark's version, log the change in its README, then run "
-                            "`python tests/evals/test_spec_pins.py --add`")
+            problems.append(
+                f"{reference}: its default spec changed but its version is still {version}: bump the "
+                "benchmark's version, log the change in its README, then run "
+                "`python tests/evals/test_spec_pins.py --add`"
+            )
     assert not problems, "\n".join(problems)
 
 
@@ -107,8 +124,9 @@ def test_every_benchmark_logs_its_current_version():
         assert readme.is_file(), f"{name} has no README.md (with a '## Change log' section)"
         log = readme.read_text().partition("## Change log")[2]
         assert log, f"{readme}: no '## Change log' section"
-        assert re.search(rf"^- \*\*{re.escape(cls.version)}\*\*:", log, re.MULTILINE), \
+        assert re.search(rf"^- \*\*{re.escape(cls.version)}\*\*:", log, re.MULTILINE), (
             f"{readme}: the change log has no entry '- **{cls.version}**: ...' for the current version"
+        )
 
 
 def test_a_changed_knob_with_the_same_version_is_caught(hermetic, monkeypatch):
@@ -122,9 +140,8 @@ def test_a_changed_knob_with_the_same_version_is_caught(hermetic, monkeypatch):
 
 
 def _add_missing_pins() -> None:
-    import tempfile
-
     import os
+    import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
         os.environ["TORCH_HOME"] = str(Path(folder) / "no-torch-home")  # as the test: no metric weights
@@ -134,8 +151,10 @@ def _add_missing_pins() -> None:
     for reference, (version, fingerprint) in current.items():
         entry = pins.setdefault(reference, {})
         if version in entry and entry[version] != fingerprint:
-            raise SystemExit(f"{reference} version {version} is pinned with another fingerprint: bump the version "
-                             "instead of re-pinning it")
+            raise SystemExit(
+                f"{reference} version {version} is pinned with another fingerprint: bump the version "
+                "instead of re-pinning it"
+            )
         entry.setdefault(version, fingerprint)
     PINS.write_text(json.dumps(pins, indent=2, sort_keys=True) + "\n")
     print(f"pinned {len(current)} variants in {PINS}")

@@ -11,59 +11,79 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from harness_helpers import ROOT
 from judge_server import JudgeServer, Reply, answer, content_filter, key_leaks
+from PIL import Image
+
 from evals.adapter import ModelAdapter, register_adapter
 from evals.benchmark import get_benchmark
-from evals.benchmarks.wise.scoring import (LEGACY_RANGES, LEGACY_WEIGHTS, VERIFIED_RANGES, VERIFIED_WEIGHTS,
-                                           aggregate_wise, parse_legacy, parse_legacy_missing_zero, parse_verified,
-                                           wiscore)
 from evals.benchmarks.judged import plan
+from evals.benchmarks.wise.scoring import (
+    LEGACY_RANGES,
+    LEGACY_WEIGHTS,
+    VERIFIED_RANGES,
+    VERIFIED_WEIGHTS,
+    aggregate_wise,
+    parse_legacy,
+    parse_legacy_missing_zero,
+    parse_verified,
+    wiscore,
+)
 from evals.judges import ParseError
-from evals.runtime.records import item_seed
-from unilip.cli import main as unilip_main
 from evals.runtime.distributed import World
+from evals.runtime.records import item_seed
 from evals.runtime.runner import load_record, run_benchmark
+from unilip.cli import main as unilip_main
 
 SECRET = "sk-wise-test-0c4d8e2f6a1b3c5d7e9f0a2b4c6d8e0f"
 
 
 # ---------------------------------------------------------------------- parsing
-@pytest.mark.parametrize("text, expected", [
-    ("Consistency: 2\nRealism: 1\nAesthetic Quality: 0", (2, 1, 0)),
-    ("**Consistency**: 1\n**Realism**: 2\n**Aesthetic Quality**: 1", (1, 2, 1)),
-    ("consistency:2 realism 0 AESTHETIC QUALITY:1", (2, 0, 1)),  # no space, no colon, any case
-    ("Consistency: 0\nRealism: 0\nAesthetic Quality: 0\nOn reflection, Consistency: 1", (1, 0, 0)),  # later wins
-    ("The scores are:\n1\n2\n0\n", (1, 2, 0)),  # fallback: lines holding one digit 0-2
-    ("The scores are:\r\n1\r\n2\r\n0\r\n", (1, 2, 0)),  # CRLF line ends: the "\r" is stripped
-    ("Scores\u2028follow:\n1 \n 2\n0", (1, 2, 0)),
-    ("<think>Consistency: 0 maybe</think>\nConsistency: 2\nRealism: 2\nAesthetic Quality: 2", (2, 2, 2)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Consistency: 2\nRealism: 1\nAesthetic Quality: 0", (2, 1, 0)),
+        ("**Consistency**: 1\n**Realism**: 2\n**Aesthetic Quality**: 1", (1, 2, 1)),
+        ("consistency:2 realism 0 AESTHETIC QUALITY:1", (2, 0, 1)),  # no space, no colon, any case
+        ("Consistency: 0\nRealism: 0\nAesthetic Quality: 0\nOn reflection, Consistency: 1", (1, 0, 0)),  # later wins
+        ("The scores are:\n1\n2\n0\n", (1, 2, 0)),  # fallback: lines holding one digit 0-2
+        ("The scores are:\r\n1\r\n2\r\n0\r\n", (1, 2, 0)),  # CRLF line ends: the "\r" is stripped
+        ("Scores\u2028follow:\n1 \n 2\n0", (1, 2, 0)),
+        ("<think>Consistency: 0 maybe</think>\nConsistency: 2\nRealism: 2\nAesthetic Quality: 2", (2, 2, 2)),
+    ],
+)
 def test_legacy_answers_parse_as_the_official_script(text, expected):
     assert tuple(parse_legacy(text).values()) == expected and list(parse_legacy(text)) == [
-        "consistency", "realism", "aesthetic_quality"]
+        "consistency",
+        "realism",
+        "aesthetic_quality",
+    ]
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("Consistency: 2\nAesthetic Quality: 1", "no score for realism"),
-    ("I cannot rate this image.", "no score for consistency, realism, aesthetic_quality"),
-    ("1\n2\n", "no score"),  # two digit lines are not three scores
-    ("Consistency: 5\nRealism: 1\nAesthetic Quality: 1", "outside 0-2"),
-    ("Consistency: 2\n3\n", "no score for realism"),  # a partial match disables the fallback
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("Consistency: 2\nAesthetic Quality: 1", "no score for realism"),
+        ("I cannot rate this image.", "no score for consistency, realism, aesthetic_quality"),
+        ("1\n2\n", "no score"),  # two digit lines are not three scores
+        ("Consistency: 5\nRealism: 1\nAesthetic Quality: 1", "outside 0-2"),
+        ("Consistency: 2\n3\n", "no score for realism"),  # a partial match disables the fallback
+    ],
+)
 def test_malformed_legacy_answers_raise(text, problem):
     with pytest.raises(ParseError, match=problem):
         parse_legacy(text)
 
 
-@pytest.mark.parametrize("text", [
-    "Consistency\uff1a2\nRealism: 1\nAesthetic Quality: 0",  # the pinned script's colon is ASCII only
-    "1\r2\r0",            # lines end at "\n" in the official script; str.splitlines would see three
-    "1\u20282\u20280",    # U+2028, LINE SEPARATOR: the same
-    "1\x0b2\x0c0",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Consistency\uff1a2\nRealism: 1\nAesthetic Quality: 0",  # the pinned script's colon is ASCII only
+        "1\r2\r0",  # lines end at "\n" in the official script; str.splitlines would see three
+        "1\u20282\u20280",  # U+2028, LINE SEPARATOR: the same
+        "1\x0b2\x0c0",
+    ],
+)
 def test_legacy_parser_reads_the_ascii_colon_and_splits_lines_at_newline_only(text):
     with pytest.raises(ParseError, match="no score for consistency"):
         parse_legacy(text)
@@ -71,12 +91,23 @@ def test_legacy_parser_reads_the_ascii_colon_and_splits_lines_at_newline_only(te
 
 def test_missing_zero_parser_scores_every_absent_name_0_and_says_which():
     assert parse_legacy_missing_zero("Consistency: 2\nRealism: 1\nAesthetic Quality: 0") == {
-        "consistency": 2, "realism": 1, "aesthetic_quality": 0, "missing_scored_zero": []}
+        "consistency": 2,
+        "realism": 1,
+        "aesthetic_quality": 0,
+        "missing_scored_zero": [],
+    }
     assert parse_legacy_missing_zero("**Consistency**: 1 and nothing else") == {
-        "consistency": 1, "realism": 0, "aesthetic_quality": 0, "missing_scored_zero": ["realism", "aesthetic_quality"]}
+        "consistency": 1,
+        "realism": 0,
+        "aesthetic_quality": 0,
+        "missing_scored_zero": ["realism", "aesthetic_quality"],
+    }
     # No line fallback in the mid-2025 script: three digit lines are three missing scores.
-    assert parse_legacy_missing_zero("1\n2\n2")["missing_scored_zero"] == ["consistency", "realism",
-                                                                             "aesthetic_quality"]
+    assert parse_legacy_missing_zero("1\n2\n2")["missing_scored_zero"] == [
+        "consistency",
+        "realism",
+        "aesthetic_quality",
+    ]
 
 
 def test_verified_answers_parse_and_malformed_ones_raise():
@@ -89,8 +120,15 @@ def test_verified_answers_parse_and_malformed_ones_raise():
 
 # ---------------------------------------------------------------------- scores
 # (prompt id, consistency, realism, aesthetic) -> WiScore computed by hand: (0.7 C + 0.2 R + 0.1 A) / 2.
-SYNTHETIC = {1: (2, 2, 2, 1.0), 2: (1, 0, 1, 0.4), 401: (2, 1, 0, 0.8), 568: (0, 0, 0, 0.0),
-             701: (1, 1, 1, 0.5), 801: (2, 0, 2, 0.8), 901: (0, 2, 1, 0.25)}
+SYNTHETIC = {
+    1: (2, 2, 2, 1.0),
+    2: (1, 0, 1, 0.4),
+    401: (2, 1, 0, 0.8),
+    568: (0, 0, 0, 0.0),
+    701: (1, 1, 1, 0.5),
+    801: (2, 0, 2, 0.8),
+    901: (0, 2, 1, 0.25),
+}
 # 0.4 * mean(1.0, 0.4) + 0.167 * 0.8 + 0.133 * 0 + 0.1 * (0.5 + 0.8 + 0.25)
 SYNTHETIC_OVERALL = 0.5686
 
@@ -134,11 +172,22 @@ GOOD = {pid: f"Consistency: {v[0]}\nRealism: {v[1]}\nAesthetic Quality: {v[2]}" 
 
 def write_wise_repo(root: Path) -> Path:
     """A fake clone in the repository layout: the three legacy files, with our own prompts."""
-    files = {"cultural_common_sense.json": [1, 2, 3, 4], "spatio-temporal_reasoning.json": [401, 568],
-             "natural_science.json": [701, 801, 901]}
+    files = {
+        "cultural_common_sense.json": [1, 2, 3, 4],
+        "spatio-temporal_reasoning.json": [401, 568],
+        "natural_science.json": [701, 801, 901],
+    }
     for name, ids in files.items():
-        records = [{"prompt_id": pid, "Prompt": PROMPTS[pid], "Explanation": f"explanation {pid}",
-                    "Category": "test", "Subcategory": "test"} for pid in ids]
+        records = [
+            {
+                "prompt_id": pid,
+                "Prompt": PROMPTS[pid],
+                "Explanation": f"explanation {pid}",
+                "Category": "test",
+                "Subcategory": "test",
+            }
+            for pid in ids
+        ]
         path = root / "WISE_legacy" / "data" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(records, indent=1))
@@ -185,12 +234,26 @@ def wise_judge(call, fixed=()):
 def run_wise(data, out, server, adapter=None, wrap=None, retry_failed=False, reference="wise@legacy", **options):
     adapter = adapter or FakeGenerator()
     real, variant = get_benchmark(reference)
-    options = {"data": str(data), "judge_base_url": server.base_url, "judge_max_retries": 1,
-               "judge_concurrency": 3, "judge_config": {"backoff_base_s": 0.01, "backoff_max_s": 0.02}, **options}
+    options = {
+        "data": str(data),
+        "judge_base_url": server.base_url,
+        "judge_max_retries": 1,
+        "judge_concurrency": 3,
+        "judge_config": {"backoff_base_s": 0.01, "backoff_max_s": 0.02},
+        **options,
+    }
     resolved = real.resolve(variant, options, adapter)
     runnable = wrap(resolved) if wrap else resolved
-    results = run_benchmark(runnable, adapter, Path(out) / resolved.name, World(0, 1), 1,
-                            Path(out) / "cache", progress=False, retry_failed=retry_failed)
+    results = run_benchmark(
+        runnable,
+        adapter,
+        Path(out) / resolved.name,
+        World(0, 1),
+        1,
+        Path(out) / "cache",
+        progress=False,
+        retry_failed=retry_failed,
+    )
     return results, resolved.spec, adapter
 
 
@@ -201,14 +264,22 @@ def test_run_scores_what_parses_counts_the_rest_and_reports_the_data_mismatch(tm
     with JudgeServer(wise_judge, api_key=SECRET) as server:
         results, spec, adapter = run_wise(data, tmp_path / "run", server)
         # Item 3's answers never parse: asked 3 times (the legacy policy); item 4 is filtered once.
-        per_item = {prompt_id_of(call): count for call, count in
-                    ((next(c for c in server.history if c.key == key), n) for key, n in server.calls.items())}
+        per_item = {
+            prompt_id_of(call): count
+            for call, count in ((next(c for c in server.history if c.key == key), n) for key, n in server.calls.items())
+        }
         assert per_item == {1: 1, 2: 1, 3: 3, 4: 1, 401: 1, 568: 1, 701: 1, 801: 1, 901: 1}
 
         overall = results["metrics"]["overall"]
         assert overall["value"] == pytest.approx(SYNTHETIC_OVERALL)  # failures are not zeros: culture = mean(1.0, 0.4)
-        assert overall["judge_states"] == {"ok": 7, "parse_failed": 1, "judge_error": 0, "content_filtered": 1,
-                                           "missing_image": 0, "pending": 0}
+        assert overall["judge_states"] == {
+            "ok": 7,
+            "parse_failed": 1,
+            "judge_error": 0,
+            "content_filtered": 1,
+            "missing_image": 0,
+            "pending": 0,
+        }
         assert results["coverage"] == {"expected": 9, "ok": 7, "failed": 2, "missing": 0, "fraction": 7 / 9}
         assert results["failures"]["3"].startswith("judge: parse_failed: ")
         assert results["failures"]["4"].startswith("judge: content_filtered: ")
@@ -261,12 +332,15 @@ class InterruptJudging:
 
 def test_interrupted_judging_resumes_without_asking_any_request_twice(tmp_path):
     data = write_wise_repo(tmp_path / "WISE")
-    slow_judge = lambda call: answer(GOOD.get(prompt_id_of(call), "Consistency: 1\nRealism: 1\nAesthetic Quality: 1"),
-                                     delay_s=0.05)
+
+    def slow_judge(call):
+        return answer(GOOD.get(prompt_id_of(call), "Consistency: 1\nRealism: 1\nAesthetic Quality: 1"), delay_s=0.05)
+
     with JudgeServer(slow_judge) as server:
         with pytest.raises(KeyboardInterrupt):
-            run_wise(data, tmp_path / "run", server, wrap=lambda bench: InterruptJudging(bench, after=3),
-                     judge_concurrency=2)
+            run_wise(
+                data, tmp_path / "run", server, wrap=lambda bench: InterruptJudging(bench, after=3), judge_concurrency=2
+            )
         asked_before = server.total_calls
         assert 3 <= asked_before < len(PROMPTS)  # stopped partway; queued requests never went out
         judged = list((tmp_path / "run" / "wise@legacy" / "judge").glob("*.json"))
@@ -282,7 +356,7 @@ def test_dry_run_plan_counts_calls_and_cache_hits_without_calling(tmp_path, caps
     data = write_wise_repo(tmp_path / "WISE")
     with JudgeServer(lambda call: answer(GOOD.get(prompt_id_of(call), "1\n1\n1"))) as server:
         options = {"data": str(data), "judge_base_url": server.base_url, "judge_max_retries": 1}
-        before, = plan(["wise@legacy"], tmp_path / "run", options, cache_dir=tmp_path / "run" / "cache")
+        (before,) = plan(["wise@legacy"], tmp_path / "run", options, cache_dir=tmp_path / "run" / "cache")
         assert (before["awaiting_generation"], before["judge_calls"], before["cached"]) == (9, 9, 0)
         assert before["judge_calls_at_most"] == 9 * 3 * 2  # 3 answers per item at most, 2 tries per answer
         run_wise(data, tmp_path / "run", server, judge_max_retries=1)
@@ -291,12 +365,31 @@ def test_dry_run_plan_counts_calls_and_cache_hits_without_calling(tmp_path, caps
         for record in (bench_dir / "judge").glob("*.json"):  # records lost, answers still cached
             record.unlink()
         next((tmp_path / "run" / "cache" / "judge").rglob("*.json")).unlink()  # and one cached answer lost
-        after, = plan(["wise@legacy"], tmp_path / "run", options, cache_dir=tmp_path / "run" / "cache")
+        (after,) = plan(["wise@legacy"], tmp_path / "run", options, cache_dir=tmp_path / "run" / "cache")
         assert (after["cached"], after["judge_calls"], after["awaiting_generation"]) == (8, 1, 0)
         capsys.readouterr()
-        assert unilip_main(["eval", "plan", "--bench", "wise@legacy", "--out", str(tmp_path / "run"), "--data", str(data),
-                          "--cache-dir", str(tmp_path / "run" / "cache"), "--json",
-                          "--opt", f"judge_base_url={server.base_url}", "--opt", "judge_max_retries=1"]) == 0
+        assert (
+            unilip_main(
+                [
+                    "eval",
+                    "plan",
+                    "--bench",
+                    "wise@legacy",
+                    "--out",
+                    str(tmp_path / "run"),
+                    "--data",
+                    str(data),
+                    "--cache-dir",
+                    str(tmp_path / "run" / "cache"),
+                    "--json",
+                    "--opt",
+                    f"judge_base_url={server.base_url}",
+                    "--opt",
+                    "judge_max_retries=1",
+                ]
+            )
+            == 0
+        )
         assert json.loads(capsys.readouterr().out) == [after]
         assert unilip_main(["eval", "plan", "--bench", "recon@standard", "--out", str(tmp_path / "run")]) == 2
         assert "not scored by a judge" in capsys.readouterr().err
@@ -306,15 +399,42 @@ def test_dry_run_plan_counts_calls_and_cache_hits_without_calling(tmp_path, caps
 def test_cli_run_routes_options_and_keeps_the_key_out_of_everything(tmp_path):
     data = write_wise_repo(tmp_path / "WISE")
     with JudgeServer(wise_judge, api_key=SECRET) as server:
-        code = ("import sys; sys.path.insert(0, 'tests/evals'); import test_wise; from unilip.cli import main; "
-                "raise SystemExit(main(sys.argv[1:]))")
-        args = ["eval", "run", "--model", "fake-wise:x", "--bench", "wise@legacy", "--data", str(data),
-                "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
-                "--opt", f"judge_base_url={server.base_url}", "--opt", "judge_concurrency=2",
-                "--opt", "judge_config={backoff_base_s: 0.01, backoff_max_s: 0.02}", "--opt", "judge_max_retries=1"]
+        code = (
+            "import sys; sys.path.insert(0, 'tests/evals'); import test_wise; from unilip.cli import main; "
+            "raise SystemExit(main(sys.argv[1:]))"
+        )
+        args = [
+            "eval",
+            "run",
+            "--model",
+            "fake-wise:x",
+            "--bench",
+            "wise@legacy",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+            "--opt",
+            f"judge_base_url={server.base_url}",
+            "--opt",
+            "judge_concurrency=2",
+            "--opt",
+            "judge_config={backoff_base_s: 0.01, backoff_max_s: 0.02}",
+            "--opt",
+            "judge_max_retries=1",
+        ]
 
-        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
-                              env={**os.environ, "UNILIP_JUDGE_API_KEY": SECRET}, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "UNILIP_JUDGE_API_KEY": SECRET},
+            timeout=300,
+        )
     assert done.returncode == 1, done.stderr  # exit 1: items 3 and 4 are not ok
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["coverage"]["ok"] == 7 and summary["metrics"]["overall"]["value"] == pytest.approx(SYNTHETIC_OVERALL)
@@ -350,8 +470,21 @@ def test_verified_variant_runs_with_its_file_binary_judge_and_weights(tmp_path):
     ids = {1: 1, 2: 0, 401: 1, 521: 0, 641: 1, 761: 1, 881: 0}  # prompt id -> the judge's 0/1
     path = tmp_path / "WISE" / "data_verified" / "merge.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps([{"prompt_id": pid, "Prompt": f"verified prompt {pid}", "Explanation": "e",
-                                 "Category": "c", "Subcategory": "s"} for pid in ids]))
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "prompt_id": pid,
+                    "Prompt": f"verified prompt {pid}",
+                    "Explanation": "e",
+                    "Category": "c",
+                    "Subcategory": "s",
+                }
+                for pid in ids
+            ]
+        )
+    )
+
     def responder(call):
         pid = int(call.text.split("verified prompt ")[1].split()[0])
         if pid == 2 and call.attempt < 3:  # the verified protocol asks up to 3 times
@@ -363,8 +496,9 @@ def test_verified_variant_runs_with_its_file_binary_judge_and_weights(tmp_path):
         adapter = FakeGenerator()
         resolved = bench.resolve(variant, {"data": str(tmp_path / "WISE"), "judge_base_url": server.base_url}, adapter)
         spec = resolved.spec
-        results = run_benchmark(resolved, adapter, tmp_path / "run" / spec.name, World(0, 1), 1,
-                                tmp_path / "run" / "cache", progress=False)
+        results = run_benchmark(
+            resolved, adapter, tmp_path / "run" / spec.name, World(0, 1), 1, tmp_path / "run" / "cache", progress=False
+        )
         assert server.history[0].body["model"] == "Qwen/Qwen3.5-35B-A3B" and server.history[0].body["max_tokens"] == 500
         assert sorted(server.calls.values()) == [1] * 6 + [3]
     metrics = results["metrics"]
@@ -379,12 +513,12 @@ def test_verified_variant_runs_with_its_file_binary_judge_and_weights(tmp_path):
 # What the judge answers per prompt id, and the WiScore the mid-2025 script gave it (a missing score is 0).
 MISSING_ZERO = {
     1: ("Consistency: 2\nRealism: 2\nAesthetic Quality: 2", 1.0),
-    2: ("Consistency: 2", 0.7),                                            # realism, aesthetic missing
-    3: ("This image is lovely.", 0.0),                                     # nothing parses: all three 0
-    401: ("Consistency\uff1a2\nRealism: 1\nAesthetic Quality: 1", 0.15),   # full-width colon: consistency 0
+    2: ("Consistency: 2", 0.7),  # realism, aesthetic missing
+    3: ("This image is lovely.", 0.0),  # nothing parses: all three 0
+    401: ("Consistency\uff1a2\nRealism: 1\nAesthetic Quality: 1", 0.15),  # full-width colon: consistency 0
     568: ("Consistency: 0\nRealism: 0\nAesthetic Quality: 0", 0.0),
     701: ("Consistency: 1\nRealism: 1\nAesthetic Quality: 1", 0.5),
-    801: ("1\n1\n1", 0.0),                                                 # no line fallback there
+    801: ("1\n1\n1", 0.0),  # no line fallback there
     901: ("Consistency: 0\nRealism: 2\nAesthetic Quality: 1", 0.25),
 }
 
@@ -435,10 +569,14 @@ class DeleteBeforeJudging:
 def test_an_image_deleted_after_generation_says_how_to_fix_it_and_the_same_command_regenerates_it(tmp_path):
     data = write_wise_repo(tmp_path / "WISE")
     bench_dir = tmp_path / "run" / "wise@legacy"
-    good = lambda call: answer(GOOD.get(prompt_id_of(call), "Consistency: 1\nRealism: 1\nAesthetic Quality: 1"))
+
+    def good(call):
+        return answer(GOOD.get(prompt_id_of(call), "Consistency: 1\nRealism: 1\nAesthetic Quality: 1"))
+
     with JudgeServer(good) as server:
-        results, _, _ = run_wise(data, tmp_path / "run", server,
-                                 wrap=lambda bench: DeleteBeforeJudging(bench, "images/401.png"))
+        results, _, _ = run_wise(
+            data, tmp_path / "run", server, wrap=lambda bench: DeleteBeforeJudging(bench, "images/401.png")
+        )
         produced = load_record(bench_dir, "produce", "401")
         assert produced["status"] == "ok" and set(produced["outputs"]) == {"images/401.png"}
         judged = load_record(bench_dir, "judge", "401")
@@ -455,8 +593,7 @@ def test_an_image_deleted_after_generation_says_how_to_fix_it_and_the_same_comma
 ODD_KEY = 'sk-wise/0dd+Key=w1th&ch"rs~0c4d8e2f6a1b3c5d'
 
 
-def test_a_judge_echoing_the_key_json_escaped_and_url_encoded_leaks_it_nowhere(tmp_path, caplog, capsys,
-                                                                               monkeypatch):
+def test_a_judge_echoing_the_key_json_escaped_and_url_encoded_leaks_it_nowhere(tmp_path, caplog, capsys, monkeypatch):
     from urllib.parse import quote, quote_plus
 
     monkeypatch.setenv("UNILIP_JUDGE_API_KEY", ODD_KEY)
@@ -471,8 +608,10 @@ def test_a_judge_echoing_the_key_json_escaped_and_url_encoded_leaks_it_nowhere(t
             return Reply(status=502, raw_body=f'bad gateway for {{"Authorization": "Bearer {escaped}"}}'.encode())
         if pid == 3:  # never parses: its raw answer is kept in the record
             return answer(f"I saw {quote(key)} and {quote_plus(key)}; no scores from me.")
-        return Reply(content=GOOD.get(pid, "Consistency: 1\nRealism: 1\nAesthetic Quality: 1") + f"\n(key {escaped})",
-                     model=f"judge/{quote_plus(key)}")
+        return Reply(
+            content=GOOD.get(pid, "Consistency: 1\nRealism: 1\nAesthetic Quality: 1") + f"\n(key {escaped})",
+            model=f"judge/{quote_plus(key)}",
+        )
 
     with JudgeServer(responder, api_key=ODD_KEY) as server:
         results, _, _ = run_wise(data, tmp_path / "run", server)
@@ -487,14 +626,36 @@ def test_a_judge_echoing_the_key_json_escaped_and_url_encoded_leaks_it_nowhere(t
 
 def test_cli_refuses_a_key_with_a_line_break_in_one_line_before_loading_anything(tmp_path):
     data = write_wise_repo(tmp_path / "WISE")
-    code = ("import sys; sys.path.insert(0, 'tests/evals'); import test_wise; from unilip.cli import main; "
-            "raise SystemExit(main(sys.argv[1:]))")
-    args = ["eval", "run", "--model", "fake-wise:x", "--bench", "wise@legacy", "--data", str(data),
-            "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
-            "--opt", "judge_base_url=https://judge.example.org/v1"]
+    code = (
+        "import sys; sys.path.insert(0, 'tests/evals'); import test_wise; from unilip.cli import main; "
+        "raise SystemExit(main(sys.argv[1:]))"
+    )
+    args = [
+        "eval",
+        "run",
+        "--model",
+        "fake-wise:x",
+        "--bench",
+        "wise@legacy",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+        "--opt",
+        "judge_base_url=https://judge.example.org/v1",
+    ]
     pasted = f"{SECRET}\nsk-second-line-{SECRET[::-1]}"
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "UNILIP_JUDGE_API_KEY": pasted}, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "UNILIP_JUDGE_API_KEY": pasted},
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()  # the data-mismatch warnings, then the one-line error
     assert "UNILIP_JUDGE_API_KEY contains a line break" in lines[-1] and "error" in lines[-1]

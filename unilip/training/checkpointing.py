@@ -7,8 +7,9 @@ import contextlib
 import json
 import random
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,15 +43,18 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path, name: str)
         index, _, field = key.partition(".")
         state.setdefault(int(index), {})[field] = value
     groups = optimizer.state_dict()["param_groups"]
-    for saved, current in zip(meta["param_groups"], groups):
+    for saved, current in zip(meta["param_groups"], groups, strict=True):
         current.update({k: v for k, v in saved.items() if k != "params"})
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def rng_state() -> dict[str, Any]:
     numpy_state = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-            "torch": torch.get_rng_state().tolist()}
+    return {
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "torch": torch.get_rng_state().tolist(),
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -69,8 +73,10 @@ def check_or_write_config(out_dir: Path, config: dict[str, Any]) -> None:
         saved = json.loads(path.read_text())
         if saved != current:
             changed = sorted(k for k in set(current) | set(saved) if current.get(k) != saved.get(k))
-            raise ValueError(f"{out_dir} holds a run with another configuration (changed: {changed}); "
-                             "use another --out, or --fresh to start over")
+            raise ValueError(
+                f"{out_dir} holds a run with another configuration (changed: {changed}); "
+                "use another --out, or --fresh to start over"
+            )
     else:
         path.write_text(json.dumps(current, indent=2))
 
@@ -130,8 +136,10 @@ def trim_log(out_dir: Path, step: int) -> None:
         except (ValueError, KeyError, TypeError):
             if number == len(lines):  # the write the kill interrupted
                 break
-            raise ValueError(f"{path} line {number} is not a JSON record with a 'step': the log is damaged; "
-                             "delete the file (the checkpoints are unaffected) and run again") from None
+            raise ValueError(
+                f"{path} line {number} is not a JSON record with a 'step': the log is damaged; "
+                "delete the file (the checkpoints are unaffected) and run again"
+            ) from None
         if record_step <= step:
             kept.append(line)
     tmp = path.with_name(path.name + ".tmp")

@@ -22,8 +22,8 @@ class DataConfig:
 
     sources: list[dict[str, Any]] = field(default_factory=lambda: [{"kind": "builtin"}])
     size: int = 224
-    batch_size: int = 16          # global batch (split over processes)
-    hflip: bool = True            # upstream flips every image with p = 0.5
+    batch_size: int = 16  # global batch (split over processes)
+    hflip: bool = True  # upstream flips every image with p = 0.5
 
 
 @dataclass
@@ -35,7 +35,7 @@ class OptimConfig:
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
-    encoder_lr_scale: float = 0.1     # stages 2 and 3: encoder and mlp1 at 0.1 x the base rate
+    encoder_lr_scale: float = 0.1  # stages 2 and 3: encoder and mlp1 at 0.1 x the base rate
     ema_decay: float = 0.999
 
 
@@ -44,9 +44,9 @@ class LossConfig:
     """Weights of each loss term (0 switches a term off; a term whose weights file is absent must be 0)."""
 
     l2_weight: float = 1.0
-    lpips_weight: float = 1.0        # LPIPS (VGG): needs torchvision's vgg16-397923af.pth
-    convnext_weight: float = 0.1     # ConvNeXt-S logit MSE: needs convnext_small-0c510722.pth
-    distill_weight: float = 1.0      # lambda of the self-distillation loss (stages 2, 3)
+    lpips_weight: float = 1.0  # LPIPS (VGG): needs torchvision's vgg16-397923af.pth
+    convnext_weight: float = 0.1  # ConvNeXt-S logit MSE: needs convnext_small-0c510722.pth
+    distill_weight: float = 1.0  # lambda of the self-distillation loss (stages 2, 3)
     gan_weight: float = 0.1
     discriminator_start: int = 200_000
     lecam_weight: float = 0.001
@@ -63,17 +63,17 @@ class TrainConfig:
     """One stage of tokenizer training."""
 
     name: str
-    variant: str                      # architecture (a variant name or YAML)
+    variant: str  # architecture (a variant name or YAML)
     stage: int = 1
-    init: str | None = None           # tokenizer to start from: a saved directory, or released weights
+    init: str | None = None  # tokenizer to start from: a saved directory, or released weights
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     losses: LossConfig = field(default_factory=LossConfig)
-    mixed_precision: str = "no"       # "no" on CPU; "bf16" as upstream on GPUs
+    mixed_precision: str = "no"  # "no" on CPU; "bf16" as upstream on GPUs
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
-    source: str | None = None         # the YAML it was read from
+    source: str | None = None  # the YAML it was read from
 
     def __post_init__(self) -> None:
         if self.stage not in (1, 2, 3):
@@ -114,8 +114,9 @@ def recipe_path(value: str | Path) -> Path:
     builtin = RECIPES_DIR / f"{value}.yaml"
     if builtin.is_file():
         return builtin
-    raise FileNotFoundError(f"training config {str(value)!r} is neither a file nor a built-in recipe "
-                            f"({', '.join(list_recipes())})")
+    raise FileNotFoundError(
+        f"training config {str(value)!r} is neither a file nor a built-in recipe ({', '.join(list_recipes())})"
+    )
 
 
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
@@ -156,13 +157,13 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
 class GeneratorDataConfig:
     """Generator training data: single-task batches (all text-to-image or all edit), as upstream."""
 
-    dataset: str = "digits"           # "digits" (scikit-learn's, captions from labels) or "jsonl"
-    path: str | None = None           # jsonl: lines {"image", "caption"} or {"image", "source", "instruction"}
-    size: int = 448                   # image side the tokenizer reads (448 for the real models)
-    batch_size: int = 32              # global batch
+    dataset: str = "digits"  # "digits" (scikit-learn's, captions from labels) or "jsonl"
+    path: str | None = None  # jsonl: lines {"image", "caption"} or {"image", "source", "instruction"}
+    size: int = 448  # image side the tokenizer reads (448 for the real models)
+    batch_size: int = 32  # global batch
     edit_fraction: float | None = 0.0  # share of edit batches; null: the edit examples' share of the data
-    null_prompt_prob: float = 0.1     # upstream replaces 10 % of prompts by the CFG null prompt
-    max_caption_chars: int = 1000     # upstream resamples longer captions
+    null_prompt_prob: float = 0.1  # upstream replaces 10 % of prompts by the CFG null prompt
+    max_caption_chars: int = 1000  # upstream resamples longer captions
 
 
 @dataclass
@@ -194,15 +195,15 @@ class GeneratorTrainConfig:
     """
 
     name: str
-    variant: str                      # architecture: a variant name or YAML with a generator section
+    variant: str  # architecture: a variant name or YAML with a generator section
     stage: int = 2
-    init: str | None = None           # a saved generator directory to start from (stage 1 -> 2 -> 3)
-    tokenizer: str | None = None      # UniLIP tokenizer (saved directory or released weights) for stages 2-3
-    llm_init: str | None = None       # InternVL3-xB-hf directory: the frozen LLM (stage 1 from scratch)
-    dit_init: str | None = None       # SANA diffusers directory (with transformer/): the DiT's start
-    dcae: str | None = None           # stage 1 targets: a diffusers AutoencoderDC directory
-    dcae_scale: float = 0.41407       # DC-AE f32c32-sana-1.1 latent scale (upstream)
-    dcae_size: int = 512              # stage 1 target images are 512 px
+    init: str | None = None  # a saved generator directory to start from (stage 1 -> 2 -> 3)
+    tokenizer: str | None = None  # UniLIP tokenizer (saved directory or released weights) for stages 2-3
+    llm_init: str | None = None  # InternVL3-xB-hf directory: the frozen LLM (stage 1 from scratch)
+    dit_init: str | None = None  # SANA diffusers directory (with transformer/): the DiT's start
+    dcae: str | None = None  # stage 1 targets: a diffusers AutoencoderDC directory
+    dcae_scale: float = 0.41407  # DC-AE f32c32-sana-1.1 latent scale (upstream)
+    dcae_size: int = 512  # stage 1 target images are 512 px
     # Latent scale in the DiT's space: null keeps the variant's (10.6 / 9.5, upstream's constants);
     # "auto" sets 1 / std of the tokenizer's latents over (up to 1024) training images, for a new
     # tokenizer (the tiny one), and the saved generator records the value.
@@ -235,7 +236,9 @@ class GeneratorTrainConfig:
         if isinstance(self.unilip_factor, str) and self.unilip_factor != "auto":
             raise ValueError(f"unilip_factor must be a number, 'auto' or null; got {self.unilip_factor!r}")
         if self.unilip_factor == "auto" and self.stage == 1:
-            raise ValueError("unilip_factor scales UniLIP latents, which stage 1 does not use (it learns DC-AE latents)")
+            raise ValueError(
+                "unilip_factor scales UniLIP latents, which stage 1 does not use (it learns DC-AE latents)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,8 +19,9 @@ from unilip.data import ImageLoader, list_image_sources
 SOURCE_KINDS = ("builtin", "folder", "tar", "digits")
 
 
-def train_transform(image: Image.Image | torch.Tensor, size: int, generator: torch.Generator,
-                    hflip: bool) -> torch.Tensor:
+def train_transform(
+    image: Image.Image | torch.Tensor, size: int, generator: torch.Generator, hflip: bool
+) -> torch.Tensor:
     """Shorter side to ``size`` (bicubic, antialias), random ``size`` crop, random horizontal flip.
 
     Returns a ``3 x size x size`` float tensor in [0, 1].
@@ -35,7 +36,7 @@ def train_transform(image: Image.Image | torch.Tensor, size: int, generator: tor
         height, width = pixels.shape[-2:]
     top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
     left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
-    pixels = pixels[:, top:top + size, left:left + size]
+    pixels = pixels[:, top : top + size, left : left + size]
     if hflip and bool(torch.rand((), generator=generator) < 0.5):
         pixels = pixels.flip(-1)
     return pixels
@@ -92,13 +93,14 @@ def batch_indices(num_items: int, step: int, batch_size: int, seed: int) -> list
         epoch, offset = divmod(position, num_items)
         permutation = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed + epoch))
         take = min(batch_size - len(indices), num_items - offset)
-        indices += permutation[offset:offset + take].tolist()
+        indices += permutation[offset : offset + take].tolist()
         position += take
     return indices
 
 
-def make_batch(images: TrainImages, step: int, batch_size: int, seed: int, rank: int = 0,
-               world_size: int = 1) -> torch.Tensor:
+def make_batch(
+    images: TrainImages, step: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
     """This process's share of global batch ``step`` (``B/world x 3 x S x S`` in [0, 1])."""
     chosen = batch_indices(len(images), step, batch_size, seed)
     samples = []

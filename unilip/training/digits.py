@@ -69,8 +69,9 @@ def load_digits_split(split: Split, size: int = 56, seed: int = 0) -> tuple[torc
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
     if size < _NATIVE:
-        raise ValueError(f"size must be >= {_NATIVE} (the digits are {_NATIVE} x {_NATIVE} and are only upscaled); "
-                         f"got {size}")
+        raise ValueError(
+            f"size must be >= {_NATIVE} (the digits are {_NATIVE} x {_NATIVE} and are only upscaled); got {size}"
+        )
     images, labels = _raw_digits()
     train, test = _split_indices(int(seed))
     index = train if split == "train" else test
@@ -123,7 +124,7 @@ def export_digits_folder(split: Split, folder: str | Path, size: int = 56, seed:
     folder = Path(folder)
     pixels = digit_images_uint8(split, size=size, seed=seed)  # N x S x S x 3
     paths = []
-    for index, (image, label) in enumerate(zip(pixels, digit_labels(split, seed=seed))):
+    for index, (image, label) in enumerate(zip(pixels, digit_labels(split, seed=seed), strict=True)):
         path = folder / str(label) / f"{index:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(path)

@@ -30,9 +30,9 @@ class GenerationBatch:
     """What one step trains on: the user texts, the target images and (editing) the reference images."""
 
     texts: list[str]
-    targets: torch.Tensor            # B x 3 x S x S in [0, 1]
-    sources: torch.Tensor | None     # B x 3 x S x S in [0, 1], editing only
-    task: str                        # "t2i" or "edit"
+    targets: torch.Tensor  # B x 3 x S x S in [0, 1]
+    sources: torch.Tensor | None  # B x 3 x S x S in [0, 1], editing only
+    task: str  # "t2i" or "edit"
 
 
 def _stream_seed(*parts: object) -> int:
@@ -53,8 +53,8 @@ def digit_instruction(label: int) -> str:
 
 
 def _read_resized(path: Path, size: int) -> torch.Tensor:
-    from unilip.pipelines import pil_to_tensor
     from unilip.data import read_image
+    from unilip.pipelines import pil_to_tensor
 
     return pil_to_tensor(read_image(path), size)[0]
 
@@ -79,8 +79,9 @@ class GenerationData:
         else:
             self._read_jsonl(Path(config.path))
         # null: batches drawn in proportion to the examples, as upstream's concatenated datasets are.
-        self.edit_fraction = (config.edit_fraction if config.edit_fraction is not None
-                              else len(self.edit_texts) / max(1, len(self)))
+        self.edit_fraction = (
+            config.edit_fraction if config.edit_fraction is not None else len(self.edit_texts) / max(1, len(self))
+        )
         if self.edit_fraction > 0 and not self.has_edits:
             raise ValueError(f"data.edit_fraction is {self.edit_fraction} but {config.path} holds no edit examples")
         if not len(self.t2i_texts) and self.edit_fraction < 1:
@@ -108,8 +109,10 @@ class GenerationData:
                     self.t2i_paths.append(target)
                     self.t2i_texts.append(caption)
             except (KeyError, TypeError, json.JSONDecodeError) as error:
-                raise ValueError(f"{path}:{number}: not a generator example ({error!r}); expected "
-                                 '{"image", "caption"} or {"image", "source", "instruction"}') from None
+                raise ValueError(
+                    f"{path}:{number}: not a generator example ({error!r}); expected "
+                    '{"image", "caption"} or {"image", "source", "instruction"}'
+                ) from None
         self.has_edits = bool(self.edit_paths)
 
     def _images(self, paths: list[Path]) -> torch.Tensor:

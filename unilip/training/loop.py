@@ -30,9 +30,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from unilip.training.checkpointing import (check_or_write_config, interruption_reported, list_checkpoints,
-                                           load_optimizer, rng_state, save_optimizer, set_rng_state, trim_log,
-                                           write_checkpoint)
+from unilip.training.checkpointing import (
+    check_or_write_config,
+    interruption_reported,
+    list_checkpoints,
+    load_optimizer,
+    rng_state,
+    save_optimizer,
+    set_rng_state,
+    trim_log,
+    write_checkpoint,
+)
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -41,8 +49,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NO_DECAY_SUBSTRINGS", "TrainingLoop", "clear_out_dir", "lr_factor", "start_accelerator",
-           "uses_weight_decay", "warmup_cosine_schedule"]
+__all__ = [
+    "NO_DECAY_SUBSTRINGS",
+    "TrainingLoop",
+    "clear_out_dir",
+    "lr_factor",
+    "start_accelerator",
+    "uses_weight_decay",
+    "warmup_cosine_schedule",
+]
 
 # Upstream's no-decay rule: parameters of dimension < 2, and names containing any of these.
 NO_DECAY_SUBSTRINGS = ("ln", "bias", "embedding", "norm", "gamma", "embed")
@@ -54,7 +69,7 @@ def uses_weight_decay(name: str, parameter: torch.Tensor) -> bool:
     return parameter.ndim >= 2 and not any(part in name for part in NO_DECAY_SUBSTRINGS)
 
 
-def lr_factor(step: int, optim: "OptimConfig") -> float:
+def lr_factor(step: int, optim: OptimConfig) -> float:
     """Linear warm-up to 1, then cosine down to ``end_lr / lr`` at ``max_steps``."""
     if step < optim.warmup_steps:
         return step / max(1, optim.warmup_steps)
@@ -63,14 +78,13 @@ def lr_factor(step: int, optim: "OptimConfig") -> float:
     return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def warmup_cosine_schedule(optimizer: torch.optim.Optimizer,
-                           optim: "OptimConfig") -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig) -> torch.optim.lr_scheduler.LambdaLR:
     """The LR schedule of both trainers: each group's rate times :func:`lr_factor` of the step."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, optim))
 
 
 # ----------------------------------------------------------------------------------- run set-up
-def start_accelerator(mixed_precision: str, seed: int) -> "Accelerator":
+def start_accelerator(mixed_precision: str, seed: int) -> Accelerator:
     """The run's ``Accelerator`` (the CPU when there is no CUDA device), then the global torch seed."""
     from accelerate import Accelerator
 
@@ -104,7 +118,7 @@ class TrainingLoop:
     config: Any
     out_dir: Path
     progress: bool
-    accelerator: "Accelerator"
+    accelerator: Accelerator
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     step: int
@@ -146,8 +160,9 @@ class TrainingLoop:
                 (checkpoints are written whole or not at all, so nothing partial is kept).
         """
         total = max_steps or self.config.optim.max_steps
-        with interruption_reported(f"train {self.kind} ({self.config.name}, stage {self.config.stage})",
-                                   self.out_dir, total, lambda: self.step):
+        with interruption_reported(
+            f"train {self.kind} ({self.config.name}, stage {self.config.stage})", self.out_dir, total, lambda: self.step
+        ):
             return self._train(total)
 
     def _train(self, total: int) -> Path:
@@ -159,8 +174,13 @@ class TrainingLoop:
         if self.accelerator.is_main_process:
             trim_log(self.out_dir, self.step)  # also without a checkpoint: a rerun from step 0 logs afresh
         self.prepare_data()
-        bar = tqdm(total=total, initial=self.step, desc=f"{self.config.name} stage {self.config.stage}", unit="step",
-                   disable=not (self.progress and self.accelerator.is_main_process))
+        bar = tqdm(
+            total=total,
+            initial=self.step,
+            desc=f"{self.config.name} stage {self.config.stage}",
+            unit="step",
+            disable=not (self.progress and self.accelerator.is_main_process),
+        )
         with (self.out_dir / "log.jsonl").open("a") as log:
             while self.step < total:
                 batch = self.next_batch(self.step)
@@ -193,8 +213,12 @@ class TrainingLoop:
     def _write_checkpoint(self, directory: Path) -> None:
         self.write_weights(directory)
         save_optimizer(self.optimizer, directory, "optimizer")
-        state = {"step": self.step, "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
-                 **self.checkpoint_state()}
+        state = {
+            "step": self.step,
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            **self.checkpoint_state(),
+        }
         (directory / "state.json").write_text(json.dumps(state))
 
     def _resume(self) -> None:

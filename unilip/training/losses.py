@@ -29,15 +29,16 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from unilip.pixels import IMAGENET_MEAN, IMAGENET_STD
 from unilip.lpips import LPIPS_BACKBONES, build_lpips
+from unilip.pixels import IMAGENET_MEAN, IMAGENET_STD
 from unilip.weights import WeightsUnavailable, check_weights_keys, load_weights_state_dict, resolve_weights
 
 if TYPE_CHECKING:
@@ -116,13 +117,23 @@ def resolve_loss_weights(
         LossWeightsUnavailable: Nothing was named and the hub cache lacks the file; the message names
             the file, the places searched, where to get it and how to switch the loss off.
     """
-    return resolve_weights(explicit, env_var, (filename,), what, _source(filename), setting=config_path_key,
-                           switch_off=config_switch, unavailable=LossWeightsUnavailable)
+    return resolve_weights(
+        explicit,
+        env_var,
+        (filename,),
+        what,
+        _source(filename),
+        setting=config_path_key,
+        switch_off=config_switch,
+        unavailable=LossWeightsUnavailable,
+    )
 
 
 def _source(filename: str) -> str:
-    return (f"Get it from {_DOWNLOAD_BASE}{filename} (or let torchvision fetch it into its hub cache) on a machine "
-            "with internet access.")
+    return (
+        f"Get it from {_DOWNLOAD_BASE}{filename} (or let torchvision fetch it into its hub cache) on a machine "
+        "with internet access."
+    )
 
 
 def _freeze(module: nn.Module) -> None:
@@ -181,11 +192,15 @@ class LPIPSLoss(nn.Module):
         if net != "vgg":
             raise ValueError(f"LPIPSLoss supports net='vgg' only (as upstream), got {net!r}")
         self.model, self.weights_path, _ = build_lpips(
-            "vgg", backbone_weights, setting="losses.lpips_vgg_weights", switch_off="losses.lpips_weight: 0",
-            unavailable=LossWeightsUnavailable)
+            "vgg",
+            backbone_weights,
+            setting="losses.lpips_vgg_weights",
+            switch_off="losses.lpips_weight: 0",
+            unavailable=LossWeightsUnavailable,
+        )
         self.eval()
 
-    def train(self, mode: bool = True) -> "LPIPSLoss":
+    def train(self, mode: bool = True) -> LPIPSLoss:
         """Keep eval mode whatever ``mode`` is (the loss network is frozen)."""
         return super().train(False)
 
@@ -254,7 +269,7 @@ class ConvNeXtLogitLoss(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "ConvNeXtLogitLoss":
+    def train(self, mode: bool = True) -> ConvNeXtLogitLoss:
         """Keep eval mode whatever ``mode`` is (the loss network is frozen)."""
         return super().train(False)
 
@@ -288,7 +303,7 @@ class FeatureTeacher(nn.Module):
     needs them, and they would double the memory of the copy).
     """
 
-    def __init__(self, model: "UniLIPTokenizer") -> None:
+    def __init__(self, model: UniLIPTokenizer) -> None:
         """Copy ``model``'s encoder and ``mlp1`` (its weights as they are now).
 
         Args:
@@ -307,7 +322,7 @@ class FeatureTeacher(nn.Module):
         self.tokenizer.eval()
         self.calls = 0  # counted so tests can check that lambda = 0 never runs the teacher
 
-    def train(self, mode: bool = True) -> "FeatureTeacher":
+    def train(self, mode: bool = True) -> FeatureTeacher:
         """Keep eval mode whatever ``mode`` is: no drop-path, fixed statistics."""
         return super().train(False)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def say(message: str, tag: str = "sweep") -> None:
@@ -12,8 +13,14 @@ def say(message: str, tag: str = "sweep") -> None:
     print(f"[{tag}] {message}", file=sys.stderr, flush=True)
 
 
-def run_phase(name: str, done: bool, work: Callable[[], Any], summary: Callable[[], str],
-              timings: dict[str, float], say: Callable[[str], None] = say) -> None:
+def run_phase(
+    name: str,
+    done: bool,
+    work: Callable[[], Any],
+    summary: Callable[[], str],
+    timings: dict[str, float],
+    say: Callable[[str], None] = say,
+) -> None:
     """Run one phase of a study unless its output is already there (then say it was reused)."""
     if done:
         say(f"{name}: reused (already done): {summary()}")

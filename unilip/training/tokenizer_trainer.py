@@ -27,9 +27,14 @@ from unilip.tokenizer import UniLIPTokenizer
 from unilip.training.checkpointing import load_optimizer, save_optimizer
 from unilip.training.config import TrainConfig
 from unilip.training.data import TrainImages, make_batch
+from unilip.training.loop import (
+    TrainingLoop,
+    clear_out_dir,
+    start_accelerator,
+    uses_weight_decay,
+    warmup_cosine_schedule,
+)
 from unilip.training.losses import FeatureTeacher, self_distillation_loss
-from unilip.training.loop import (TrainingLoop, clear_out_dir, start_accelerator, uses_weight_decay,
-                                  warmup_cosine_schedule)
 
 ENCODER_PREFIXES = ("encoder.", "mlp1.")
 
@@ -43,9 +48,11 @@ def load_initial_model(config: TrainConfig, device: str | torch.device = "cpu") 
     spec = get_variant(config.variant)
     if config.init is None:
         if spec.has_released_weights:
-            raise ValueError(f"{config.source}: stage {config.stage} of {spec.name} needs 'init' (the weights to start "
-                             "from: a saved tokenizer directory or released weights); random init of a real-size "
-                             "tokenizer is not a recipe")
+            raise ValueError(
+                f"{config.source}: stage {config.stage} of {spec.name} needs 'init' (the weights to start "
+                "from: a saved tokenizer directory or released weights); random init of a real-size "
+                "tokenizer is not a recipe"
+            )
         return load_tokenizer(config.variant, random_init=True, seed=config.seed, device=device)
     init = Path(config.init)
     if init.is_dir() and (init / "config.json").is_file() and "unilip_tokenizer" in (init / "config.json").read_text():
@@ -88,16 +95,24 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
             continue
         is_encoder = config.stage >= 2 and name.startswith(ENCODER_PREFIXES)
         decay = uses_weight_decay(name, parameter)
-        group = groups.setdefault((is_encoder, decay), {
-            "params": [], "names": [], "weight_decay": config.optim.weight_decay if decay else 0.0,
-            "lr": config.optim.lr * (config.optim.encoder_lr_scale if is_encoder else 1.0),
-            "group_name": f"{'encoder' if is_encoder else 'base'}{'' if decay else '_no_decay'}"})
+        group = groups.setdefault(
+            (is_encoder, decay),
+            {
+                "params": [],
+                "names": [],
+                "weight_decay": config.optim.weight_decay if decay else 0.0,
+                "lr": config.optim.lr * (config.optim.encoder_lr_scale if is_encoder else 1.0),
+                "group_name": f"{'encoder' if is_encoder else 'base'}{'' if decay else '_no_decay'}",
+            },
+        )
         group["params"].append(parameter)
         group["names"].append(name)
     return [groups[key] for key in sorted(groups)]
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def build_optimizer(
+    model: nn.Module, config: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the trainable parameters with the upstream groups, and its warm-up + cosine schedule."""
     groups = parameter_groups(model, config)
     if not groups:
@@ -152,9 +167,12 @@ class TokenizerTrainer(TrainingLoop):
 
         losses = self.config.losses
         self.discriminator = PatchDiscriminator(base=losses.discriminator_base).to(self.accelerator.device)
-        self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=losses.discriminator_lr,
-                                                betas=tuple(self.config.optim.betas),
-                                                weight_decay=self.config.optim.weight_decay)
+        self.disc_optimizer = torch.optim.AdamW(
+            self.discriminator.parameters(),
+            lr=losses.discriminator_lr,
+            betas=tuple(self.config.optim.betas),
+            weight_decay=self.config.optim.weight_decay,
+        )
         self.lecam = LeCamEMA(decay=0.999).to(self.accelerator.device)
         self.discriminator, self.disc_optimizer = self.accelerator.prepare(self.discriminator, self.disc_optimizer)
 
@@ -166,8 +184,14 @@ class TokenizerTrainer(TrainingLoop):
 
     def next_batch(self, step: int) -> torch.Tensor:
         """This process' images of ``step`` (``make_batch``: a function of seed, step and rank only)."""
-        images = make_batch(self.images, step, self.config.data.batch_size, self.config.seed,
-                            self.accelerator.process_index, self.accelerator.num_processes)
+        images = make_batch(
+            self.images,
+            step,
+            self.config.data.batch_size,
+            self.config.seed,
+            self.accelerator.process_index,
+            self.accelerator.num_processes,
+        )
         return images.to(self.accelerator.device)
 
     def training_step(self, images: torch.Tensor) -> dict[str, float]:
@@ -193,7 +217,8 @@ class TokenizerTrainer(TrainingLoop):
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(total)
         grad_norm = self.accelerator.clip_grad_norm_(
-            [p for group in self.optimizer.param_groups for p in group["params"]], self.config.optim.grad_clip)
+            [p for group in self.optimizer.param_groups for p in group["params"]], self.config.optim.grad_clip
+        )
         self.optimizer.step()
         self.scheduler.step()
         if gan_on:
@@ -218,15 +243,26 @@ class TokenizerTrainer(TrainingLoop):
         from safetensors.torch import save_file
 
         names = [name for name, _ in self.model.named_parameters()]
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
-                  str(directory / "model.safetensors"))
-        save_file({n: s.detach().contiguous().cpu() for n, s in zip(names, self.ema.shadow_params)},
-                  str(directory / "ema.safetensors"))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
+            str(directory / "model.safetensors"),
+        )
+        save_file(
+            {n: s.detach().contiguous().cpu() for n, s in zip(names, self.ema.shadow_params, strict=True)},
+            str(directory / "ema.safetensors"),
+        )
         if self.discriminator is not None:
             unwrapped = self.accelerator.unwrap_model(self.discriminator)
-            save_file({k: v.detach().contiguous().cpu() for k, v in
-                       {**unwrapped.state_dict(), **{f"lecam.{k}": v for k, v in self.lecam.state_dict().items()}}.items()},
-                      str(directory / "discriminator.safetensors"))
+            save_file(
+                {
+                    k: v.detach().contiguous().cpu()
+                    for k, v in {
+                        **unwrapped.state_dict(),
+                        **{f"lecam.{k}": v for k, v in self.lecam.state_dict().items()},
+                    }.items()
+                },
+                str(directory / "discriminator.safetensors"),
+            )
             save_optimizer(self.disc_optimizer, directory, "disc_optimizer")
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -246,9 +282,10 @@ class TokenizerTrainer(TrainingLoop):
         self.ema.optimization_step = state["ema_optimization_step"]
         if self.discriminator is not None:
             saved = load_file(str(directory / "discriminator.safetensors"))
-            lecam = {k[len("lecam."):]: v for k, v in saved.items() if k.startswith("lecam.")}
+            lecam = {k[len("lecam.") :]: v for k, v in saved.items() if k.startswith("lecam.")}
             self.accelerator.unwrap_model(self.discriminator).load_state_dict(
-                {k: v for k, v in saved.items() if not k.startswith("lecam.")}, strict=True)
+                {k: v for k, v in saved.items() if not k.startswith("lecam.")}, strict=True
+            )
             self.lecam.load_state_dict(lecam, strict=True)
             load_optimizer(self.disc_optimizer, directory, "disc_optimizer")
 
@@ -263,15 +300,29 @@ class TokenizerTrainer(TrainingLoop):
             self.ema.copy_to(parameters)
             self.model.save_pretrained(final)
             self.ema.restore(parameters)
-            (final / "training.json").write_text(json.dumps({
-                "config": self.config.to_dict(), "steps": self.step, "weights": "EMA",
-                "environment": environment_report()}, indent=2))
+            (final / "training.json").write_text(
+                json.dumps(
+                    {
+                        "config": self.config.to_dict(),
+                        "steps": self.step,
+                        "weights": "EMA",
+                        "environment": environment_report(),
+                    },
+                    indent=2,
+                )
+            )
         self.accelerator.wait_for_everyone()
         return final
 
 
-def train_tokenizer(config: TrainConfig, out_dir: str | Path, *, max_steps: int | None = None,
-                    progress: bool = True, fresh: bool = False) -> Path:
+def train_tokenizer(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    max_steps: int | None = None,
+    progress: bool = True,
+    fresh: bool = False,
+) -> Path:
     """Run one training stage into ``out_dir``; returns the directory of the saved EMA tokenizer.
 
     An interrupted stage resumes from its last checkpoint; a finished one only re-saves ``final``.

@@ -4,7 +4,8 @@ Variants: ``geneval@hf-mask2former`` (scored in process with transformers Mask2F
 official mmdetection stack) and ``geneval@official`` (the official scorer run in the user's environment).
 """
 
-from .benchmark import GenEvalBenchmark
 from evals.runtime.records import item_seed
+
+from .benchmark import GenEvalBenchmark
 
 __all__ = ["GenEvalBenchmark", "item_seed"]

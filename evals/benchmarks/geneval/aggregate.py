@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .protocol import TAGS
 
@@ -65,8 +66,13 @@ def summarize(outcomes: Iterable[ImageOutcome]) -> dict[str, dict[str, Any]]:
     tasks = {tag: _clustered_mean(by_tag[tag]) for tag in TAGS if tag in by_tag}
     ses = [entry["se"] for entry in tasks.values()]
     overall_se = math.sqrt(sum(se * se for se in ses)) / len(tasks) if all(se is not None for se in ses) else None
-    overall = {"value": sum(entry["value"] for entry in tasks.values()) / len(tasks), "se": overall_se,
-               "n": len(outcomes), "tags": list(tasks), "all_tags": len(tasks) == len(TAGS)}
+    overall = {
+        "value": sum(entry["value"] for entry in tasks.values()) / len(tasks),
+        "se": overall_se,
+        "n": len(outcomes),
+        "tags": list(tasks),
+        "all_tags": len(tasks) == len(TAGS),
+    }
     prompts: dict[str, bool] = defaultdict(bool)
     for outcome in outcomes:
         prompts[outcome.prompt_key] |= outcome.correct

@@ -20,7 +20,7 @@ pure-Python cost negligible.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 # npysort's SMALL_QUICKSORT: partitions of at most this many elements plus one are insertion-sorted.
 SMALL_QUICKSORT = 15
@@ -33,6 +33,7 @@ def _less(a: float, b: float) -> bool:
 
 def _heapsort_indices(values: Sequence[float], order: list[int], low: int, count: int) -> None:
     """numpy's ``aheapsort`` of ``order[low:low + count]`` by ``values`` (1-based heap indexing, as there)."""
+
     def get(k: int) -> int:
         return order[low + k - 1]
 

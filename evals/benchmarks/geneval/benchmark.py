@@ -30,24 +30,37 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.benchmark import (Benchmark, BenchmarkSpec, Item, ResolvedBenchmark, StageContext, StageResult,
-                             model_identity, option, register_benchmark)
-from .aggregate import ImageOutcome, summarize
-from .protocol import (ScoringRules, load_color_protocol, load_object_names, load_prompts,
-                                               prompts_identity)
+from evals.benchmark import (
+    Benchmark,
+    BenchmarkSpec,
+    Item,
+    ResolvedBenchmark,
+    StageContext,
+    StageResult,
+    model_identity,
+    option,
+    register_benchmark,
+)
 from evals.benchmarks.kit import png_bytes
 from evals.files import atomic_write_bytes, canonical_hash, write_output
+
+from .aggregate import ImageOutcome, summarize
+from .protocol import ScoringRules, load_color_protocol, load_object_names, load_prompts, prompts_identity
 
 logger = logging.getLogger(__name__)
 
 IMAGES_DIR = "images"
 SCORED_IMAGES = "scored_images.jsonl"
 LAYOUT = "official: images/<index:05d>/metadata.jsonl + samples/<k:05d>.png"
-HF_NOTE = ("transformers Mask2Former (detectron2-trained Swin-S COCO-instance weights) + transformers CLIP "
-           "ViT-L/14: NOT the official mmdetection 2.x / open_clip scorer; expect scores to differ from "
-           "published GenEval numbers (see evals/benchmarks/geneval/detector.py for the differences)")
-OFFICIAL_NOTE = ("the official GenEval scorer (evaluation/evaluate_images.py: mmdetection 2.x Mask2Former + "
-                 "open_clip CLIP ViT-L/14) run in the user's environment")
+HF_NOTE = (
+    "transformers Mask2Former (detectron2-trained Swin-S COCO-instance weights) + transformers CLIP "
+    "ViT-L/14: NOT the official mmdetection 2.x / open_clip scorer; expect scores to differ from "
+    "published GenEval numbers (see evals/benchmarks/geneval/detector.py for the differences)"
+)
+OFFICIAL_NOTE = (
+    "the official GenEval scorer (evaluation/evaluate_images.py: mmdetection 2.x Mask2Former + "
+    "open_clip CLIP ViT-L/14) run in the user's environment"
+)
 
 
 def sample_name(k: int) -> str:
@@ -75,15 +88,20 @@ class GenEvalOptions:
 
     limit: int | None = option("score only the first N of the 553 prompts (default: all)")
     n_samples: int = option("images per prompt (default 4, as the official protocol)", default=4)
-    seed: int = option("run seed; each prompt's seed is derived from it and the prompt index (default: --seed)",
-                       default=0)
-    detector: str | None = option("@hf-mask2former: local transformers Mask2Former Swin-S COCO-instance directory "
-                                  "(facebook/mask2former-swin-small-coco-instance); @official: the folder holding "
-                                  "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth (the official --model-path)")
-    clip: str | None = option("@hf-mask2former: local transformers CLIP ViT-L/14 directory "
-                              "(openai/clip-vit-large-patch14)")
-    scorer_device: str | None = option("@hf-mask2former: torch device of the detector and CLIP (default cuda if "
-                                       "available)")
+    seed: int = option(
+        "run seed; each prompt's seed is derived from it and the prompt index (default: --seed)", default=0
+    )
+    detector: str | None = option(
+        "@hf-mask2former: local transformers Mask2Former Swin-S COCO-instance directory "
+        "(facebook/mask2former-swin-small-coco-instance); @official: the folder holding "
+        "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth (the official --model-path)"
+    )
+    clip: str | None = option(
+        "@hf-mask2former: local transformers CLIP ViT-L/14 directory (openai/clip-vit-large-patch14)"
+    )
+    scorer_device: str | None = option(
+        "@hf-mask2former: torch device of the detector and CLIP (default cuda if available)"
+    )
     official_scorer: str | None = option("@official: the Python interpreter of your GenEval environment")
     official_repo: str | None = option("@official: your djghosh13/geneval checkout")
 
@@ -106,10 +124,14 @@ class GenEvalScorers:
             from .detector import Mask2FormerDetector
 
             device = _local_device(self.device)
-            logger.info("geneval: loading the detector from %s and CLIP from %s on %s", self.detector, self.clip,
-                        device)
-            self._loaded.update(detector=Mask2FormerDetector(self.detector, load_object_names(), device),
-                                clip=CLIPColorClassifier(self.clip, load_color_protocol(), device), device=device)
+            logger.info(
+                "geneval: loading the detector from %s and CLIP from %s on %s", self.detector, self.clip, device
+            )
+            self._loaded.update(
+                detector=Mask2FormerDetector(self.detector, load_object_names(), device),
+                clip=CLIPColorClassifier(self.clip, load_color_protocol(), device),
+                device=device,
+            )
         return self._loaded
 
 
@@ -154,9 +176,12 @@ class GenEvalBenchmark(Benchmark):
             detector_dir = require_dir(options.detector, "detector", "Mask2Former weights", DETECTOR_SOURCE)
             clip_dir = require_dir(options.clip, "clip", "CLIP ViT-L/14 weights", CLIP_SOURCE)
             knobs["detector"] = {**directory_fingerprint(detector_dir), **detector_knobs()}
-            knobs["clip"] = {**directory_fingerprint(clip_dir), "dtype": "float32",
-                             "preprocess": "open_clip eval transform (torchvision on PIL), sizes and mean/std "
-                                           "from the directory's preprocessor_config.json"}
+            knobs["clip"] = {
+                **directory_fingerprint(clip_dir),
+                "dtype": "float32",
+                "preprocess": "open_clip eval transform (torchvision on PIL), sizes and mean/std "
+                "from the directory's preprocessor_config.json",
+            }
             import torch
 
             device = options.scorer_device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -194,26 +219,36 @@ class GenEvalBenchmark(Benchmark):
         scorers: GenEvalScorers = resolved.scorers
         if scorers.official is not None:
             scorer = scorers.official
-            self._check_paths({"official_scorer": scorer.python, "official_repo": scorer.repo,
-                               "detector": scorer.model_path})
+            self._check_paths(
+                {"official_scorer": scorer.python, "official_repo": scorer.repo, "detector": scorer.model_path}
+            )
         else:
             self._check_paths({"detector": scorers.detector, "clip": scorers.clip})
 
     def produce_fingerprint(self, resolved: ResolvedBenchmark, model: dict[str, Any]) -> str:
         knobs = resolved.spec.knobs
-        return canonical_hash({"model": model_identity(model), "n_samples": knobs["n_samples"],
-                               "seed": knobs["seed"], "seed_derivation": knobs["seed_derivation"],
-                               "layout": LAYOUT, "prompts": knobs["prompts"]["sha256"]})
+        return canonical_hash(
+            {
+                "model": model_identity(model),
+                "n_samples": knobs["n_samples"],
+                "seed": knobs["seed"],
+                "seed_derivation": knobs["seed_derivation"],
+                "layout": LAYOUT,
+                "prompts": knobs["prompts"]["sha256"],
+            }
+        )
 
     # ------------------------------------------------------------------ steps
-    def score(self, resolved: ResolvedBenchmark, items: list[Item],
-              ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+    def score(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext
+    ) -> Iterator[tuple[Item, StageResult]]:
         if resolved.protocol.runtime == "transformers":
             return self._score_in_process(resolved, items, ctx)
         return self._score_official(resolved, items, ctx)
 
-    def produce(self, resolved: ResolvedBenchmark, items: list[Item],
-                ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+    def produce(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext
+    ) -> Iterator[tuple[Item, StageResult]]:
         from tqdm.auto import tqdm
 
         from evals.runtime.records import item_seed
@@ -229,17 +264,24 @@ class GenEvalBenchmark(Benchmark):
                 continue
             folder = f"{IMAGES_DIR}/{item.id}"
             # Every file is listed in the record's outputs: one deleted later makes the runner redo the prompt.
-            outputs = dict([write_output(ctx.bench_dir, f"{folder}/metadata.jsonl",
-                                         (json.dumps(item.source) + "\n").encode())])
+            outputs = dict(
+                [write_output(ctx.bench_dir, f"{folder}/metadata.jsonl", (json.dumps(item.source) + "\n").encode())]
+            )
             samples = []
             for k, image in enumerate(images[0]):
-                relative, digest = write_output(ctx.bench_dir, f"{folder}/samples/{sample_name(k)}",
-                                                png_bytes(image.convert("RGB")))
+                relative, digest = write_output(
+                    ctx.bench_dir, f"{folder}/samples/{sample_name(k)}", png_bytes(image.convert("RGB"))
+                )
                 outputs[relative] = digest
                 samples.append(relative)
-            yield item, StageResult(status="ok", payload={"seed": seed, "samples": samples,
-                                                          "sizes": [list(image.size) for image in images[0]]},
-                                    outputs=outputs)
+            yield (
+                item,
+                StageResult(
+                    status="ok",
+                    payload={"seed": seed, "samples": samples, "sizes": [list(image.size) for image in images[0]]},
+                    outputs=outputs,
+                ),
+            )
 
     def _load_samples(self, spec: BenchmarkSpec, item: Item, bench_dir: Path) -> tuple[list[str], str | None]:
         """The item's expected sample files, and a reason when one is missing."""
@@ -248,8 +290,9 @@ class GenEvalBenchmark(Benchmark):
         missing = [f for f in files if not (bench_dir / f).is_file()]
         return files, (f"missing image(s): {', '.join(missing)}" if missing else None)
 
-    def _score_in_process(self, resolved: ResolvedBenchmark, items: list[Item],
-                          ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+    def _score_in_process(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext
+    ) -> Iterator[tuple[Item, StageResult]]:
         from PIL import Image, ImageOps
         from tqdm.auto import tqdm
 
@@ -270,8 +313,12 @@ class GenEvalBenchmark(Benchmark):
                     with Image.open(ctx.bench_dir / file) as handle:
                         image = ImageOps.exif_transpose(handle).convert("RGB")
                     detections = detector.detect(image)
-                    verdict = score_image(item.source, detections,
-                                          lambda name, found, image=image: colors.classify(image, name, found), rules)
+                    verdict = score_image(
+                        item.source,
+                        detections,
+                        lambda name, found, image=image: colors.classify(image, name, found),
+                        rules,
+                    )
                     rows.append({"file": file, **verdict})
             except Exception as error:  # a scorer failure is this item's failed record, never a wrong image score
                 logger.exception("geneval: scoring %s failed", item.id)
@@ -279,8 +326,9 @@ class GenEvalBenchmark(Benchmark):
                 continue
             yield item, StageResult(status="ok", payload=_score_payload(item, rows, device=scorer["device"]))
 
-    def _score_official(self, resolved: ResolvedBenchmark, items: list[Item],
-                        ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+    def _score_official(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext
+    ) -> Iterator[tuple[Item, StageResult]]:
         from .official import OfficialScorerError
 
         spec = resolved.spec
@@ -295,8 +343,9 @@ class GenEvalBenchmark(Benchmark):
         if not ready:
             return
         try:
-            rows_by_folder = scorer.score(ctx.bench_dir / IMAGES_DIR, [item.id for item, _ in ready],
-                                          ctx.bench_dir / "official")
+            rows_by_folder = scorer.score(
+                ctx.bench_dir / IMAGES_DIR, [item.id for item, _ in ready], ctx.bench_dir / "official"
+            )
         except (OfficialScorerError, OSError, ValueError) as error:
             for item, _ in ready:
                 yield item, StageResult.failed(f"official scorer: {error}")
@@ -305,17 +354,26 @@ class GenEvalBenchmark(Benchmark):
             yield item, _official_record(item, files, rows_by_folder[item.id])
 
     # ------------------------------------------------------------------ aggregate
-    def aggregate(self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]],
-                  bench_dir: Path) -> dict[str, Any]:
+    def aggregate(
+        self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]], bench_dir: Path
+    ) -> dict[str, Any]:
         if not records:
             return {"overall": {"status": "not_computed", "reason": "no prompt was scored"}}
         outcomes, rows = [], []
         for item_id, record in records.items():
             for image in record["images"]:
                 outcomes.append(ImageOutcome(tag=record["tag"], prompt_key=item_id, correct=image["correct"]))
-                rows.append({"filename": image["file"], "tag": record["tag"], "prompt": record["prompt"],
-                             "correct": image["correct"], "reason": image["reason"],
-                             "metadata": json.dumps(record["metadata"]), "details": json.dumps(image["details"])})
+                rows.append(
+                    {
+                        "filename": image["file"],
+                        "tag": record["tag"],
+                        "prompt": record["prompt"],
+                        "correct": image["correct"],
+                        "reason": image["reason"],
+                        "metadata": json.dumps(record["metadata"]),
+                        "details": json.dumps(image["details"]),
+                    }
+                )
         atomic_write_bytes(bench_dir / SCORED_IMAGES, "".join(json.dumps(row) + "\n" for row in rows).encode())
         return summarize(outcomes)
 
@@ -335,8 +393,10 @@ def _check_generated(images: Any, n: int) -> str | None:
     from PIL import Image
 
     if not isinstance(images, (list, tuple)) or len(images) != 1:
-        return f"returned {type(images).__name__} of length {len(images) if hasattr(images, '__len__') else '?'} " \
-               "for 1 prompt"
+        return (
+            f"returned {type(images).__name__} of length {len(images) if hasattr(images, '__len__') else '?'} "
+            "for 1 prompt"
+        )
     if not isinstance(images[0], (list, tuple)) or len(images[0]) != n:
         return f"returned {len(images[0]) if hasattr(images[0], '__len__') else '?'} images, {n} were asked"
     wrong = [type(image).__name__ for image in images[0] if not isinstance(image, Image.Image)]
@@ -344,8 +404,15 @@ def _check_generated(images: Any, n: int) -> str | None:
 
 
 def _score_payload(item: Item, rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {"tag": item.source["tag"], "prompt": item.source["prompt"], "metadata": item.source,
-            "images": rows, "correct": sum(bool(row["correct"]) for row in rows), "n": len(rows), **extra}
+    return {
+        "tag": item.source["tag"],
+        "prompt": item.source["prompt"],
+        "metadata": item.source,
+        "images": rows,
+        "correct": sum(bool(row["correct"]) for row in rows),
+        "n": len(rows),
+        **extra,
+    }
 
 
 def _official_record(item: Item, files: list[str], rows: list[dict[str, Any]]) -> StageResult:
@@ -360,11 +427,19 @@ def _official_record(item: Item, files: list[str], rows: list[dict[str, Any]]) -
     for file in files:
         row = by_file[file.split("/", 1)[1]]
         if row.get("tag") != item.source["tag"] or row.get("prompt") != item.source["prompt"]:
-            return StageResult.failed(f"the official scorer's row for {file} is for another prompt "
-                                      f"({row.get('tag')!r}, {row.get('prompt')!r})")
+            return StageResult.failed(
+                f"the official scorer's row for {file} is for another prompt "
+                f"({row.get('tag')!r}, {row.get('prompt')!r})"
+            )
         if not isinstance(row.get("correct"), bool):
             return StageResult.failed(f"the official scorer's row for {file} has no boolean 'correct'")
         details = row.get("details", "{}")
-        scored.append({"file": file, "correct": row["correct"], "reason": row.get("reason", ""),
-                       "details": json.loads(details) if isinstance(details, str) else details})
+        scored.append(
+            {
+                "file": file,
+                "correct": row["correct"],
+                "reason": row.get("reason", ""),
+                "details": json.loads(details) if isinstance(details, str) else details,
+            }
+        )
     return StageResult(status="ok", payload=_score_payload(item, scored))

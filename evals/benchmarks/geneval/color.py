@@ -18,8 +18,9 @@ near-tie between two colours can resolve differently.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,10 @@ from .rules import Detection, pick_colors
 from .weights import directory_fingerprint, require_dir
 
 CLIP_HUB_ID = "openai/clip-vit-large-patch14"
-CLIP_SOURCE = (f"the transformers CLIP ViT-L/14 model, e.g. `hf download {CLIP_HUB_ID} "
-               "--local-dir PATH` on a machine with internet")
+CLIP_SOURCE = (
+    f"the transformers CLIP ViT-L/14 model, e.g. `hf download {CLIP_HUB_ID} "
+    "--local-dir PATH` on a machine with internet"
+)
 
 
 def masked_crop(image: Image.Image, box: Sequence[float], mask: np.ndarray | None, background: str) -> Image.Image:
@@ -84,15 +87,21 @@ class CLIPColorClassifier:
         config = CLIPImageProcessor.from_pretrained(self.directory)
         resize = config.size.get("shortest_edge") or min(config.size["height"], config.size["width"])
         crop = (config.crop_size["height"], config.crop_size["width"])
-        self.preprocess = {"resize_shorter_side": int(resize), "center_crop": list(crop),
-                           "mean": [float(v) for v in config.image_mean], "std": [float(v) for v in config.image_std],
-                           "interpolation": "bicubic (PIL, via torchvision)"}
-        self.transform = transforms.Compose([
-            transforms.Resize(int(resize), interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(crop),
-            transforms.ToTensor(),
-            transforms.Normalize(self.preprocess["mean"], self.preprocess["std"]),
-        ])
+        self.preprocess = {
+            "resize_shorter_side": int(resize),
+            "center_crop": list(crop),
+            "mean": [float(v) for v in config.image_mean],
+            "std": [float(v) for v in config.image_std],
+            "interpolation": "bicubic (PIL, via torchvision)",
+        }
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize(int(resize), interpolation=transforms.InterpolationMode.BICUBIC),
+                transforms.CenterCrop(crop),
+                transforms.ToTensor(),
+                transforms.Normalize(self.preprocess["mean"], self.preprocess["std"]),
+            ]
+        )
         self._classifiers: dict[str, torch.Tensor] = {}
 
     def fingerprint(self) -> dict[str, Any]:
@@ -105,8 +114,9 @@ class CLIPColorClassifier:
         if object_name not in self._classifiers:
             columns = []
             for color in self.protocol.colors:
-                tokens = self.tokenizer(self.protocol.texts(color, object_name), padding=True, truncation=True,
-                                        return_tensors="pt").to(self.device)
+                tokens = self.tokenizer(
+                    self.protocol.texts(color, object_name), padding=True, truncation=True, return_tensors="pt"
+                ).to(self.device)
                 embeddings = _pooled(self.model.get_text_features(**tokens)).float()
                 mean = torch.nn.functional.normalize(embeddings, dim=-1).mean(dim=0)
                 columns.append(mean / mean.norm())
@@ -117,8 +127,9 @@ class CLIPColorClassifier:
     def logits(self, crops: Sequence[Image.Image], object_name: str) -> np.ndarray:
         """``N x num_colors`` zero-shot logits of the crops for ``object_name``."""
         pixels = torch.stack([self.transform(crop.convert("RGB")) for crop in crops]).to(self.device)
-        features = torch.nn.functional.normalize(_pooled(self.model.get_image_features(pixel_values=pixels)).float(),
-                                                 dim=-1)
+        features = torch.nn.functional.normalize(
+            _pooled(self.model.get_image_features(pixel_values=pixels)).float(), dim=-1
+        )
         return (self.protocol.logit_scale * features @ self.text_classifier(object_name)).cpu().numpy()
 
     def classify(self, image: Image.Image, object_name: str, detections: Sequence[Detection]) -> list[str]:

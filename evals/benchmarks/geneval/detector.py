@@ -36,8 +36,9 @@ Differences that remain (documented in the benchmark's results through its spec)
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,8 +50,10 @@ from .weights import directory_fingerprint, require_dir
 logger = logging.getLogger(__name__)
 
 DETECTOR_HUB_ID = "facebook/mask2former-swin-small-coco-instance"
-DETECTOR_SOURCE = (f"the transformers Mask2Former Swin-S COCO-instance model, e.g. "
-                   f"`hf download {DETECTOR_HUB_ID} --local-dir PATH` on a machine with internet")
+DETECTOR_SOURCE = (
+    f"the transformers Mask2Former Swin-S COCO-instance model, e.g. "
+    f"`hf download {DETECTOR_HUB_ID} --local-dir PATH` on a machine with internet"
+)
 # mmdet's test pipeline for the official config: keep-ratio resize into (1333, 800), multiple of 32.
 DETECTOR_INPUT = {"shortest_edge": 800, "longest_edge": 1333}
 SIZE_DIVISOR = 32
@@ -67,11 +70,13 @@ def mask_to_box(mask: np.ndarray) -> tuple[float, float, float, float]:
 
 def detector_knobs() -> dict[str, Any]:
     """How detections are produced, for the spec (what moves scores besides the weights)."""
-    return {"implementation": "transformers Mask2FormerForUniversalSegmentation",
-            "input": {**DETECTOR_INPUT, "size_divisor": SIZE_DIVISOR},
-            "postprocess": "post_process_instance_segmentation(threshold=0.0, return_binary_maps=True), "
-                           "boxes = tight mask boxes [x_min, y_min, x_max+1, y_max+1]",
-            "dtype": "float32"}
+    return {
+        "implementation": "transformers Mask2FormerForUniversalSegmentation",
+        "input": {**DETECTOR_INPUT, "size_divisor": SIZE_DIVISOR},
+        "postprocess": "post_process_instance_segmentation(threshold=0.0, return_binary_maps=True), "
+        "boxes = tight mask boxes [x_min, y_min, x_max+1, y_max+1]",
+        "dtype": "float32",
+    }
 
 
 class Mask2FormerDetector:
@@ -92,16 +97,26 @@ class Mask2FormerDetector:
         self.model = Mask2FormerForUniversalSegmentation.from_pretrained(self.directory).to(self.device).eval()
         num_labels = self.model.config.num_labels
         if num_labels != len(self.object_names):
-            raise ValueError(f"{self.directory}: the detector has {num_labels} classes, GenEval's class list has "
-                             f"{len(self.object_names)}; use a COCO *instance* Mask2Former ({DETECTOR_HUB_ID})")
-        renamed = [(i, self.model.config.id2label.get(i), name) for i, name in enumerate(self.object_names)
-                   if self.model.config.id2label.get(i) != name]
+            raise ValueError(
+                f"{self.directory}: the detector has {num_labels} classes, GenEval's class list has "
+                f"{len(self.object_names)}; use a COCO *instance* Mask2Former ({DETECTOR_HUB_ID})"
+            )
+        renamed = [
+            (i, self.model.config.id2label.get(i), name)
+            for i, name in enumerate(self.object_names)
+            if self.model.config.id2label.get(i) != name
+        ]
         if renamed:  # GenEval maps by index (e.g. its 'computer mouse' is COCO's 'mouse'); say so, once
-            logger.info("detector class names differ from GenEval's at %d indices (mapped by index, as the "
-                        "official scorer does): %s", len(renamed), renamed[:5])
+            logger.info(
+                "detector class names differ from GenEval's at %d indices (mapped by index, as the "
+                "official scorer does): %s",
+                len(renamed),
+                renamed[:5],
+            )
         # Set the protocol's input size explicitly: the directory's own processor settings may differ.
         self.processor = Mask2FormerImageProcessor.from_pretrained(
-            self.directory, size=dict(DETECTOR_INPUT), size_divisor=SIZE_DIVISOR)
+            self.directory, size=dict(DETECTOR_INPUT), size_divisor=SIZE_DIVISOR
+        )
 
     def fingerprint(self) -> dict[str, Any]:
         """Weights and config digests plus how detections are produced."""
@@ -119,20 +134,24 @@ class Mask2FormerDetector:
         if not bool(inputs["pixel_mask"].all()):
             # The post-processing maps the whole (padded) input onto the image; padding would shift the masks.
             raise RuntimeError("the Mask2Former processor padded a single image; cannot map masks back exactly")
-        outputs = self.model(pixel_values=inputs["pixel_values"].to(self.device),
-                             pixel_mask=inputs["pixel_mask"].to(self.device))
+        outputs = self.model(
+            pixel_values=inputs["pixel_values"].to(self.device), pixel_mask=inputs["pixel_mask"].to(self.device)
+        )
         result = self.processor.post_process_instance_segmentation(
-            outputs, threshold=0.0, target_sizes=[(height, width)], return_binary_maps=True)[0]
+            outputs, threshold=0.0, target_sizes=[(height, width)], return_binary_maps=True
+        )[0]
         detections: dict[str, list[Detection]] = {}
         segments = result["segments_info"]
         if not segments:
             return detections
         masks = result["segmentation"].detach().to("cpu").numpy() > 0.5
         if masks.shape != (len(segments), height, width):
-            raise RuntimeError(f"unexpected mask array {masks.shape} for {len(segments)} instances of a "
-                               f"{width} x {height} image")
-        for segment, mask in zip(segments, masks):
+            raise RuntimeError(
+                f"unexpected mask array {masks.shape} for {len(segments)} instances of a {width} x {height} image"
+            )
+        for segment, mask in zip(segments, masks, strict=True):
             name = self.object_names[int(segment["label_id"])]
-            detections.setdefault(name, []).append(Detection(box=mask_to_box(mask), score=float(segment["score"]),
-                                                             mask=mask))
+            detections.setdefault(name, []).append(
+                Detection(box=mask_to_box(mask), score=float(segment["score"]), mask=mask)
+            )
         return detections

@@ -18,23 +18,27 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+from evals.runtime.records import canonical_hash
+from unilip.weights import file_sha256
 
 from .aggregate import read_results_jsonl
 from .weights import ScorerWeightsMissing
-from unilip.weights import file_sha256
-from evals.runtime.records import canonical_hash
 
 logger = logging.getLogger(__name__)
 
 OFFICIAL_SCRIPT = Path("evaluation") / "evaluate_images.py"
 OFFICIAL_CHECKPOINT = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth"
-OFFICIAL_SOURCE = ("the official scorer needs a checkout of https://github.com/djghosh13/geneval, a Python "
-                   "environment with its pinned packages (torch 1.12.1, mmcv-full 1.7.1, mmdet 2.x, "
-                   "open-clip-torch 2.20.0, clip-benchmark 1.4.0) and the OpenMMLab checkpoint "
-                   f"{OFFICIAL_CHECKPOINT} (its evaluation/download_models.sh fetches it)")
+OFFICIAL_SOURCE = (
+    "the official scorer needs a checkout of https://github.com/djghosh13/geneval, a Python "
+    "environment with its pinned packages (torch 1.12.1, mmcv-full 1.7.1, mmdet 2.x, "
+    "open-clip-torch 2.20.0, clip-benchmark 1.4.0) and the OpenMMLab checkpoint "
+    f"{OFFICIAL_CHECKPOINT} (its evaluation/download_models.sh fetches it)"
+)
 
 
 class OfficialScorerError(RuntimeError):
@@ -70,8 +74,9 @@ class OfficialScorer:
     model_path: Path
 
     @classmethod
-    def from_options(cls, python: str | None, repo: str | None, model_path: str | None) -> "OfficialScorer":
+    def from_options(cls, python: str | None, repo: str | None, model_path: str | None) -> OfficialScorer:
         """Check the three paths, with errors that say what each must be."""
+
         def need(value: str | None, option: str, what: str, is_file: bool) -> Path:
             hint = f"--opt {option}=PATH: {what}; {OFFICIAL_SOURCE}"
             if not value:
@@ -84,22 +89,36 @@ class OfficialScorer:
         python_path = need(python, "official_scorer", "the Python of your GenEval environment", True)
         repo_path = need(repo, "official_repo", "your GenEval checkout", False)
         if not (repo_path / OFFICIAL_SCRIPT).is_file():
-            raise ScorerWeightsMissing(f"geneval@official: {repo_path} has no {OFFICIAL_SCRIPT}; "
-                                       f"--opt official_repo must be a GenEval checkout")
+            raise ScorerWeightsMissing(
+                f"geneval@official: {repo_path} has no {OFFICIAL_SCRIPT}; "
+                f"--opt official_repo must be a GenEval checkout"
+            )
         model_dir = need(model_path, "detector", f"the folder holding {OFFICIAL_CHECKPOINT}", False)
         if not (model_dir / OFFICIAL_CHECKPOINT).is_file():
-            raise ScorerWeightsMissing(f"geneval@official: {model_dir} holds no {OFFICIAL_CHECKPOINT}; {OFFICIAL_SOURCE}")
+            raise ScorerWeightsMissing(
+                f"geneval@official: {model_dir} holds no {OFFICIAL_CHECKPOINT}; {OFFICIAL_SOURCE}"
+            )
         return cls(python=python_path, repo=repo_path, model_path=model_dir)
 
     def fingerprint(self) -> dict[str, Any]:
         """Digests of the scorer script and the detector checkpoint (the environment is the user's)."""
-        return {"script_sha256": file_sha256(self.repo / OFFICIAL_SCRIPT),
-                "checkpoint": OFFICIAL_CHECKPOINT, "checkpoint_sha256": file_sha256(self.model_path / OFFICIAL_CHECKPOINT)}
+        return {
+            "script_sha256": file_sha256(self.repo / OFFICIAL_SCRIPT),
+            "checkpoint": OFFICIAL_CHECKPOINT,
+            "checkpoint_sha256": file_sha256(self.model_path / OFFICIAL_CHECKPOINT),
+        }
 
     def command(self, image_dir: Path, outfile: Path) -> list[str]:
         """The scorer's command line (its documented CLI)."""
-        return [str(self.python), str((self.repo / OFFICIAL_SCRIPT).resolve()), str(image_dir),
-                "--outfile", str(outfile), "--model-path", str(self.model_path.resolve())]
+        return [
+            str(self.python),
+            str((self.repo / OFFICIAL_SCRIPT).resolve()),
+            str(image_dir),
+            "--outfile",
+            str(outfile),
+            "--model-path",
+            str(self.model_path.resolve()),
+        ]
 
     def score(self, image_root: Path, folders: Sequence[str], work_dir: Path) -> dict[str, list[dict[str, Any]]]:
         """Score the given prompt folders of ``image_root``; rows of the official results, by folder name.
@@ -116,17 +135,20 @@ class OfficialScorer:
             for folder in folders:  # links: the scorer reads only folders whose names are all digits
                 os.symlink((image_root / folder).resolve(), scratch / folder, target_is_directory=True)
             command = self.command(scratch, outfile)
-            logger.info("geneval@official: running the official scorer on %d prompts: %s", len(folders),
-                        " ".join(command))
+            logger.info(
+                "geneval@official: running the official scorer on %d prompts: %s", len(folders), " ".join(command)
+            )
             with log_path.open("w") as log:
-                completed = subprocess.run(command, cwd=self.repo, stdout=log, stderr=subprocess.STDOUT,
-                                           env=_scorer_environment())
+                completed = subprocess.run(
+                    command, cwd=self.repo, stdout=log, stderr=subprocess.STDOUT, env=_scorer_environment()
+                )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         tail = log_path.read_text(errors="replace")[-2000:]
         if completed.returncode != 0:
-            raise OfficialScorerError(f"the official scorer exited with status {completed.returncode}; "
-                                      f"log {log_path}:\n{tail}")
+            raise OfficialScorerError(
+                f"the official scorer exited with status {completed.returncode}; log {log_path}:\n{tail}"
+            )
         if not outfile.is_file():
             raise OfficialScorerError(f"the official scorer wrote no {outfile}; log {log_path}:\n{tail}")
         rows_by_folder: dict[str, list[dict[str, Any]]] = {folder: [] for folder in folders}

@@ -71,19 +71,27 @@ class ColorProtocol:
         return [template.format(color=color, object=object_name) for template in self.templates]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"colors": list(self.colors), "templates": list(self.templates), "background": self.background,
-                "logit_scale": self.logit_scale}
+        return {
+            "colors": list(self.colors),
+            "templates": list(self.templates),
+            "background": self.background,
+            "logit_scale": self.logit_scale,
+        }
 
 
 def _read_pinned(name: str, sha256: str | None) -> bytes:
     path = DATA_DIR / name
     if not path.is_file():
-        raise ProtocolDataError(f"{path} is missing: the GenEval data files ship inside the package "
-                                "(reinstall unilip, or check the package-data settings of pyproject.toml)")
+        raise ProtocolDataError(
+            f"{path} is missing: the GenEval data files ship inside the package "
+            "(reinstall unilip, or check the package-data settings of pyproject.toml)"
+        )
     data = path.read_bytes()
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ProtocolDataError(f"{path} differs from the official GenEval file (sha256 "
-                                f"{hashlib.sha256(data).hexdigest()}, expected {sha256})")
+        raise ProtocolDataError(
+            f"{path} differs from the official GenEval file (sha256 "
+            f"{hashlib.sha256(data).hexdigest()}, expected {sha256})"
+        )
     return data
 
 
@@ -105,12 +113,20 @@ def load_object_names() -> tuple[str, ...]:
 def load_color_protocol() -> ColorProtocol:
     """The colour list, templates and background fill from ``data/color_classifier.json``."""
     payload = json.loads(_read_pinned(COLOR_FILE, None))
-    return ColorProtocol(colors=tuple(payload["colors"]), templates=tuple(payload["templates"]),
-                         background=payload["background"], logit_scale=float(payload["logit_scale"]))
+    return ColorProtocol(
+        colors=tuple(payload["colors"]),
+        templates=tuple(payload["templates"]),
+        background=payload["background"],
+        logit_scale=float(payload["logit_scale"]),
+    )
 
 
 def prompts_identity(limit: int | None) -> dict[str, Any]:
     """What identifies the prompt set of a run: the official file's digest and how many prompts are used."""
     total = len(load_prompts())
-    return {"file": METADATA_FILE, "sha256": METADATA_SHA256, "total": total,
-            "num_prompts": total if limit is None else min(limit, total)}
+    return {
+        "file": METADATA_FILE,
+        "sha256": METADATA_SHA256,
+        "total": total,
+        "num_prompts": total if limit is None else min(limit, total),
+    }

@@ -21,13 +21,17 @@ Nothing here needs a model: the colour classifier is a callable the caller passe
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .argsort import numpy123_argsort
 from .protocol import ScoringRules, load_color_protocol
+
+# The official rules (a frozen dataclass): the default of every scoring function.
+DEFAULT_RULES = ScoringRules()
 
 # (class name, its selected detections) -> one colour name per detection.
 ColorClassifier = Callable[[str, Sequence["Detection"]], list[str]]
@@ -54,6 +58,7 @@ class Detection:
 
 def box_iou(box_a: Sequence[float], box_b: Sequence[float]) -> float:
     """IoU of two ``x1, y1, x2, y2`` boxes with the official +1-pixel area convention (used only by NMS)."""
+
     def area(box: Sequence[float]) -> float:
         return max(box[2] - box[0] + 1, 0) * max(box[3] - box[1] + 1, 0)
 
@@ -67,8 +72,9 @@ def confidence_threshold(tag: str, rules: ScoringRules) -> float:
     return rules.counting_threshold if tag == "counting" else rules.threshold
 
 
-def keep_detections(detections: Mapping[str, Sequence[Detection]], tag: str,
-                    rules: ScoringRules = ScoringRules()) -> dict[str, list[Detection]]:
+def keep_detections(
+    detections: Mapping[str, Sequence[Detection]], tag: str, rules: ScoringRules = DEFAULT_RULES
+) -> dict[str, list[Detection]]:
     """Filter raw per-class detections the official way.
 
     Args:
@@ -92,7 +98,7 @@ def keep_detections(detections: Mapping[str, Sequence[Detection]], tag: str,
         # The official ``np.argsort(scores)[::-1]`` over all candidates (numpy 1.23's tie order), then the
         # threshold, then the first max_objects.
         descending = numpy123_argsort(scores.tolist())[::-1]
-        order = [i for i in descending if above[i]][:rules.max_objects]
+        order = [i for i in descending if above[i]][: rules.max_objects]
         chosen: list[Detection] = []
         while order:
             best = order.pop(0)
@@ -139,8 +145,12 @@ def pick_colors(logits: np.ndarray, colors: Sequence[str]) -> list[str]:
     return [colors[int(i)] for i in np.argmax(logits, axis=1)]
 
 
-def evaluate_image(metadata: Mapping[str, Any], kept: Mapping[str, Sequence[Detection]],
-                   classify_colors: ColorClassifier, rules: ScoringRules = ScoringRules()) -> tuple[bool, str]:
+def evaluate_image(
+    metadata: Mapping[str, Any],
+    kept: Mapping[str, Sequence[Detection]],
+    classify_colors: ColorClassifier,
+    rules: ScoringRules = DEFAULT_RULES,
+) -> tuple[bool, str]:
     """Whether one image satisfies its prompt record, and why not.
 
     Args:
@@ -173,8 +183,9 @@ def evaluate_image(metadata: Mapping[str, Any], kept: Mapping[str, Sequence[Dete
                     passed = False
                     # The official text lists the colours seen in the protocol's colour order.
                     seen = ", ".join(f"{colors.count(c)} {c}" for c in load_color_protocol().colors if c in colors)
-                    reasons.append(f"expected {item['color']} {name}>={count}, found {hits} {item['color']}; "
-                                   f"and {seen}")
+                    reasons.append(
+                        f"expected {item['color']} {name}>={count}, found {hits} {item['color']}; and {seen}"
+                    )
             if "position" in item and passed:
                 relation, target_index = item["position"]
                 targets = matched_groups[target_index]
@@ -188,8 +199,9 @@ def evaluate_image(metadata: Mapping[str, Any], kept: Mapping[str, Sequence[Dete
                             if relation not in actual:
                                 passed = False
                                 # No relation at all reads "found  target" (two spaces), as officially.
-                                reasons.append(f"expected {name} {relation} target, found "
-                                               f"{' and '.join(sorted(actual))} target")
+                                reasons.append(
+                                    f"expected {name} {relation} target, found {' and '.join(sorted(actual))} target"
+                                )
                                 break
                         if not passed:
                             break
@@ -204,8 +216,12 @@ def evaluate_image(metadata: Mapping[str, Any], kept: Mapping[str, Sequence[Dete
     return correct, "\n".join(reasons)
 
 
-def score_image(metadata: Mapping[str, Any], detections: Mapping[str, Sequence[Detection]],
-                classify_colors: ColorClassifier, rules: ScoringRules = ScoringRules()) -> dict[str, Any]:
+def score_image(
+    metadata: Mapping[str, Any],
+    detections: Mapping[str, Sequence[Detection]],
+    classify_colors: ColorClassifier,
+    rules: ScoringRules = DEFAULT_RULES,
+) -> dict[str, Any]:
     """Filter raw detections and evaluate one image; the official per-image fields (without file names).
 
     Returns:
@@ -214,5 +230,8 @@ def score_image(metadata: Mapping[str, Any], detections: Mapping[str, Sequence[D
     """
     kept = keep_detections(detections, metadata["tag"], rules)
     correct, reason = evaluate_image(metadata, kept, classify_colors, rules)
-    return {"correct": bool(correct), "reason": reason,
-            "details": {name: [d.to_list() for d in objects] for name, objects in kept.items()}}
+    return {
+        "correct": bool(correct),
+        "reason": reason,
+        "details": {name: [d.to_list() for d in objects] for name, objects in kept.items()},
+    }

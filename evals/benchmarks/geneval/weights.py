@@ -16,8 +16,15 @@ from unilip.weights import file_sha256
 
 _SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
 _INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-_CONFIG_FILES = ("config.json", "preprocessor_config.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                 "tokenizer.json", "special_tokens_map.json")
+_CONFIG_FILES = (
+    "config.json",
+    "preprocessor_config.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.json",
+    "special_tokens_map.json",
+)
 
 
 class ScorerWeightsMissing(ValueError):
@@ -55,8 +62,9 @@ def weight_files(directory: Path) -> list[Path]:
             if missing:
                 raise ScorerWeightsMissing(f"{directory}: {name} lists shards that are absent: {', '.join(missing)}")
             return [directory / shard for shard in shards]
-    raise ScorerWeightsMissing(f"{directory} holds no transformers weights (looked for "
-                               f"{', '.join(_SINGLE_FILES + _INDEX_FILES)})")
+    raise ScorerWeightsMissing(
+        f"{directory} holds no transformers weights (looked for {', '.join(_SINGLE_FILES + _INDEX_FILES)})"
+    )
 
 
 def directory_fingerprint(directory: Path) -> dict[str, Any]:
@@ -65,5 +73,7 @@ def directory_fingerprint(directory: Path) -> dict[str, Any]:
     for name in _CONFIG_FILES:
         if (directory / name).is_file():
             configs.update(name.encode() + b"\0" + (directory / name).read_bytes() + b"\0")
-    return {"weights_sha256": {path.name: file_sha256(path) for path in weight_files(directory)},
-            "configs_sha256": configs.hexdigest()}
+    return {
+        "weights_sha256": {path.name: file_sha256(path) for path in weight_files(directory)},
+        "configs_sha256": configs.hexdigest(),
+    }

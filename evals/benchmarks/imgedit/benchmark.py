@@ -27,16 +27,30 @@ from pathlib import Path
 from typing import Any
 
 from evals.benchmark import Item, ResolvedBenchmark, StageContext, StageResult, option, register_benchmark
-from .data import (BASIC_EDITS, BASIC_PROMPTS, IMAGES_SOURCE, IMGEDIT_COMMIT, PINNED,
-                                           PROMPT_PLACEHOLDER, UGE_EDITS, EditItem, SourceImage, locate_files,
-                                           locate_sources, output_name, read_edits, read_judge_prompts,
-                                           source_identity)
-from .scoring import aggregate_types, parse_axis_scores
 from evals.benchmarks.judged import IMAGES_DIR, JudgedBenchmark, JudgeOptions, Prepared, generated_image
 from evals.benchmarks.kit import check_pinned, mean_se, not_computed, take_first, write_png
 from evals.judges.request import JudgeImage, JudgeRequest
 from evals.judges.states import MissingImage
 from evals.judges.template import JudgeTemplate
+
+from .data import (
+    BASIC_EDITS,
+    BASIC_PROMPTS,
+    IMAGES_SOURCE,
+    IMGEDIT_COMMIT,
+    PINNED,
+    PROMPT_PLACEHOLDER,
+    UGE_EDITS,
+    EditItem,
+    SourceImage,
+    locate_files,
+    locate_sources,
+    output_name,
+    read_edits,
+    read_judge_prompts,
+    source_identity,
+)
+from .scoring import aggregate_types, parse_axis_scores
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +76,14 @@ class ImgEditProtocol:
 class ImgEditOptions(JudgeOptions):
     """Options of ``imgedit@*`` (and the judge options)."""
 
-    data: str | None = option("local copy of github.com/PKU-YuanGroup/ImgEdit (the clone, its Benchmark folder, or "
-                              "the JSONs' folder); `--opt imgedit.data=PATH` for ImgEdit only", flag="--data")
-    imgedit_images: str | None = option(f"folder the edit list's image paths are relative to (from {IMAGES_SOURCE}); "
-                                        "default: the data folder")
+    data: str | None = option(
+        "local copy of github.com/PKU-YuanGroup/ImgEdit (the clone, its Benchmark folder, or "
+        "the JSONs' folder); `--opt imgedit.data=PATH` for ImgEdit only",
+        flag="--data",
+    )
+    imgedit_images: str | None = option(
+        f"folder the edit list's image paths are relative to (from {IMAGES_SOURCE}); default: the data folder"
+    )
     limit: int | None = option("only the first N edits (a smoke test: the overall then needs every edit type)")
     seed: int = option("run seed from which each edit's seed is derived (default: --seed)", default=0)
 
@@ -85,9 +103,11 @@ class ImgEditBenchmark(JudgedBenchmark):
     def prepare(self, variant: str, options: ImgEditOptions) -> Prepared:
         root = options.data
         if not root:
-            raise ValueError(f"imgedit@{variant} needs data=PATH: a local clone of "
-                             f"https://github.com/PKU-YuanGroup/ImgEdit (commit {IMGEDIT_COMMIT[:12]}); its files "
-                             "are not redistributable, so none ship here")
+            raise ValueError(
+                f"imgedit@{variant} needs data=PATH: a local clone of "
+                f"https://github.com/PKU-YuanGroup/ImgEdit (commit {IMGEDIT_COMMIT[:12]}); its files "
+                "are not redistributable, so none ship here"
+            )
         wanted = [BASIC_EDITS, BASIC_PROMPTS] if variant == "basic" else [UGE_EDITS]
         found = locate_files(Path(str(root)), wanted)
         identity, warnings = check_pinned(found, {name: PINNED[name] for name in wanted}, "ImgEdit data")
@@ -98,56 +118,78 @@ class ImgEditBenchmark(JudgedBenchmark):
         sources = locate_sources(images_root, edits)
         images, missing = source_identity(edits, sources)
         if len(missing) == len(edits):
-            raise ValueError(f"imgedit: none of the {len(edits)} source images is under {images_root} (first: "
-                             f"{edits[0].image}); pass imgedit_images=PATH, the folder holding them ({IMAGES_SOURCE})")
+            raise ValueError(
+                f"imgedit: none of the {len(edits)} source images is under {images_root} (first: "
+                f"{edits[0].image}); pass imgedit_images=PATH, the folder holding them ({IMAGES_SOURCE})"
+            )
         refused = [source.refused for source in sources.values() if source.refused]
         if refused:
-            warnings.append(f"{len(refused)} edits name a source image outside the images folder and fail (e.g. "
-                            f"{refused[0]})")
+            warnings.append(
+                f"{len(refused)} edits name a source image outside the images folder and fail (e.g. {refused[0]})"
+            )
             logger.warning("imgedit@%s: %s", variant, warnings[-1])
         absent = [key for key in missing if not sources[key].refused]
         if absent:
-            warnings.append(f"{len(absent)} source images are missing under {images_root} (e.g. edit "
-                            f"{absent[0]}); those edits end as missing_image")
+            warnings.append(
+                f"{len(absent)} source images are missing under {images_root} (e.g. edit "
+                f"{absent[0]}); those edits end as missing_image"
+            )
             logger.warning("imgedit@%s: %s", variant, warnings[-1])
         outputs = {edit.key: f"{IMAGES_DIR}/{output_name(edit.key)}.png" for edit in edits}
         if len(set(outputs.values())) != len(outputs):
             raise ValueError("imgedit: two edit keys map to one output file name; make the keys unique file names")
         renamed = [key for key, relative in outputs.items() if relative != f"{IMAGES_DIR}/{key}.png"]
         if renamed:
-            warnings.append(f"{len(renamed)} edit keys are not safe file names (e.g. {renamed[0]!r}); their images "
-                            f"are saved under a hashed name instead (e.g. {outputs[renamed[0]]})")
+            warnings.append(
+                f"{len(renamed)} edit keys are not safe file names (e.g. {renamed[0]!r}); their images "
+                f"are saved under a hashed name instead (e.g. {outputs[renamed[0]]})"
+            )
             logger.warning("imgedit@%s: %s", variant, warnings[-1])
         templates = self._templates(variant, options, edits, found, warnings)
         knobs = {
-            "protocol": ("ImgEdit basic: per-type prompts, 3 axes 1-5, overall = mean of type means"
-                         if variant == "basic" else "ImgEdit UGE: one 1-5 score, mean over samples"),
+            "protocol": (
+                "ImgEdit basic: per-type prompts, 3 axes 1-5, overall = mean of type means"
+                if variant == "basic"
+                else "ImgEdit UGE: one 1-5 score, mean over samples"
+            ),
             "data": {**identity, "num_edits": len(edits), "source_images": images},
-            "produce": {"data": {name: entry["sha256"] for name, entry in identity["files"].items()},
-                        "source_images": images["identity"], "limit": limit,
-                        "input": "source image as RGB PIL image"},
+            "produce": {
+                "data": {name: entry["sha256"] for name, entry in identity["files"].items()},
+                "source_images": images["identity"],
+                "limit": limit,
+                "input": "source image as RGB PIL image",
+            },
             "score": {"sample": "mean of 'Axis: n' values rounded to 2 decimals", "scale": [1, 5]},
         }
         items = [Item(id=edit.key, source=_Source(edit, sources[edit.key], outputs[edit.key])) for edit in edits]
-        return Prepared(items=items, knobs=knobs, templates=templates, parser=parse_axis_scores, parse_attempts=1,
-                        warnings=warnings)
+        return Prepared(
+            items=items, knobs=knobs, templates=templates, parser=parse_axis_scores, parse_attempts=1, warnings=warnings
+        )
 
-    def _templates(self, variant: str, options: ImgEditOptions, edits: list[EditItem], found: dict[str, Path],
-                   warnings: list[str]) -> dict[str, JudgeTemplate]:
+    def _templates(
+        self, variant: str, options: ImgEditOptions, edits: list[EditItem], found: dict[str, Path], warnings: list[str]
+    ) -> dict[str, JudgeTemplate]:
         if variant == "uge":
             if options.judge_template:
                 return {"uge": JudgeTemplate.load(options.judge_template, (PROMPT_PLACEHOLDER,))}
-            return {"uge": JudgeTemplate.load(TEMPLATES / "uge.yaml", (PROMPT_PLACEHOLDER,),
-                                              source="builtin:imgedit/uge.yaml")}
+            return {
+                "uge": JudgeTemplate.load(
+                    TEMPLATES / "uge.yaml", (PROMPT_PLACEHOLDER,), source="builtin:imgedit/uge.yaml"
+                )
+            }
         if options.judge_template:
-            raise ValueError("imgedit@basic takes its judge prompts from prompts.json (one per edit type); "
-                             "judge_template applies to imgedit@uge")
+            raise ValueError(
+                "imgedit@basic takes its judge prompts from prompts.json (one per edit type); "
+                "judge_template applies to imgedit@uge"
+            )
         prompts = read_judge_prompts(found[BASIC_PROMPTS])
         types = sorted({edit.edit_type for edit in edits})
         absent = [t for t in types if t not in prompts]
         if absent:
-            raise ValueError(f"ImgEdit prompts.json has no judge prompt for edit types {absent} "
-                             f"(it has: {', '.join(sorted(prompts))})")
+            raise ValueError(
+                f"ImgEdit prompts.json has no judge prompt for edit types {absent} "
+                f"(it has: {', '.join(sorted(prompts))})"
+            )
         if len(types) != EXPECTED_TYPES and options.limit is None:
             warnings.append(f"the data has {len(types)} edit types, not the benchmark's {EXPECTED_TYPES}")
             logger.warning("imgedit@basic: %s", warnings[-1])
@@ -166,26 +208,36 @@ class ImgEditBenchmark(JudgedBenchmark):
 
         source: _Source = item.source
         if source.image.path is None:
-            return StageResult(status="failed", payload={"state": "missing_image"},
-                               error=f"missing_image: {source.image.refused}")
+            return StageResult(
+                status="failed", payload={"state": "missing_image"}, error=f"missing_image: {source.image.refused}"
+            )
         try:
             data = source.image.path.read_bytes()
             with Image.open(io.BytesIO(data)) as opened:
                 image = opened.convert("RGB")
         except FileNotFoundError:
-            return StageResult(status="failed", payload={"state": "missing_image"},
-                               error=f"missing_image: source image {source.edit.image} is absent")
+            return StageResult(
+                status="failed",
+                payload={"state": "missing_image"},
+                error=f"missing_image: source image {source.edit.image} is absent",
+            )
         except (UnidentifiedImageError, OSError) as error:
-            return StageResult(status="failed", payload={"state": "missing_image"},
-                               error=f"missing_image: source image {source.edit.image} is unreadable ({error})")
+            return StageResult(
+                status="failed",
+                payload={"state": "missing_image"},
+                error=f"missing_image: source image {source.edit.image} is unreadable ({error})",
+            )
         edited = ctx.adapter.edit(image, source.edit.instruction, seed)
         try:
             _, digest = write_png(ctx.bench_dir, source.output, edited)  # the official layout: <key>.png
         except TypeError as error:
             return StageResult.failed(str(error))
-        return StageResult(status="ok", payload={"image": source.output, "seed": seed, "image_sha256": digest},
-                           outputs={source.output: digest},
-                           inputs={str(source.image.path): hashlib.sha256(data).hexdigest()})
+        return StageResult(
+            status="ok",
+            payload={"image": source.output, "seed": seed, "image_sha256": digest},
+            outputs={source.output: digest},
+            inputs={str(source.image.path): hashlib.sha256(data).hexdigest()},
+        )
 
     def build_request(self, resolved: ResolvedBenchmark, item: Item, bench_dir: Path) -> JudgeRequest:
         source: _Source = item.source
@@ -196,8 +248,10 @@ class ImgEditBenchmark(JudgedBenchmark):
         if path is None:  # produce refused it; never read it here either
             raise MissingImage(str(source.image.refused))
         if not path.is_file():
-            raise MissingImage(f"source image {source.edit.image} is gone since the edit was made: put it back "
-                               "and run the same command again")
+            raise MissingImage(
+                f"source image {source.edit.image} is gone since the edit was made: put it back "
+                "and run the same command again"
+            )
         return replace(request, images=(JudgeImage.from_file(path), generated_image(bench_dir, source.output)))
 
     def describe_scores(self, resolved: ResolvedBenchmark, item: Item, scores: dict[str, Any]) -> dict[str, Any]:

@@ -78,8 +78,9 @@ def read_edits(path: Path, typed: bool) -> list[EditItem]:
         absent = [name for name in wanted if not isinstance(entry, dict) or name not in entry]
         if absent:
             raise ValueError(f"ImgEdit data {path}: edit {key!r} lacks {', '.join(absent)}")
-        edits.append(EditItem(str(key), str(entry["id"]), str(entry["prompt"]),
-                              str(entry["edit_type"]) if typed else None))
+        edits.append(
+            EditItem(str(key), str(entry["id"]), str(entry["prompt"]), str(entry["edit_type"]) if typed else None)
+        )
     return sorted(edits, key=lambda edit: _order(edit.key))
 
 

@@ -38,8 +38,10 @@ def parse_axis_scores(text: str) -> dict[str, Any]:
         parts = line.strip().split(": ")
         if len(parts) == 2 and parts[1].isdigit():
             if not parts[1].isdecimal():  # isdigit() but not a decimal digit: int() raises there
-                raise ParseError(f"{line.strip()!r}: {parts[1]!r} passes the official isdigit() test but int() "
-                                 "cannot read it (the official step1 would stop with an error)")
+                raise ParseError(
+                    f"{line.strip()!r}: {parts[1]!r} passes the official isdigit() test but int() "
+                    "cannot read it (the official step1 would stop with an error)"
+                )
             axes.append([parts[0], int(parts[1])])
     if not axes:
         raise ParseError("no 'Axis name: n' line")
@@ -69,8 +71,10 @@ def aggregate_types(sample_scores: dict[str, list[float]], types: list[str]) -> 
         overall: dict[str, Any] = not_computed(f"edit types without a judged sample: {', '.join(empty)}")
     else:
         ses = [per_type[t]["se"] for t in types]
-        overall = {"value": sum(per_type[t]["value"] for t in types) / len(types),
-                   "se": math.sqrt(sum(s * s for s in ses)) / len(types) if None not in ses else None,
-                   "n": sum(per_type[t]["n"] for t in types),
-                   "value_rounded": round(sum(per_type[t]["value_rounded"] for t in types) / len(types), 2)}
+        overall = {
+            "value": sum(per_type[t]["value"] for t in types) / len(types),
+            "se": math.sqrt(sum(s * s for s in ses)) / len(types) if None not in ses else None,
+            "n": sum(per_type[t]["n"] for t in types),
+            "value_rounded": round(sum(per_type[t]["value_rounded"] for t in types) / len(types), 2),
+        }
     return {"overall": overall, **per_type}

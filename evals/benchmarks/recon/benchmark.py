@@ -25,8 +25,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.benchmark import (Benchmark, BenchmarkSpec, Item, ResolvedBenchmark, StageContext, StageResult, option,
-                             register_benchmark)
+from evals.benchmark import (
+    Benchmark,
+    BenchmarkSpec,
+    Item,
+    ResolvedBenchmark,
+    StageContext,
+    StageResult,
+    option,
+    register_benchmark,
+)
 from evals.benchmarks.kit import mean_se, not_computed, write_png
 from evals.files import canonical_hash
 
@@ -48,27 +56,44 @@ class ReconProtocol:
 class ReconOptions:
     """Options of ``recon@*``; the flagged ones are also ``unilip eval run`` flags."""
 
-    data_kind: str | None = option("dataset kind: folder, tar, imagenet-val, builtin or digits (default: folder when "
-                                   "--data is given, else builtin); builtin and digits (the 360 held-out digits of "
-                                   "the tiny studies) ship with the dependencies", flag="--dataset")
-    data: str | None = option("dataset path (image folder, tar shard(s), ImageNet val folder), or 'builtin' for the "
-                              "photos scikit-image ships", flag="--data")
-    num_images: int | None = option("evaluate the first N images (default: all; imagenet-val: 50,000)",
-                                    flag="--num-images")
+    data_kind: str | None = option(
+        "dataset kind: folder, tar, imagenet-val, builtin or digits (default: folder when "
+        "--data is given, else builtin); builtin and digits (the 360 held-out digits of "
+        "the tiny studies) ship with the dependencies",
+        flag="--dataset",
+    )
+    data: str | None = option(
+        "dataset path (image folder, tar shard(s), ImageNet val folder), or 'builtin' for the "
+        "photos scikit-image ships",
+        flag="--data",
+    )
+    num_images: int | None = option(
+        "evaluate the first N images (default: all; imagenet-val: 50,000)", flag="--num-images"
+    )
     resolution: int | None = option("resolution (default: the model's native size)", flag="--size")
-    inception_weights: str | None = option("torch-fidelity FID Inception weights (.pth; must exist); else "
-                                           "$UNILIP_INCEPTION_WEIGHTS (must exist when set) or "
-                                           "$TORCH_HOME/hub/checkpoints", flag="--inception-weights")
-    inception_dtype: str = option("Inception internal dtype: float64 (as the official evaluator) or float32",
-                                  flag="--inception-dtype", default="float64")
+    inception_weights: str | None = option(
+        "torch-fidelity FID Inception weights (.pth; must exist); else "
+        "$UNILIP_INCEPTION_WEIGHTS (must exist when set) or "
+        "$TORCH_HOME/hub/checkpoints",
+        flag="--inception-weights",
+    )
+    inception_dtype: str = option(
+        "Inception internal dtype: float64 (as the official evaluator) or float32",
+        flag="--inception-dtype",
+        default="float64",
+    )
     inception_score: bool = option("also compute the Inception Score (default true)", default=True)
     lpips_nets: list[str] | None = option("LPIPS backbones (default: alex, vgg)")
-    lpips_alex_weights: str | None = option("torchvision alexnet-owt-7be5be79.pth for LPIPS(alex) (must exist; else "
-                                            "$UNILIP_LPIPS_ALEX_WEIGHTS or the torch hub cache)",
-                                            flag="--lpips-alex-weights")
-    lpips_vgg_weights: str | None = option("torchvision vgg16-397923af.pth for LPIPS(vgg) (must exist; else "
-                                           "$UNILIP_LPIPS_VGG_WEIGHTS or the torch hub cache)",
-                                           flag="--lpips-vgg-weights")
+    lpips_alex_weights: str | None = option(
+        "torchvision alexnet-owt-7be5be79.pth for LPIPS(alex) (must exist; else "
+        "$UNILIP_LPIPS_ALEX_WEIGHTS or the torch hub cache)",
+        flag="--lpips-alex-weights",
+    )
+    lpips_vgg_weights: str | None = option(
+        "torchvision vgg16-397923af.pth for LPIPS(vgg) (must exist; else "
+        "$UNILIP_LPIPS_VGG_WEIGHTS or the torch hub cache)",
+        flag="--lpips-vgg-weights",
+    )
 
     def dataset(self) -> tuple[str, str | None]:
         """(kind, path): ``--data builtin`` means the built-in photos unless a folder of that name exists."""
@@ -94,10 +119,11 @@ class ReconstructionBenchmark(Benchmark):
     def resolve(self, variant: str, options: Any, model: Any) -> ResolvedBenchmark:
         """``model``: what the model is (``evals.adapter.ModelInfo`` or an adapter); its ``native_size`` is the
         default resolution."""
-        from .data import list_images
-        from .scoring import ReconScorers
         from evals.metrics import InceptionExtractor, LPIPSMetric, MetricUnavailable
         from unilip.data import printable
+
+        from .data import list_images
+        from .scoring import ReconScorers
 
         if not isinstance(options, ReconOptions):
             options = self.parse_options(options)
@@ -108,8 +134,10 @@ class ReconstructionBenchmark(Benchmark):
         notes = []
         if listing.skipped:
             shown = "; ".join(f"{printable(s.id)} ({s.reason})" for s in listing.skipped[:20])
-            notes.append(f"{len(listing.skipped)} file(s) of the dataset were skipped, not read as images: {shown}"
-                         + (" ..." if len(listing.skipped) > 20 else ""))
+            notes.append(
+                f"{len(listing.skipped)} file(s) of the dataset were skipped, not read as images: {shown}"
+                + (" ..." if len(listing.skipped) > 20 else "")
+            )
         resolution = int(options.resolution or model.native_size)
         knobs: dict[str, Any] = {
             **asdict(protocol),
@@ -124,8 +152,12 @@ class ReconstructionBenchmark(Benchmark):
         dtype = options.inception_dtype
         try:
             extractor = InceptionExtractor(options.inception_weights, internal_dtype=dtype)
-            knobs["fid"] = {"inception": extractor.fingerprint, "internal_dtype": dtype, "statistics": "float64",
-                            "inception_score": options.inception_score}
+            knobs["fid"] = {
+                "inception": extractor.fingerprint,
+                "internal_dtype": dtype,
+                "statistics": "float64",
+                "inception_score": options.inception_score,
+            }
         except MetricUnavailable as error:
             knobs["fid"] = {"available": False}
             unavailable["fid"] = str(error)
@@ -146,24 +178,33 @@ class ReconstructionBenchmark(Benchmark):
 
     def produce_fingerprint(self, resolved: ResolvedBenchmark, model: dict[str, Any]) -> str:
         knobs = resolved.spec.knobs
-        return canonical_hash({"model": model["weights_sha256"], "resolution": knobs["resolution"],
-                               "dataset": knobs["dataset"], "preprocessing": knobs["preprocessing"]})
+        return canonical_hash(
+            {
+                "model": model["weights_sha256"],
+                "resolution": knobs["resolution"],
+                "dataset": knobs["dataset"],
+                "preprocessing": knobs["preprocessing"],
+            }
+        )
 
     # ------------------------------------------------------------------ steps
-    def produce(self, resolved: ResolvedBenchmark, items: list[Item],
-                ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+    def produce(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext
+    ) -> Iterator[tuple[Item, StageResult]]:
         return self._batches(resolved, items, ctx, "produce", self._produce_batch, None)
 
-    def score(self, resolved: ResolvedBenchmark, items: list[Item],
-              ctx: StageContext) -> Iterator[tuple[Item, StageResult]]:
+    def score(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext
+    ) -> Iterator[tuple[Item, StageResult]]:
         from .scoring import BatchScorer
 
         scorer = BatchScorer(resolved.protocol, resolved.spec.knobs, resolved.scorers, ctx.cache_dir)
         return self._batches(resolved, items, ctx, resolved.stages[1], self._score_batch, scorer)
 
     @staticmethod
-    def _batches(resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext, stage: str, work: Any,
-                 scorer: Any) -> Iterator[tuple[Item, StageResult]]:
+    def _batches(
+        resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext, stage: str, work: Any, scorer: Any
+    ) -> Iterator[tuple[Item, StageResult]]:
         from tqdm.auto import tqdm
 
         from .data import ImageLoader
@@ -172,7 +213,7 @@ class ReconstructionBenchmark(Benchmark):
         bar = tqdm(total=len(items), desc=f"{resolved.name} {stage}", unit="img", disable=not ctx.progress)
         try:
             for start in range(0, len(items), ctx.batch_size):
-                batch = items[start:start + ctx.batch_size]
+                batch = items[start : start + ctx.batch_size]
                 yield from work(resolved, batch, ctx, loader, scorer)
                 bar.update(len(batch))
         finally:
@@ -195,16 +236,31 @@ class ReconstructionBenchmark(Benchmark):
             except ImageReadError as error:
                 yield item, StageResult.failed(str(error))
                 continue
-            ready.append((item, eval_transform(loaded.image, resolution), loaded.raw,
-                          upscale_factor(*loaded.image.size, resolution)))
+            ready.append(
+                (
+                    item,
+                    eval_transform(loaded.image, resolution),
+                    loaded.raw,
+                    upscale_factor(*loaded.image.size, resolution),
+                )
+            )
         if not ready:
             return
         recon = ctx.adapter.reconstruct(torch.stack([pixels for _, pixels, _, _ in ready]))
         quantised = (recon.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         for (item, _, raw, upscale), image in zip(ready, quantised, strict=True):
-            relative, digest = write_png(ctx.bench_dir, f"outputs/{safe_item_name(item.id)}.png", Image.fromarray(image))
-            yield item, StageResult(status="ok", payload={"output": relative, "upscale": round(upscale, 4)},
-                                    outputs={relative: digest}, inputs=_source_inputs(item, raw))
+            relative, digest = write_png(
+                ctx.bench_dir, f"outputs/{safe_item_name(item.id)}.png", Image.fromarray(image)
+            )
+            yield (
+                item,
+                StageResult(
+                    status="ok",
+                    payload={"output": relative, "upscale": round(upscale, 4)},
+                    outputs={relative: digest},
+                    inputs=_source_inputs(item, raw),
+                ),
+            )
 
     @staticmethod
     def _score_batch(resolved, batch, ctx, loader, scorer) -> Iterator[tuple[Item, StageResult]]:
@@ -226,8 +282,11 @@ class ReconstructionBenchmark(Benchmark):
                 yield item, StageResult.failed(str(error))
                 continue
             produced = load_record(ctx.bench_dir, produce, item.id)
-            fakes.append(torch.from_numpy(np.array(Image.open(ctx.bench_dir / produced["output"]).convert("RGB")))
-                         .permute(2, 0, 1))
+            fakes.append(
+                torch.from_numpy(np.array(Image.open(ctx.bench_dir / produced["output"]).convert("RGB"))).permute(
+                    2, 0, 1
+                )
+            )
             reals.append(real)
             raws.append(raw)
             ready.append(item)
@@ -239,8 +298,9 @@ class ReconstructionBenchmark(Benchmark):
                 yield item, result
 
     # ------------------------------------------------------------------ aggregate
-    def aggregate(self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]],
-                  bench_dir: Path) -> dict[str, Any]:
+    def aggregate(
+        self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]], bench_dir: Path
+    ) -> dict[str, Any]:
         from unilip.data import MAX_UPSCALE, printable
 
         spec = resolved.spec
@@ -252,16 +312,21 @@ class ReconstructionBenchmark(Benchmark):
         warnings = list(resolved.warnings)
         upscaled = [item_id for item_id, record in records.items() if record.get("upscale", 1.0) > MAX_UPSCALE]
         if upscaled:
-            warnings.append(f"{len(upscaled)} image(s) are smaller than half the resolution "
-                            f"{spec.knobs['resolution']} and were enlarged more than {MAX_UPSCALE:g}x (e.g. "
-                            f"{printable(upscaled[0])}): their scores say little about the tokenizer")
+            warnings.append(
+                f"{len(upscaled)} image(s) are smaller than half the resolution "
+                f"{spec.knobs['resolution']} and were enlarged more than {MAX_UPSCALE:g}x (e.g. "
+                f"{printable(upscaled[0])}): their scores say little about the tokenizer"
+            )
             logger.warning("%s: %s", spec.name, warnings[-1])
         if warnings:
             metrics["psnr"]["warnings"] = warnings  # on the headline, so a table row cannot lose them
         for net, fingerprint in spec.knobs["lpips"].items():
             name = f"lpips_{net}"
-            metrics[name] = (mean_se([r[name] for r in records.values()]) if fingerprint.get("available", True)
-                             else not_computed(resolved.scorers.reason(name)))
+            metrics[name] = (
+                mean_se([r[name] for r in records.values()])
+                if fingerprint.get("available", True)
+                else not_computed(resolved.scorers.reason(name))
+            )
         fid_knobs = spec.knobs["fid"]
         if not fid_knobs.get("available", True):
             metrics["rfid"] = not_computed(resolved.scorers.reason("fid"))

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.benchmark import Item
-from unilip.data import (IMAGE_EXTENSIONS, ImageLoader, SkippedFile, list_image_sources, printable,
-                         tar_shards)
+from unilip.data import IMAGE_EXTENSIONS, ImageLoader, SkippedFile, list_image_sources, printable, tar_shards
 
 IMAGENET_VAL_SIZE = 50_000
 DATASET_KINDS = ("folder", "tar", "imagenet-val", "builtin", "digits")
@@ -64,20 +63,28 @@ def list_images(kind: str, path: str | None, num_images: int | None) -> ImageLis
     if listing.skipped:
         shown = ", ".join(f"{printable(s.id)} ({s.reason})" for s in listing.skipped[:SKIPPED_SHOWN])
         more = f", and {len(listing.skipped) - SKIPPED_SHOWN:,} more" if len(listing.skipped) > SKIPPED_SHOWN else ""
-        logger.warning("%s: %s file(s) skipped, not read as images: %s%s", where, f"{len(listing.skipped):,}",
-                       shown, more)
+        logger.warning(
+            "%s: %s file(s) skipped, not read as images: %s%s", where, f"{len(listing.skipped):,}", shown, more
+        )
     entries = listing.entries
     if not entries:
-        raise ValueError(f"no images found in {where} (read: {' '.join(IMAGE_EXTENSIONS)}, any letter case; "
-                         f"{len(listing.skipped)} file(s) skipped)")
+        raise ValueError(
+            f"no images found in {where} (read: {' '.join(IMAGE_EXTENSIONS)}, any letter case; "
+            f"{len(listing.skipped)} file(s) skipped)"
+        )
     if kind == "imagenet-val" and num_images is None:
         if len(entries) < IMAGENET_VAL_SIZE:
-            raise ValueError(f"{where}: found {len(entries)} images; the imagenet-val protocol uses all "
-                             f"{IMAGENET_VAL_SIZE:,}. Pass --num-images N to evaluate a subset on purpose.")
+            raise ValueError(
+                f"{where}: found {len(entries)} images; the imagenet-val protocol uses all "
+                f"{IMAGENET_VAL_SIZE:,}. Pass --num-images N to evaluate a subset on purpose."
+            )
         num_images = IMAGENET_VAL_SIZE
     if num_images is not None:
         if num_images > len(entries):
             raise ValueError(f"--num-images {num_images} but the dataset has only {len(entries)} images")
         entries = entries[:num_images]
-    return ImageListing(items=[Item(id=e.id, source=e.source) for e in entries],
-                        identity=[[e.id, e.size] for e in entries], skipped=listing.skipped)
+    return ImageListing(
+        items=[Item(id=e.id, source=e.source) for e in entries],
+        identity=[[e.id, e.size] for e in entries],
+        skipped=listing.skipped,
+    )

@@ -19,8 +19,15 @@ import torch
 
 from evals.benchmark import StageResult
 from evals.files import canonical_hash
-from evals.metrics import (FeatureStats, InceptionExtractor, InceptionScoreStats, LPIPSMetric, frechet_distance,
-                           psnr_per_image, ssim_per_image)
+from evals.metrics import (
+    FeatureStats,
+    InceptionExtractor,
+    InceptionScoreStats,
+    LPIPSMetric,
+    frechet_distance,
+    psnr_per_image,
+    ssim_per_image,
+)
 from evals.runtime.records import atomic_write_npz
 from unilip.pixels import IMAGENET_MEAN, IMAGENET_STD
 
@@ -55,8 +62,9 @@ def _cached_features(path: Path) -> np.ndarray | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        logger.warning("real-feature cache entry %s is unreadable (%s: %s); computing it again", path,
-                       type(error).__name__, error)
+        logger.warning(
+            "real-feature cache entry %s is unreadable (%s: %s); computing it again", path, type(error).__name__, error
+        )
         return None
     if row.shape != (2048,):
         logger.warning("real-feature cache entry %s has shape %s, not (2048,); computing it again", path, row.shape)
@@ -74,9 +82,15 @@ class BatchScorer:
         self.extractor = extractor = scorers.extractor
         self.lpips = scorers.lpips
         if extractor is not None:
-            real_key = canonical_hash({"resolution": knobs["resolution"], "quantisation": protocol.quantisation,
-                                       "preprocessing": knobs["preprocessing"], "inception": fid["inception"],
-                                       "internal_dtype": fid["internal_dtype"]})
+            real_key = canonical_hash(
+                {
+                    "resolution": knobs["resolution"],
+                    "quantisation": protocol.quantisation,
+                    "preprocessing": knobs["preprocessing"],
+                    "inception": fid["inception"],
+                    "internal_dtype": fid["internal_dtype"],
+                }
+            )
             self.real_cache = cache_dir / "recon-real-features" / real_key
 
     def _quantise(self, real: torch.Tensor, fake_u8: torch.Tensor):
@@ -98,7 +112,7 @@ class BatchScorer:
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
             features = self.extractor.features(real_u8[missing])["2048"].cpu().numpy()
-            for index, row in zip(missing, features):
+            for index, row in zip(missing, features, strict=True):
                 atomic_write_npz(paths[index], {"pool3": row})
                 rows[index] = row
         return np.stack(rows)
@@ -119,8 +133,11 @@ class BatchScorer:
                     entry["fake_logits"] = fake_features["logits_unbiased"][i].cpu().numpy()
         results = []
         for i in range(len(raws)):
-            payload = {"psnr": float(psnr[i]), "ssim": float(ssim[i]),
-                       **{f"lpips_{net}": float(values[i]) for net, values in lpips.items()}}
+            payload = {
+                "psnr": float(psnr[i]),
+                "ssim": float(ssim[i]),
+                **{f"lpips_{net}": float(values[i]) for net, values in lpips.items()},
+            }
             results.append(StageResult(status="ok", payload=payload, arrays=arrays[i]))
         return results
 
@@ -135,7 +152,7 @@ def inception_metrics(ids: list[str], bench_dir: Path, stage: str, inception_sco
     real, fake = FeatureStats(2048), FeatureStats(2048)
     score = InceptionScoreStats() if inception_score else None
     for start in range(0, len(ids), 256):
-        chunk = [load_arrays(bench_dir, stage, item_id) for item_id in ids[start:start + 256]]
+        chunk = [load_arrays(bench_dir, stage, item_id) for item_id in ids[start : start + 256]]
         real.update(torch.from_numpy(np.stack([a["real_pool3"] for a in chunk])))
         fake.update(torch.from_numpy(np.stack([a["fake_pool3"] for a in chunk])))
         if score is not None:

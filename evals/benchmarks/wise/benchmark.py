@@ -16,19 +16,32 @@ official wording), and its sha256 is part of the spec either way.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from evals.benchmark import Item, ResolvedBenchmark, StageContext, StageResult, option, register_benchmark
-from evals.benchmarks.judged import (IMAGES_DIR, JudgedBenchmark, JudgeOptions, Prepared, generated_image)
+from evals.benchmarks.judged import IMAGES_DIR, JudgedBenchmark, JudgeOptions, Prepared, generated_image
 from evals.benchmarks.kit import check_pinned, mean_se, take_first, write_png
-from .data import LEGACY_FILES, VERIFIED_FILES, WISE_COMMIT, WisePrompt, locate_files, read_prompts
-from .scoring import (LEGACY_RANGES, LEGACY_WEIGHTS, MISSING_SCORED_ZERO, VERIFIED_RANGES,
-                                           VERIFIED_WEIGHTS, WISCORE_WEIGHTS, aggregate_wise, category_of, parse_legacy,
-                                           parse_legacy_missing_zero, parse_verified, wiscore)
 from evals.judges.request import JudgeRequest
 from evals.judges.template import JudgeTemplate
+
+from .data import LEGACY_FILES, VERIFIED_FILES, WISE_COMMIT, WisePrompt, locate_files, read_prompts
+from .scoring import (
+    LEGACY_RANGES,
+    LEGACY_WEIGHTS,
+    MISSING_SCORED_ZERO,
+    VERIFIED_RANGES,
+    VERIFIED_WEIGHTS,
+    WISCORE_WEIGHTS,
+    aggregate_wise,
+    category_of,
+    parse_legacy,
+    parse_legacy_missing_zero,
+    parse_verified,
+    wiscore,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,26 +67,55 @@ class WiseProtocol:
 LEGACY_JUDGE = {"model": "gpt-4o-2024-05-13", "temperature": 0.0, "max_tokens": 2000}
 
 
-MISSING_ZERO_WARNING = ("wise@legacy-missing-zero counts every score missing from a judge answer as 0, as the "
-                        "mid-2025 official script did: unparsed answers score 0 instead of being counted as "
-                        "failures. Use it only to reproduce numbers made with that script; it is not "
-                        "comparable with wise@legacy")
+MISSING_ZERO_WARNING = (
+    "wise@legacy-missing-zero counts every score missing from a judge answer as 0, as the "
+    "mid-2025 official script did: unparsed answers score 0 instead of being counted as "
+    "failures. Use it only to reproduce numbers made with that script; it is not "
+    "comparable with wise@legacy"
+)
 
 PROTOCOLS = {
-    "legacy": WiseProtocol(LEGACY_FILES, LEGACY_RANGES, LEGACY_WEIGHTS, parse_legacy, 3, "legacy.yaml",
-                           "WISE legacy: consistency/realism/aesthetic 0-2, WiScore (0.7C+0.2R+0.1A)/2", True,
-                           LEGACY_JUDGE),
+    "legacy": WiseProtocol(
+        LEGACY_FILES,
+        LEGACY_RANGES,
+        LEGACY_WEIGHTS,
+        parse_legacy,
+        3,
+        "legacy.yaml",
+        "WISE legacy: consistency/realism/aesthetic 0-2, WiScore (0.7C+0.2R+0.1A)/2",
+        True,
+        LEGACY_JUDGE,
+    ),
     # WISE_Verified's vllm_eval.py asks up to 3 times per item.
-    "verified": WiseProtocol(VERIFIED_FILES, VERIFIED_RANGES, VERIFIED_WEIGHTS, parse_verified, 3, "verified.yaml",
-                             "WISE verified: binary score 0/1", False,
-                             {"model": "Qwen/Qwen3.5-35B-A3B", "base_url": "http://127.0.0.1:8000/v1",
-                              "temperature": 0.0, "max_tokens": 500}),
+    "verified": WiseProtocol(
+        VERIFIED_FILES,
+        VERIFIED_RANGES,
+        VERIFIED_WEIGHTS,
+        parse_verified,
+        3,
+        "verified.yaml",
+        "WISE verified: binary score 0/1",
+        False,
+        {
+            "model": "Qwen/Qwen3.5-35B-A3B",
+            "base_url": "http://127.0.0.1:8000/v1",
+            "temperature": 0.0,
+            "max_tokens": 500,
+        },
+    ),
     # The mid-2025 gpt_eval.py asked once per item and had no line fallback.
     "legacy-missing-zero": WiseProtocol(
-        LEGACY_FILES, LEGACY_RANGES, LEGACY_WEIGHTS, parse_legacy_missing_zero, 1, "legacy.yaml",
+        LEGACY_FILES,
+        LEGACY_RANGES,
+        LEGACY_WEIGHTS,
+        parse_legacy_missing_zero,
+        1,
+        "legacy.yaml",
         "WISE legacy scored as the mid-2025 official script: a score missing from the answer counts as 0 "
-        "(NOT the pinned protocol; for reproducing historical numbers only); WiScore (0.7C+0.2R+0.1A)/2", True,
-        LEGACY_JUDGE),
+        "(NOT the pinned protocol; for reproducing historical numbers only); WiScore (0.7C+0.2R+0.1A)/2",
+        True,
+        LEGACY_JUDGE,
+    ),
 }
 
 
@@ -81,8 +123,11 @@ PROTOCOLS = {
 class WiseOptions(JudgeOptions):
     """Options of ``wise@*`` (and the judge options)."""
 
-    data: str | None = option("local copy of github.com/PKU-YuanGroup/WISE (the clone, or the folder holding the "
-                              "JSON files); `--opt wise.data=PATH` for WISE only", flag="--data")
+    data: str | None = option(
+        "local copy of github.com/PKU-YuanGroup/WISE (the clone, or the folder holding the "
+        "JSON files); `--opt wise.data=PATH` for WISE only",
+        flag="--data",
+    )
     limit: int | None = option("only the first N prompts (a smoke test: the overall then needs every category)")
     seed: int = option("run seed from which each prompt's seed is derived (default: --seed)", default=0)
 
@@ -100,8 +145,10 @@ class WiseBenchmark(JudgedBenchmark):
         protocol = PROTOCOLS[variant]
         root = options.data
         if not root:
-            raise ValueError(f"wise@{variant} needs data=PATH: a local clone of https://github.com/PKU-YuanGroup/WISE "
-                             f"(commit {WISE_COMMIT[:12]}); its prompts are not redistributable, so none ship here")
+            raise ValueError(
+                f"wise@{variant} needs data=PATH: a local clone of https://github.com/PKU-YuanGroup/WISE "
+                f"(commit {WISE_COMMIT[:12]}); its prompts are not redistributable, so none ship here"
+            )
         found = locate_files(Path(str(root)), list(protocol.files))
         identity, warnings = check_pinned(found, protocol.files, "WISE data")
         prompts = read_prompts(found)
@@ -115,35 +162,48 @@ class WiseBenchmark(JudgedBenchmark):
         if options.judge_template:
             template = JudgeTemplate.load(options.judge_template, PLACEHOLDERS)
         else:
-            template = JudgeTemplate.load(TEMPLATES / protocol.template, PLACEHOLDERS,
-                                          source=f"builtin:wise/{protocol.template}")
+            template = JudgeTemplate.load(
+                TEMPLATES / protocol.template, PLACEHOLDERS, source=f"builtin:wise/{protocol.template}"
+            )
         data_knobs = {name: entry["sha256"] for name, entry in identity["files"].items()}
         knobs = {
             "protocol": protocol.description,
             "data": {**identity, "num_prompts": len(prompts)},
             "produce": {"data": data_knobs, "limit": limit, "images_per_prompt": 1},
-            "score": {"category_ranges": [list(r) for r in protocol.ranges], "category_weights": protocol.weights,
-                      **({"wiscore_weights": WISCORE_WEIGHTS} if protocol.three_axes else {}),
-                      **({"missing_scores": "counted as 0"} if variant == "legacy-missing-zero" else {})},
+            "score": {
+                "category_ranges": [list(r) for r in protocol.ranges],
+                "category_weights": protocol.weights,
+                **({"wiscore_weights": WISCORE_WEIGHTS} if protocol.three_axes else {}),
+                **({"missing_scores": "counted as 0"} if variant == "legacy-missing-zero" else {}),
+            },
         }
         items = [Item(id=str(prompt.prompt_id), source=prompt) for prompt in prompts]
-        return Prepared(items=items, knobs=knobs, templates={"judge": template}, parser=protocol.parser,
-                        parse_attempts=protocol.parse_attempts, warnings=warnings)
+        return Prepared(
+            items=items,
+            knobs=knobs,
+            templates={"judge": template},
+            parser=protocol.parser,
+            parse_attempts=protocol.parse_attempts,
+            warnings=warnings,
+        )
 
     def produce_one(self, resolved: ResolvedBenchmark, item: Item, ctx: StageContext, seed: int) -> StageResult:
         prompt: WisePrompt = item.source
         # The raw prompt: any model-specific prompt convention is the adapter's business.
         images = ctx.adapter.generate([prompt.prompt], 1, seed)
         if not (isinstance(images, list) and len(images) == 1 and isinstance(images[0], list) and len(images[0]) == 1):
-            return StageResult.failed(f"adapter.generate returned {type(images).__name__} of unexpected shape; "
-                                      "want [[image]] for one prompt and n=1")
+            return StageResult.failed(
+                f"adapter.generate returned {type(images).__name__} of unexpected shape; "
+                "want [[image]] for one prompt and n=1"
+            )
         relative = f"{IMAGES_DIR}/{item.id}.png"  # the official layout: <prompt_id>.png
         try:
             relative, digest = write_png(ctx.bench_dir, relative, images[0][0])
         except TypeError as error:
             return StageResult.failed(str(error))
-        return StageResult(status="ok", payload={"image": relative, "seed": seed, "image_sha256": digest},
-                           outputs={relative: digest})
+        return StageResult(
+            status="ok", payload={"image": relative, "seed": seed, "image_sha256": digest}, outputs={relative: digest}
+        )
 
     def build_request(self, resolved: ResolvedBenchmark, item: Item, bench_dir: Path) -> JudgeRequest:
         prompt: WisePrompt = item.source
@@ -163,7 +223,9 @@ class WiseBenchmark(JudgedBenchmark):
 
     def metrics(self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         protocol: WiseProtocol = resolved.protocol
-        item_scores = {int(item_id): self._item_score(protocol, record["scores"]) for item_id, record in records.items()}
+        item_scores = {
+            int(item_id): self._item_score(protocol, record["scores"]) for item_id, record in records.items()
+        }
         metrics = aggregate_wise(item_scores, protocol.ranges, protocol.weights)
         if protocol.three_axes and records:
             for axis in WISCORE_WEIGHTS:  # the raw 0-2 means, for comparison with papers that list them
@@ -171,6 +233,8 @@ class WiseBenchmark(JudgedBenchmark):
         if resolved.spec.variant == "legacy-missing-zero":
             zeroed = sum(bool(record["scores"][MISSING_SCORED_ZERO]) for record in records.values())
             metrics["overall"]["missing_scores_counted_as_zero"] = {
-                "answers": zeroed, "of": len(records),
-                "note": "answers lacking a score were scored 0 for it, not counted as parse failures"}
+                "answers": zeroed,
+                "of": len(records),
+                "note": "answers lacking a score were scored 0 for it, not counted as parse failures",
+            }
         return metrics

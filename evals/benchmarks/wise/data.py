@@ -19,12 +19,11 @@ WISE_COMMIT = "eb51174483a5de2e34e8614cf9dfb3319ee7fcd0"
 
 # Path in the repository at WISE_COMMIT -> sha256 (shared/benchmarks/wise/LICENSE-NOTE.md).
 LEGACY_FILES = {
-    "WISE_legacy/data/cultural_common_sense.json":
-        "7a59216c768698280cea37caa574b52f3faf054d73b398b9bb6b3161baf8e3aa",
-    "WISE_legacy/data/spatio-temporal_reasoning.json":
-        "e27d797885ad86e64d857d0cc93d33e04be572a8dcae95692a2c7e7876233f9a",
-    "WISE_legacy/data/natural_science.json":
-        "b262fae58e413c7a4bd3c3d5a089f8c6529feac227e4b6606be261a949035544",
+    "WISE_legacy/data/cultural_common_sense.json": "7a59216c768698280cea37caa574b52f3faf054d73b398b9bb6b3161baf8e3aa",
+    "WISE_legacy/data/spatio-temporal_reasoning.json": (
+        "e27d797885ad86e64d857d0cc93d33e04be572a8dcae95692a2c7e7876233f9a"
+    ),
+    "WISE_legacy/data/natural_science.json": "b262fae58e413c7a4bd3c3d5a089f8c6529feac227e4b6606be261a949035544",
 }
 VERIFIED_FILES = {
     "data_verified/merge.json": "10f2690624ed8f03f21bd3e9c535e26f791da8bab67ac857903bede65985b82d",
@@ -74,6 +73,11 @@ def read_prompts(found: dict[str, Path]) -> list[WisePrompt]:
                 raise ValueError(f"WISE data {path}: record {index} has prompt_id {record['prompt_id']!r}") from None
             if prompt_id in prompts:
                 raise ValueError(f"WISE data {relative}: prompt_id {prompt_id} appears twice")
-            prompts[prompt_id] = WisePrompt(prompt_id, str(record["Prompt"]), str(record["Explanation"]),
-                                            record.get("Category"), record.get("Subcategory"))
+            prompts[prompt_id] = WisePrompt(
+                prompt_id,
+                str(record["Prompt"]),
+                str(record["Explanation"]),
+                record.get("Category"),
+                record.get("Subcategory"),
+            )
     return [prompts[key] for key in sorted(prompts)]

@@ -21,11 +21,23 @@ AXES = ("consistency", "realism", "aesthetic_quality")
 WISCORE_WEIGHTS = {"consistency": 0.7, "realism": 0.2, "aesthetic_quality": 0.1}
 
 # (category, first id, last id), in the order results list them.
-LEGACY_RANGES = (("culture", 1, 400), ("time", 401, 567), ("space", 568, 700),
-                 ("biology", 701, 800), ("physics", 801, 900), ("chemistry", 901, 1000))
+LEGACY_RANGES = (
+    ("culture", 1, 400),
+    ("time", 401, 567),
+    ("space", 568, 700),
+    ("biology", 701, 800),
+    ("physics", 801, 900),
+    ("chemistry", 901, 1000),
+)
 LEGACY_WEIGHTS = {"culture": 0.4, "time": 0.167, "space": 0.133, "biology": 0.1, "physics": 0.1, "chemistry": 0.1}
-VERIFIED_RANGES = (("culture", 1, 400), ("time", 401, 520), ("space", 521, 640),
-                   ("biology", 641, 760), ("physics", 761, 880), ("chemistry", 881, 1000))
+VERIFIED_RANGES = (
+    ("culture", 1, 400),
+    ("time", 401, 520),
+    ("space", 521, 640),
+    ("biology", 641, 760),
+    ("physics", 761, 880),
+    ("chemistry", 881, 1000),
+)
 VERIFIED_WEIGHTS = {"culture": 0.4, "time": 0.12, "space": 0.12, "biology": 0.12, "physics": 0.12, "chemistry": 0.12}
 
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
@@ -60,7 +72,7 @@ def parse_legacy(text: str) -> dict[str, int]:
         # would have it); strip() then drops a "\r" of a CRLF line end.
         digits = [int(line.strip()) for line in text.split("\n") if _DIGIT_LINE.fullmatch(line.strip())]
         if len(digits) >= 3:
-            scores = dict(zip(AXES, digits[:3]))
+            scores = dict(zip(AXES, digits[:3], strict=True))
     missing = [axis for axis in AXES if axis not in scores]
     if missing:
         raise ParseError(f"no score for {', '.join(missing)}")
@@ -110,8 +122,11 @@ def parse_verified(text: str) -> dict[str, int]:
 
 def wiscore(consistency: float, realism: float, aesthetic_quality: float) -> float:
     """The normalised WiScore in [0, 1]: (0.7 C + 0.2 R + 0.1 A) / 2."""
-    return (WISCORE_WEIGHTS["consistency"] * consistency + WISCORE_WEIGHTS["realism"] * realism
-            + WISCORE_WEIGHTS["aesthetic_quality"] * aesthetic_quality) / 2
+    return (
+        WISCORE_WEIGHTS["consistency"] * consistency
+        + WISCORE_WEIGHTS["realism"] * realism
+        + WISCORE_WEIGHTS["aesthetic_quality"] * aesthetic_quality
+    ) / 2
 
 
 def category_of(prompt_id: int, ranges: tuple[tuple[str, int, int], ...]) -> str:
@@ -122,8 +137,9 @@ def category_of(prompt_id: int, ranges: tuple[tuple[str, int, int], ...]) -> str
     raise ValueError(f"prompt_id {prompt_id} lies outside every WISE category range {ranges}")
 
 
-def aggregate_wise(item_scores: dict[int, float], ranges: tuple[tuple[str, int, int], ...],
-                   weights: dict[str, float]) -> dict[str, Any]:
+def aggregate_wise(
+    item_scores: dict[int, float], ranges: tuple[tuple[str, int, int], ...], weights: dict[str, float]
+) -> dict[str, Any]:
     """``overall`` (the weighted sum of category means) and each category's mean, with standard errors.
 
     ``overall`` needs every category to have at least one judged item; its standard error combines the
@@ -132,14 +148,20 @@ def aggregate_wise(item_scores: dict[int, float], ranges: tuple[tuple[str, int, 
     by_category: dict[str, list[float]] = {category: [] for category, _, _ in ranges}
     for prompt_id, value in item_scores.items():
         by_category[category_of(prompt_id, ranges)].append(value)
-    categories = {category: mean_se(values) if values else not_computed("no judged item in this category")
-                  for category, values in by_category.items()}
+    categories = {
+        category: mean_se(values) if values else not_computed("no judged item in this category")
+        for category, values in by_category.items()
+    }
     empty = [category for category, values in by_category.items() if not values]
     if empty:
         overall: dict[str, Any] = not_computed(f"categories without a judged item: {', '.join(empty)}")
     else:
         value = sum(weights[c] * categories[c]["value"] for c in categories)
         ses = [categories[c]["se"] for c in categories]
-        se = math.sqrt(sum((weights[c] * s) ** 2 for c, s in zip(categories, ses))) if None not in ses else None
+        se = (
+            math.sqrt(sum((weights[c] * s) ** 2 for c, s in zip(categories, ses, strict=True)))
+            if None not in ses
+            else None
+        )
         overall = {"value": value, "se": se, "n": len(item_scores)}
     return {"overall": overall, **categories}
