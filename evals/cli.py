@@ -19,10 +19,8 @@ logger = logging.getLogger("evals")
 
 
 def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``eval`` command and its subcommands, and the studies (``quickstart``, ``train sweep``,
-    ``train generator-study``), to the ``unilip`` parser (the ``unilip.cli`` entry point)."""
-    from evals.studies.cli import register as register_studies
-
+    """Add the ``eval`` command and its subcommands to the ``unilip`` parser (the ``unilip.cli`` entry point;
+    the studies register through their own, ``evals.studies.cli:register``)."""
     parser = subparsers.add_parser("eval", help="evaluate models on benchmarks; compare and gate runs")
     sub = parser.add_subparsers(dest="eval_command", required=True)
 
@@ -30,7 +28,6 @@ def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse.
     add_run_arguments(run)
     run.set_defaults(func=_cmd_run)
     _register_queries(sub)
-    register_studies(subparsers, train_subparsers)
 
 
 def _register_queries(sub: argparse._SubParsersAction) -> None:

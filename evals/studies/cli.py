@@ -1,4 +1,4 @@
-"""The studies' commands, registered by the harness (``evals.cli.register``): ``unilip quickstart``,
+"""The studies' commands, registered through the ``unilip.cli`` entry-point group: ``unilip quickstart``,
 ``unilip train sweep`` (both evaluate with the harness) and ``unilip train generator-study``.
 
 Nothing heavy is imported here: ``unilip --help`` builds every parser; each command imports its work."""

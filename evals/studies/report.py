@@ -143,7 +143,7 @@ def _write_plot(path: Path, rows: list[dict[str, Any]], metrics: list[str], x_ke
     linthresh = min(positive) if positive else 1.0
     colors = [f"C{i}" for i in range(1, 10)]
     # The grid may have more cells than metrics: the spare cells stay empty.
-    for axis, metric in zip(axes, metrics, strict=False):
+    for axis, metric in zip(axes[: len(metrics)], metrics, strict=True):
         points = sorted((float(r[x_key]), float(r[metric])) for r in variants if _is_number(r.get(metric)))
         if points:
             xs, ys = zip(*points, strict=True)
