@@ -1,0 +1,202 @@
+"""The understanding model: a stock InternVL3 (tiny, random, saved in transformers' layout) loaded from its
+directory, with a tiny UniLIP tokenizer's encoder swapped in (``unilip.understanding``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms.functional import to_tensor
+
+from unilip import build_tokenizer, get_variant, load_tokenizer
+from unilip.checkpoints import CheckpointError, CheckpointNotFoundError
+from unilip.internvl import IMAGE, build_chat_prompt, layout_question, tiles_to_tensor
+from unilip.prompts import IMG_CONTEXT, load_text_tokenizer
+from unilip.understanding import load_internvl, load_understanding_model, swap_vision_encoder
+
+SPEC = get_variant("tiny")
+TILE = SPEC.tokenizer.image_size  # 56 px tiles: 8 x 8 patches, 4 x 4 = 16 tokens after the pixel shuffle
+TOKENS_PER_TILE = (TILE // SPEC.tokenizer.token_stride) ** 2
+
+
+def tiny_internvl_config():
+    from transformers import InternVLConfig
+
+    return InternVLConfig(
+        vision_config=dict(SPEC.tokenizer.vision),
+        text_config={"model_type": "qwen2", **SPEC.generator["llm"]},
+        image_token_id=SPEC.generator["image_context_id"],
+        downsample_ratio=SPEC.tokenizer.downsample_ratio,
+        projector_hidden_act="gelu",
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+
+
+@pytest.fixture(scope="module")
+def internvl_dir(tmp_path_factory):
+    """A tiny random InternVL3 saved as users have a stock one (``save_pretrained``)."""
+    from transformers import InternVLForConditionalGeneration
+
+    torch.manual_seed(1234)
+    model = InternVLForConditionalGeneration(tiny_internvl_config()).eval()
+    directory = tmp_path_factory.mktemp("internvl3-tiny-hf")
+    model.save_pretrained(directory)
+    return directory
+
+
+def tile_inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random RGB tile as InternVL3 gets it (ImageNet-normalised) and as the tokenizer does ([0, 1])."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (TILE, TILE, 3), generator=generator, dtype=torch.uint8)
+    tile = Image.fromarray(pixels.numpy(), "RGB")
+    return tiles_to_tensor([tile], image_size=TILE), to_tensor(tile).unsqueeze(0)
+
+
+def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.get_image_features(pixel_values=pixel_values).pooler_output
+
+
+def test_swapped_model_sees_exactly_encode_features(internvl_dir):
+    tokenizer = load_tokenizer("tiny", random_init=True, seed=0)
+    model = swap_vision_encoder(load_internvl(internvl_dir), tokenizer)
+    pixel_values, images = tile_inputs()
+    got = image_features(model, pixel_values)
+    with torch.no_grad():
+        want = tokenizer.encode_features(images)
+    assert got.shape == (1, TOKENS_PER_TILE, SPEC.tokenizer.llm_hidden_size)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert model.vision_encoder_source == tokenizer.weights_source
+    # InternVL3's own vision weights are gone; the tokenizer's modules are used in place (shared, not copied).
+    assert model.model.multi_modal_projector is tokenizer.mlp1
+    assert model.model.vision_tower.encoder is tokenizer.encoder
+
+
+def test_swapped_encoder_is_really_used(internvl_dir):
+    pixel_values, _ = tile_inputs()
+    stock = image_features(load_internvl(internvl_dir), pixel_values)
+    first = image_features(
+        swap_vision_encoder(load_internvl(internvl_dir), load_tokenizer("tiny", random_init=True, seed=1)),
+        pixel_values,
+    )
+    second = image_features(
+        swap_vision_encoder(load_internvl(internvl_dir), load_tokenizer("tiny", random_init=True, seed=2)),
+        pixel_values,
+    )
+    assert (first - second).abs().max() > 1e-3
+    assert (first - stock).abs().max() > 1e-3
+
+
+def test_width_mismatch_is_refused_by_name(internvl_dir):
+    narrow = build_tokenizer(dataclasses.replace(SPEC.tokenizer, llm_hidden_size=32), seed=0)
+    with pytest.raises(ValueError, match=r"llm_hidden_size=32 .*hidden_size=64"):
+        swap_vision_encoder(load_internvl(internvl_dir), narrow)
+    with pytest.raises(ValueError, match="llm_hidden_size=32"):
+        load_understanding_model(internvl_dir, narrow)
+
+
+def test_other_mismatches_are_refused_by_name(internvl_dir):
+    bigger_tiles = dataclasses.replace(SPEC.tokenizer, image_size=2 * TILE)
+    with pytest.raises(ValueError, match="image_size=112"):
+        swap_vision_encoder(load_internvl(internvl_dir), build_tokenizer(bigger_tiles, seed=0))
+    with pytest.raises(TypeError, match="UniLIPTokenizer"):
+        swap_vision_encoder(load_internvl(internvl_dir), torch.nn.Linear(2, 2))
+
+
+def test_non_imagenet_tokenizer_is_renormalised_once(internvl_dir):
+    config = dataclasses.replace(SPEC.tokenizer, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5))
+    tokenizer = build_tokenizer(config, seed=0).eval()
+    model = swap_vision_encoder(load_internvl(internvl_dir), tokenizer)
+    assert model.model.vision_tower.renormalizes
+    pixel_values, images = tile_inputs()
+    with torch.no_grad():
+        want = tokenizer.encode_features(images)
+    torch.testing.assert_close(image_features(model, pixel_values), want, atol=1e-5, rtol=1e-5)
+
+
+def test_load_understanding_model_composes_both(internvl_dir):
+    stock = load_understanding_model(internvl_dir)
+    assert stock.vision_encoder_source.startswith("InternVL3")
+    model = load_understanding_model(internvl_dir, "tiny")  # a variant name, as load_tokenizer takes it
+    pixel_values, images = tile_inputs()
+    reference = load_tokenizer("tiny", random_init=True, seed=0)  # what load_tokenizer("tiny") builds
+    with torch.no_grad():
+        want = reference.encode_features(images)
+    torch.testing.assert_close(image_features(model, pixel_values), want, atol=1e-6, rtol=0)
+
+
+def test_missing_files_are_named(tmp_path, internvl_dir):
+    with pytest.raises(CheckpointNotFoundError, match="does not exist"):
+        load_internvl(tmp_path / "nowhere")
+    with pytest.raises(CheckpointNotFoundError, match="config.json"):
+        load_internvl(tmp_path)
+    (tmp_path / "config.json").write_text((internvl_dir / "config.json").read_text())
+    with pytest.raises(CheckpointNotFoundError, match="model.safetensors"):
+        load_internvl(tmp_path)
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}})
+    )
+    with pytest.raises(CheckpointNotFoundError, match="model-00001-of-00002.safetensors"):
+        load_internvl(tmp_path)
+    remote_code = tmp_path / "remote"
+    remote_code.mkdir()
+    (remote_code / "config.json").write_text(json.dumps({"model_type": "internvl_chat"}))
+    with pytest.raises(CheckpointError, match="InternVL3-1B-hf"):
+        load_internvl(remote_code)
+
+
+def test_swapped_model_chats_about_an_image(internvl_dir):
+    tokenizer = load_tokenizer("tiny", random_init=True, seed=0)
+    model = swap_vision_encoder(load_internvl(internvl_dir), tokenizer)
+    text_tokenizer = load_text_tokenizer(SPEC.text_tokenizer)
+    prompt = build_chat_prompt(layout_question([IMAGE, "What is in the image?"]), [1], tokens_per_tile=TOKENS_PER_TILE)
+    input_ids = torch.tensor([text_tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    assert int((input_ids == text_tokenizer.convert_tokens_to_ids(IMG_CONTEXT)).sum()) == TOKENS_PER_TILE
+    assert text_tokenizer.convert_tokens_to_ids(IMG_CONTEXT) == model.config.image_token_id
+    attention_mask = torch.ones_like(input_ids)
+    pixel_values, images = tile_inputs()
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
+        # What the LLM received at the <IMG_CONTEXT> positions is the UniLIP understanding feature.
+        torch.testing.assert_close(out.image_hidden_states, tokenizer.encode_features(images), atol=1e-6, rtol=0)
+        generated = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            max_new_tokens=2,
+            do_sample=False,
+            pad_token_id=text_tokenizer.pad_token_id,
+        )
+    assert out.logits.shape == (1, input_ids.shape[1], SPEC.generator["llm"]["vocab_size"])
+    assert generated.shape == (1, input_ids.shape[1] + 2)
+    assert torch.equal(generated[:, : input_ids.shape[1]], input_ids)
+    # Greedy: the first new token is the argmax of the forward pass's last logits.
+    assert int(generated[0, input_ids.shape[1]]) == int(out.logits[0, -1].argmax())
+
+
+def test_bfloat16_swap_matches_encode_features_exactly(internvl_dir):
+    """In bfloat16 too: the pixel shuffle only moves values, so both paths round the same way.
+
+    The tokenizer is built in float32 and cast by the swap (encoder and mlp1 only): a tokenizer cast whole to
+    bfloat16 also rounds its ImageNet mean/std buffers (0.485 -> 0.484375), which InternVL3 never does.
+    """
+    tokenizer = load_tokenizer("tiny", random_init=True, seed=0)
+    model = swap_vision_encoder(load_internvl(internvl_dir, dtype=torch.bfloat16), tokenizer)
+    pixel_values, images = tile_inputs()
+    got = image_features(model, pixel_values)
+    with torch.no_grad():
+        want = tokenizer.encode_features(images)
+    assert got.dtype == want.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_swap_moves_the_tokenizer_to_the_llm_dtype(internvl_dir):
+    tokenizer = load_tokenizer("tiny", random_init=True, seed=0)  # float32
+    model = swap_vision_encoder(load_internvl(internvl_dir, dtype=torch.bfloat16), tokenizer)
+    assert tokenizer.encoder.embeddings.patch_embeddings.projection.weight.dtype == torch.bfloat16
+    assert tokenizer.mlp1.linear_1.weight.dtype == torch.bfloat16
+    assert not model.training and not model.model.vision_tower.training
