@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from unilip import load_tokenizer
 from unilip.generator import UniLIPGenerator
 from unilip.pipelines import load_pipeline
+from unilip.tokenizer import UniLIPTokenizer
 
 
 def _decoder_dtypes(model) -> set[torch.dtype]:
@@ -92,3 +93,48 @@ def test_native_size_uses_the_table_as_is_and_keys_are_unchanged():
     tokens = torch.zeros(1, 65, embeddings.position_embeddings.shape[-1])
     assert embeddings.interpolate_pos_encoding(tokens, 56, 56) is embeddings.position_embeddings
     assert "encoder.embeddings.position_embeddings" in tokenizer.state_dict()
+
+
+def _imagenet_float32() -> tuple[torch.Tensor, torch.Tensor]:
+    from unilip.pixels import IMAGENET_MEAN, IMAGENET_STD
+
+    return (
+        torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1),
+        torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1),
+    )
+
+
+@pytest.mark.parametrize("how", ["load_tokenizer", "to", "half", "from_pretrained"])
+def test_bfloat16_tokenizer_normalises_in_float32(how, tmp_path):
+    # InternVL3's image processor normalises in float32; a cast must not round the ImageNet constants
+    # (0.485 -> 0.484375 in bfloat16), so the encoder sees the float32 normalisation cast afterwards.
+    if how == "load_tokenizer":
+        tokenizer = load_tokenizer("tiny", random_init=True, dtype=torch.bfloat16)
+    elif how == "to":
+        tokenizer = load_tokenizer("tiny", random_init=True).to(torch.bfloat16)
+    elif how == "half":
+        tokenizer = load_tokenizer("tiny", random_init=True).half()
+    else:
+        load_tokenizer("tiny", random_init=True).save_pretrained(tmp_path / "tok")
+        tokenizer = UniLIPTokenizer.from_pretrained(tmp_path / "tok", dtype=torch.bfloat16)
+    encoder_dtype = torch.float16 if how == "half" else torch.bfloat16
+    assert tokenizer.encoder.embeddings.patch_embeddings.projection.weight.dtype == encoder_dtype
+    mean, std = _imagenet_float32()
+    assert tokenizer.image_mean.dtype == tokenizer.image_std.dtype == torch.float32
+    assert torch.equal(tokenizer.image_mean, mean) and torch.equal(tokenizer.image_std, std)
+    assert not {"image_mean", "image_std"} & set(tokenizer.state_dict())  # still non-persistent
+
+    images = torch.rand(2, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    expected = (images - mean) / std
+    normalised = tokenizer.normalize(images)
+    assert normalised.dtype == torch.float32 and torch.equal(normalised, expected)
+    seen = []
+    hook = tokenizer.encoder.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["pixel_values"]), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            tokenizer.encode_features(images)
+    finally:
+        hook.remove()
+    assert seen[0].dtype == encoder_dtype and torch.equal(seen[0], expected.to(encoder_dtype))

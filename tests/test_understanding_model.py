@@ -15,7 +15,13 @@ from unilip import build_tokenizer, get_variant, load_tokenizer
 from unilip.checkpoints import CheckpointError, CheckpointNotFoundError
 from unilip.internvl import IMAGE, build_chat_prompt, layout_question, tiles_to_tensor
 from unilip.prompts import IMG_CONTEXT, load_text_tokenizer
-from unilip.understanding import load_internvl, load_understanding_model, swap_vision_encoder
+from unilip.understanding import (
+    ChatRequest,
+    InternVLChat,
+    load_internvl,
+    load_understanding_model,
+    swap_vision_encoder,
+)
 
 SPEC = get_variant("tiny")
 TILE = SPEC.tokenizer.image_size  # 56 px tiles: 8 x 8 patches, 4 x 4 = 16 tokens after the pixel shuffle
@@ -200,3 +206,130 @@ def test_swap_moves_the_tokenizer_to_the_llm_dtype(internvl_dir):
     assert tokenizer.encoder.embeddings.patch_embeddings.projection.weight.dtype == torch.bfloat16
     assert tokenizer.mlp1.linear_1.weight.dtype == torch.bfloat16
     assert not model.training and not model.model.vision_tower.training
+
+
+# ------------------------------------------------------------------------------------------------- chat answers
+
+
+@pytest.fixture(scope="module")
+def chat_dir(tmp_path_factory, internvl_dir):
+    """A tiny InternVL3 directory with its text tokenizer beside the weights, as a stock one ships it.
+
+    The LLM's matrices are redrawn larger than transformers' init (std 0.02), under which the tiny model answers
+    every prompt with the same newline; at this scale its greedy tokens depend on the prompt and the images, so
+    equal answers mean something.
+    """
+    model = load_internvl(internvl_dir)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.model.language_model.named_parameters():
+            if parameter.dim() == 2:
+                scale = 1.0 if "embed" in name else 0.3
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    directory = tmp_path_factory.mktemp("internvl3-tiny-chat")
+    model.save_pretrained(directory)
+    load_text_tokenizer(SPEC.text_tokenizer).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def chat(chat_dir):
+    return InternVLChat.from_directory(chat_dir, "tiny")
+
+
+def noise_image(width: int, height: int, seed: int) -> Image.Image:
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8)
+    return Image.fromarray(pixels.numpy(), "RGB")
+
+
+def three_requests() -> list[ChatRequest]:
+    return [
+        ChatRequest("<image>\nWhat is in the image?", [noise_image(2 * TILE, TILE, 1)], max_num=6),  # 2 + thumbnail
+        ChatRequest("Say something about colours."),  # no image, the shortest prompt: most left padding
+        ChatRequest("Describe it.", [noise_image(TILE, TILE, 2)], max_num=1, system_message="Be brief."),
+    ]
+
+
+def test_chat_reads_tile_size_and_tokens_per_tile_from_the_config(chat):
+    assert (chat.tile_size, chat.tokens_per_tile) == (TILE, TOKENS_PER_TILE)
+    assert chat.eos_token_id == chat.text_tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_answers_do_not_depend_on_the_batch(chat):
+    requests = three_requests()
+    batch = chat.prepare(requests)
+    assert batch.tiles_per_request == [[3], [], [1]]
+    assert batch.attention_mask[1, 0] == 0 and batch.attention_mask[:, -1].all()  # left padding
+    batched = chat.answer(requests, max_new_tokens=8)
+    alone = [chat.answer([request], max_new_tokens=8)[0] for request in requests]
+    assert batched == alone
+    assert len(set(batched)) == 3 and all(batched)  # distinct, non-empty: the check is not vacuous
+    # The image is read: the same question about another image gets another answer.
+    other = ChatRequest(requests[0].question, [noise_image(2 * TILE, TILE, 9)], max_num=6)
+    assert chat.answer([other], max_new_tokens=8) != batched[:1]
+
+
+def test_batched_tokens_equal_single_tokens(chat, monkeypatch):
+    """Token ids too (the text could hide differences in special tokens): the new tokens of each row, up to its
+    ``<|im_end|>``, are those of the request run alone."""
+    generated = []
+    original = chat.model.generate
+
+    def spy(**kwargs):
+        out = original(**kwargs)
+        new = out[:, kwargs["input_ids"].shape[1] :].tolist()
+        generated.append([row[: row.index(chat.eos_token_id) + 1] if chat.eos_token_id in row else row for row in new])
+        return out
+
+    monkeypatch.setattr(chat.model, "generate", spy)
+    requests = three_requests()
+    chat.answer(requests, max_new_tokens=8)
+    for request in requests:
+        chat.answer([request], max_new_tokens=8)
+    assert generated[0] == [rows[0] for rows in generated[1:]]
+    assert len({tuple(row) for row in generated[0]}) == 3
+
+
+def test_prompt_holds_tiles_times_tokens_per_tile_image_tokens(chat, monkeypatch):
+    fed = {}
+    original = chat.model.generate
+
+    def spy(**kwargs):
+        fed.update(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(chat.model, "generate", spy)
+    requests = three_requests()
+    chat.answer(requests, max_new_tokens=1)
+    image_tokens = (fed["input_ids"] == chat.image_token_id).sum(dim=1).tolist()
+    assert image_tokens == [3 * TOKENS_PER_TILE, 0, 1 * TOKENS_PER_TILE]
+    assert fed["pixel_values"].shape == (4, 3, TILE, TILE)
+    assert fed["do_sample"] is False and fed["eos_token_id"] == chat.eos_token_id
+
+
+def test_a_request_with_two_images(chat, monkeypatch):
+    fed = {}
+    original = chat.model.generate
+
+    def spy(**kwargs):
+        fed.update(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(chat.model, "generate", spy)
+    images = [noise_image(TILE, 2 * TILE, 3), noise_image(TILE, TILE, 4)]
+    request = ChatRequest(layout_question([IMAGE, IMAGE, "Which one is brighter?"]), images, max_num=4)
+    (answer,) = chat.answer([request], max_new_tokens=4)
+    assert isinstance(answer, str)
+    assert chat.prepare([request]).tiles_per_request == [[3, 1]]
+    assert int((fed["input_ids"] == chat.image_token_id).sum()) == 4 * TOKENS_PER_TILE
+    assert fed["pixel_values"].shape[0] == 4
+    prompt = chat.text_tokenizer.decode(fed["input_ids"][0])
+    assert prompt.index("Image-1: <img>") < prompt.index("Image-2: <img>") < prompt.index("Which one")
+    # The images are both seen: swapping them changes the input the LLM gets.
+    swapped = chat.prepare([ChatRequest(request.question, images[::-1], max_num=4)])
+    assert not torch.equal(swapped.input_ids, chat.prepare([request]).input_ids)
+
+
+def test_no_requests_no_answers(chat):
+    assert chat.answer([]) == []

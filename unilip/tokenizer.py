@@ -282,14 +282,27 @@ class UniLIPTokenizer(nn.Module, PretrainedMixin):
         self._init_bridge()
 
     def reset_buffers(self, device: str | torch.device | None = None) -> None:
-        """(Re)create the non-persistent normalisation buffers, e.g. after loading onto a meta model."""
+        """(Re)create the non-persistent normalisation buffers, e.g. after loading onto a meta model.
+
+        They are always float32 (see :meth:`_apply`), whatever the default dtype or the model's dtype.
+        """
         kwargs = {} if device is None else {"device": device}
-        self.register_buffer(
-            "image_mean", torch.tensor(self.config.image_mean, **kwargs).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "image_std", torch.tensor(self.config.image_std, **kwargs).view(1, 3, 1, 1), persistent=False
-        )
+        for name in ("image_mean", "image_std"):
+            values = torch.tensor(getattr(self.config, name), dtype=torch.float32, **kwargs).view(1, 3, 1, 1)
+            self.register_buffer(name, values, persistent=False)
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        # InternVL3 normalises in float32 (its image processor, on the CPU) before casting to the model's
+        # dtype; rounding the ImageNet constants to bfloat16 (0.485 -> 0.484375) moves the encoder's input
+        # by up to ~4e-3. So a ``.to(dtype)`` / ``.half()`` / ``.bfloat16()`` (also via an enclosing
+        # module) moves these buffers but leaves them float32: they are non-persistent and derived from
+        # the config, so re-creating them on the new device is exact and changes no saved format.
+        # ``normalize`` then runs in float32 (type promotion) and ``_features`` casts its result.
+        super()._apply(fn, recurse)
+        mean, std = self._buffers.get("image_mean"), self._buffers.get("image_std")
+        if mean is not None and std is not None and {mean.dtype, std.dtype} != {torch.float32}:
+            self.reset_buffers(mean.device)
+        return self
 
     def _init_bridge(self) -> None:
         # Upstream initialises the bridge with trunc-normal(0.02) linears and unit LayerNorms.
@@ -303,7 +316,7 @@ class UniLIPTokenizer(nn.Module, PretrainedMixin):
 
     # ------------------------------------------------------------------ encoder
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Map [0, 1] RGB to the encoder's normalised input."""
+        """Map [0, 1] RGB to the encoder's normalised input, in float32 (or wider) as InternVL3 does."""
         return (images - self.image_mean) / self.image_std
 
     def _check_grid(self, images: torch.Tensor) -> None:

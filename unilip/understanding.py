@@ -10,7 +10,9 @@ conventions of :mod:`unilip.internvl`) stays InternVL3's. This module is that mo
   :class:`UniLIPVisionTower`) and ``mlp1`` in InternVL3's ``vision_tower`` and ``multi_modal_projector`` slots,
   so that InternVL3's own ``get_image_features`` (and so ``forward`` / ``generate``) computes exactly
   ``tokenizer.encode_features``;
-- :func:`load_understanding_model`: both, from a directory and a tokenizer reference.
+- :func:`load_understanding_model`: both, from a directory and a tokenizer reference;
+- :class:`InternVLChat`: batched greedy answers to :class:`ChatRequest` s (InternVL3's chat conventions from
+  :mod:`unilip.internvl`), each answer independent of the batch it ran in.
 
 Pixel convention (converted once, in :class:`UniLIPVisionTower`): InternVL3's ``pixel_values`` are 448 px tiles
 normalised with ImageNet's mean and std (:func:`unilip.internvl.tiles_to_tensor`), while ``encode_features`` takes
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,15 +36,29 @@ import torch
 from torch import nn
 
 from unilip.checkpoints import CheckpointError, CheckpointNotFoundError
+from unilip.internvl import (
+    DEFAULT_MAX_TILES,
+    IM_END,
+    INTERNVL3_SYSTEM_MESSAGE,
+    TILE_SIZE,
+    build_chat_prompt,
+    dynamic_preprocess,
+    preprocess_image,
+    tiles_to_tensor,
+)
 from unilip.pixels import IMAGENET_MEAN, IMAGENET_STD
 from unilip.tokenizer import TokenizerConfig, UniLIPTokenizer
 
 if TYPE_CHECKING:
+    from PIL import Image
     from transformers import InternVLConfig, InternVLForConditionalGeneration
 
 __all__ = [
     "INTERNVL_INPUT_MEAN",
     "INTERNVL_INPUT_STD",
+    "ChatBatch",
+    "ChatRequest",
+    "InternVLChat",
     "UniLIPVisionTower",
     "check_encoder_compatible",
     "load_internvl",
@@ -307,3 +325,175 @@ def load_understanding_model(
         internvl_config, tokenizer.config, getattr(tokenizer, "weights_source", str(tokenizer_ref))
     )
     return swap_vision_encoder(load_internvl(path, dtype=dtype, device=device), tokenizer)
+
+
+# ------------------------------------------------------------------------------------------------------ chat
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One question to InternVL3: its text, its images, their tile limit and the system message.
+
+    Args:
+        question: the user text, with one ``<image>`` tag per image where each goes (e.g. from
+            :func:`unilip.internvl.layout_question`), or none: images without tags go first, as InternVL's
+            ``chat`` puts them (:func:`unilip.internvl.build_chat_prompt`).
+        images: PIL images, zero, one or several (stored as a tuple).
+        max_num: ``dynamic_preprocess``'s tile limit per image (:func:`unilip.internvl.max_tiles_for`).
+        system_message: InternVL3's default unless given.
+    """
+
+    question: str
+    images: Sequence[Image.Image] = ()
+    max_num: int = DEFAULT_MAX_TILES
+    system_message: str = INTERNVL3_SYSTEM_MESSAGE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images", tuple(self.images))
+        if self.max_num < 1:
+            raise ValueError(f"max_num is at least 1; got {self.max_num}")
+
+
+@dataclass
+class ChatBatch:
+    """What :meth:`InternVLChat.answer` feeds ``generate``: left-padded ids, their mask, every request's tiles
+    concatenated in request order (``None`` when no request has an image), and each request's tile counts."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pixel_values: torch.Tensor | None
+    tiles_per_request: list[list[int]]
+
+
+class InternVLChat:
+    """Greedy batched answers from an InternVL3 chat model (stock or with a UniLIP encoder swapped in).
+
+    Prompts follow :func:`unilip.internvl.build_chat_prompt` (each ``<image>`` becomes ``<img>`` + tiles x
+    tokens-per-tile ``<IMG_CONTEXT>`` + ``</img>``); pixels follow :func:`unilip.internvl.preprocess_image`
+    (tiling at the model's tile size). A batch is left-padded with an attention mask, so the position ids
+    ``generate`` derives from the mask, the padded keys it masks out and the KV cache leave every row as it
+    would be alone: an answer does not depend on its batch (up to float rounding of differently shaped
+    kernels, which the tests check does not change the greedy tokens in float32).
+
+    Args:
+        model: a transformers ``InternVLForConditionalGeneration`` (:func:`load_understanding_model`).
+        text_tokenizer: InternVL3's text tokenizer, the one in its directory
+            (:func:`unilip.prompts.load_text_tokenizer`).
+        tile_size, tokens_per_tile: default from ``model.config``: the vision ``image_size`` and
+            ``(image_size / patch_size * downsample_ratio)^2`` (448 and 256 for InternVL3).
+    """
+
+    def __init__(
+        self,
+        model: InternVLForConditionalGeneration,
+        text_tokenizer: Any,
+        *,
+        tile_size: int | None = None,
+        tokens_per_tile: int | None = None,
+    ) -> None:
+        from unilip.prompts import IMG_CONTEXT
+
+        config = model.config
+        vision = config.vision_config
+        self.model = model
+        self.text_tokenizer = text_tokenizer
+        self.tile_size = int(tile_size) if tile_size is not None else _side(vision.image_size)
+        if tokens_per_tile is None:
+            side = self.tile_size // _side(vision.patch_size) * float(config.downsample_ratio)
+            tokens_per_tile = int(round(side * side))
+        self.tokens_per_tile = int(tokens_per_tile)
+        self.image_token_id = self._token_id(IMG_CONTEXT)
+        if self.image_token_id != int(config.image_token_id):
+            raise ValueError(
+                f"the text tokenizer's {IMG_CONTEXT} id {self.image_token_id} differs from the model's "
+                f"image_token_id={config.image_token_id}: not this model's tokenizer"
+            )
+        self.eos_token_id = self._token_id(IM_END)
+        pad = text_tokenizer.pad_token_id
+        self.pad_token_id = int(pad) if pad is not None else self._token_id("<|endoftext|>")
+
+    @classmethod
+    def from_directory(
+        cls,
+        internvl_dir: str | Path,
+        tokenizer_ref: UniLIPTokenizer | str | Path | None = None,
+        **kwargs: Any,
+    ) -> InternVLChat:
+        """:func:`load_understanding_model` (same arguments) with the text tokenizer of ``internvl_dir``."""
+        from unilip.prompts import load_text_tokenizer
+
+        text_tokenizer = load_text_tokenizer(Path(internvl_dir).expanduser())
+        return cls(load_understanding_model(internvl_dir, tokenizer_ref, **kwargs), text_tokenizer)
+
+    def _token_id(self, token: str) -> int:
+        token_id = self.text_tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == self.text_tokenizer.unk_token_id:
+            raise ValueError(f"the text tokenizer has no {token} token: it is not an InternVL3 tokenizer")
+        return int(token_id)
+
+    def _tiles(self, image: Image.Image, max_num: int) -> torch.Tensor:
+        if self.tile_size == TILE_SIZE:
+            return preprocess_image(image, max_num=max_num)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")  # preprocess_image at another tile size
+        return tiles_to_tensor(dynamic_preprocess(rgb, max_num=max_num, image_size=self.tile_size), self.tile_size)
+
+    def prompt(self, request: ChatRequest, tiles_per_image: Sequence[int]) -> str:
+        """The chat text of ``request`` whose images make ``tiles_per_image`` tiles."""
+        return build_chat_prompt(
+            request.question, tiles_per_image, request.system_message, tokens_per_tile=self.tokens_per_tile
+        )
+
+    def prepare(self, requests: Sequence[ChatRequest]) -> ChatBatch:
+        """Tokenise and tile ``requests`` (non-empty) into one left-padded batch."""
+        if not requests:
+            raise ValueError("no requests to prepare")
+        rows, pixels, tiles_per_request = [], [], []
+        for request in requests:
+            tiles = [self._tiles(image, request.max_num) for image in request.images]
+            counts = [int(t.shape[0]) for t in tiles]
+            ids = self.text_tokenizer(self.prompt(request, counts), add_special_tokens=False)["input_ids"]
+            rows.append(ids)
+            pixels.extend(tiles)
+            tiles_per_request.append(counts)
+        length = max(len(ids) for ids in rows)
+        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for row, ids in enumerate(rows):
+            input_ids[row, length - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, length - len(ids) :] = 1
+        pixel_values = torch.cat(pixels) if pixels else None
+        return ChatBatch(input_ids, attention_mask, pixel_values, tiles_per_request)
+
+    @torch.no_grad()
+    def answer(self, requests: Sequence[ChatRequest], max_new_tokens: int = 64, **generate_kwargs: Any) -> list[str]:
+        """Greedy answers to ``requests``, in order: generation stops at ``<|im_end|>`` (or ``max_new_tokens``);
+        only the new tokens are decoded (special tokens skipped), stripped.
+
+        ``generate_kwargs`` go to transformers' ``generate`` (e.g. ``repetition_penalty``); sampling is off.
+        """
+        if not requests:
+            return []
+        batch = self.prepare(requests)
+        embeddings = self.model.get_input_embeddings().weight
+        inputs = {
+            "input_ids": batch.input_ids.to(embeddings.device),
+            "attention_mask": batch.attention_mask.to(embeddings.device),
+        }
+        if batch.pixel_values is not None:
+            inputs["pixel_values"] = batch.pixel_values.to(device=embeddings.device, dtype=embeddings.dtype)
+        generated = self.model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+            use_cache=True,
+            **generate_kwargs,
+        )
+        answers = []
+        for row in generated[:, batch.input_ids.shape[1] :].tolist():
+            if self.eos_token_id in row:
+                row = row[: row.index(self.eos_token_id)]
+            answers.append(self.text_tokenizer.decode(row, skip_special_tokens=True).strip())
+        return answers
