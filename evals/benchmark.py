@@ -268,7 +268,7 @@ class ResolvedBenchmark:
 class Benchmark(ABC):
     """A benchmark: typed protocol variants, typed options, and the produce / score / aggregate steps.
 
-    Subclasses set the class attributes and implement :meth:`resolve`, :meth:`produce_fingerprint`,
+    Subclasses set the class attributes and implement :meth:`build`, :meth:`produce_fingerprint`,
     :meth:`produce`, :meth:`score` and :meth:`aggregate`. They keep no state: whatever a run needs
     goes into the :class:`ResolvedBenchmark` that :meth:`resolve` returns.
     """
@@ -299,9 +299,18 @@ class Benchmark(ABC):
         """This benchmark's options from name -> value (strings allowed); ValueError on a typo."""
         return parse_options(cls.Options, given, cls.name)
 
+    def resolve(self, variant: str, options: Any, model: Any = None) -> ResolvedBenchmark:
+        """The variant, the options and the model made concrete (see :meth:`build`).
+
+        ``options``: an :attr:`Options` instance, or option name -> value (parsed here, once).
+        """
+        if isinstance(options, Mapping):
+            options = self.parse_options(options)
+        return self.build(variant, options, model)
+
     @abstractmethod
-    def resolve(self, variant: str, options: Any, model: Any) -> ResolvedBenchmark:
-        """The variant, the options (an :attr:`Options` instance) and the model (an
+    def build(self, variant: str, options: Any, model: Any) -> ResolvedBenchmark:
+        """The variant, the parsed options (an :attr:`Options` instance) and the model (an
         ``evals.adapter.ModelInfo`` or adapter; may be None for a benchmark that needs nothing of it)
         made concrete: read and check the data, build the scorers, and make the spec."""
 

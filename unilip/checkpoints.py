@@ -586,3 +586,15 @@ def check_state_matches(
         if mismatched:
             parts.append(f"shape mismatch in {len(mismatched)} key(s): {preview(mismatched)}")
         raise CheckpointKeyError("\n  ".join(parts))
+
+
+def check_all_loaded(model: torch.nn.Module, source: str) -> None:
+    """After a strict ``assign=True`` load into a model built on the meta device: every parameter and buffer
+    is real (none left at a placeholder).
+
+    Raises:
+        CheckpointError: naming the tensors left on the meta device.
+    """
+    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"tensors left uninitialised after loading {source}: {preview(leftover)}")

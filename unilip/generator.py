@@ -331,7 +331,7 @@ def load_generator_strict(
     """
     from accelerate import init_empty_weights
 
-    from unilip.checkpoints import CheckpointError, check_state_matches
+    from unilip.checkpoints import check_all_loaded, check_state_matches
 
     # Parameters on meta, buffers (rotary frequencies, SANA's sin-cos table, image statistics) real.
     with init_empty_weights(include_buffers=False):
@@ -347,8 +347,6 @@ def load_generator_strict(
     model.load_state_dict(converted, strict=True, assign=True)
     if model.ties_lm_head:  # assign=True gave each its own Parameter: tie the head to the embedding again
         model.lm_head.weight = model.language_model.embed_tokens.weight
-    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if leftover:
-        raise CheckpointError(f"tensors left uninitialised after loading {source}: {leftover[:12]}")
+    check_all_loaded(model, source)
     model.weights_source = source
     return model.to(device).eval()

@@ -486,7 +486,7 @@ def load_strict(
     Raises:
         CheckpointKeyError: listing missing and unexpected keys, or shape mismatches.
     """
-    from unilip.checkpoints import CheckpointError, check_state_matches, preview
+    from unilip.checkpoints import check_all_loaded, check_state_matches
 
     model = build_tokenizer(config, device="meta")
     check_state_matches(model.state_dict(), state, source, "tokenizer")
@@ -494,7 +494,5 @@ def load_strict(
     model.load_state_dict(converted, strict=True, assign=True)
     model.reset_buffers(device)
     model.weights_source = source
-    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if leftover:
-        raise CheckpointError(f"tensors left uninitialised after loading {source}: {preview(leftover)}")
+    check_all_loaded(model, source)
     return model.eval()

@@ -160,9 +160,7 @@ class JudgedBenchmark(Benchmark):
         return {}
 
     # ------------------------------------------------------------------ resolution
-    def resolve(self, variant: str, options: Any, model: Any = None) -> ResolvedBenchmark:
-        if isinstance(options, Mapping):
-            options = self.parse_options(options)
+    def build(self, variant: str, options: Any, model: Any) -> ResolvedBenchmark:
         protocol = self.variants[variant]
         judge_defaults = protocol.judge
         prepared = self.prepare(variant, options)

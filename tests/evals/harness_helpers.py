@@ -15,3 +15,18 @@ def run_cli(
     env = {**os.environ, **(env_extra or {})}
     command = (launcher or [sys.executable]) + ["-m", "unilip", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+class DeleteBeforeStage:
+    """Wraps a resolved benchmark: deletes one output file when ``stage`` starts (gone between two stages)."""
+
+    def __init__(self, bench, stage, relative):
+        self.bench, self.stage, self.relative = bench, stage, relative
+
+    def __getattr__(self, name):
+        return getattr(self.bench, name)
+
+    def run_stage(self, stage, items, ctx):
+        if stage == self.stage:
+            (ctx.bench_dir / self.relative).unlink()
+        yield from self.bench.run_stage(stage, items, ctx)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from harness_helpers import DeleteBeforeStage
 from PIL import Image
 
 from evals.adapter import ModelAdapter
@@ -365,27 +366,12 @@ def test_bad_generator_output_and_missing_images_are_failed_items(scorer_dirs, t
     assert (bench_dir / "images" / "00000" / "samples" / "00001.png").is_file() and results["coverage"]["ok"] == 1
 
 
-class _DeleteBeforeScoring:
-    """Wraps the resolved benchmark: deletes one sample when the score stage starts (gone between the two stages)."""
-
-    def __init__(self, bench, relative):
-        self.bench, self.relative = bench, relative
-
-    def __getattr__(self, name):
-        return getattr(self.bench, name)
-
-    def run_stage(self, stage, items, ctx):
-        if stage == "score":
-            (ctx.bench_dir / self.relative).unlink()
-        yield from self.bench.run_stage(stage, items, ctx)
-
-
 def test_an_image_that_vanishes_before_scoring_fails_its_item_explicitly(fake_official, tmp_path):
     options, _ = fake_official
     bench, name = get_benchmark("geneval@official")
     adapter = FakeGenerator()
     resolved = bench.resolve(name, options, adapter)
-    wrapped = _DeleteBeforeScoring(resolved, "images/00001/samples/00000.png")
+    wrapped = DeleteBeforeStage(resolved, "score", "images/00001/samples/00000.png")
     results = run_benchmark(
         wrapped, adapter, tmp_path / resolved.name, World(0, 1), 4, tmp_path / "cache", progress=False
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness_helpers import ROOT
+from harness_helpers import ROOT, DeleteBeforeStage
 from judge_server import JudgeServer, Reply, answer, content_filter, key_leaks
 from PIL import Image
 
@@ -551,19 +551,6 @@ def test_legacy_missing_zero_scores_unparsed_answers_0_says_so_loudly_and_never_
 
 
 # ---------------------------------------------------------------------- outputs behind records
-class DeleteBeforeJudging:
-    """Wraps the benchmark: deletes one generated image when the judge stage starts."""
-
-    def __init__(self, bench, relative):
-        self.bench, self.relative = bench, relative
-
-    def __getattr__(self, name):
-        return getattr(self.bench, name)
-
-    def run_stage(self, stage, items, ctx):
-        if stage == "judge":
-            (ctx.bench_dir / self.relative).unlink()
-        yield from self.bench.run_stage(stage, items, ctx)
 
 
 def test_an_image_deleted_after_generation_says_how_to_fix_it_and_the_same_command_regenerates_it(tmp_path):
@@ -575,7 +562,7 @@ def test_an_image_deleted_after_generation_says_how_to_fix_it_and_the_same_comma
 
     with JudgeServer(good) as server:
         results, _, _ = run_wise(
-            data, tmp_path / "run", server, wrap=lambda bench: DeleteBeforeJudging(bench, "images/401.png")
+            data, tmp_path / "run", server, wrap=lambda bench: DeleteBeforeStage(bench, "judge", "images/401.png")
         )
         produced = load_record(bench_dir, "produce", "401")
         assert produced["status"] == "ok" and set(produced["outputs"]) == {"images/401.png"}

@@ -146,9 +146,7 @@ class GenEvalBenchmark(Benchmark):
     }
 
     # ------------------------------------------------------------------ resolution
-    def resolve(self, variant: str, options: Any, model: Any = None) -> ResolvedBenchmark:
-        if not isinstance(options, GenEvalOptions):
-            options = self.parse_options(options)
+    def build(self, variant: str, options: GenEvalOptions, model: Any) -> ResolvedBenchmark:
         limit = _at_least(options.limit, "limit", 1)
         n_samples = _at_least(options.n_samples, "n_samples", 1)
         seed = _at_least(options.seed, "seed", 0)

@@ -116,7 +116,7 @@ class ReconstructionBenchmark(Benchmark):
     }
 
     # ------------------------------------------------------------------ resolution
-    def resolve(self, variant: str, options: Any, model: Any) -> ResolvedBenchmark:
+    def build(self, variant: str, options: ReconOptions, model: Any) -> ResolvedBenchmark:
         """``model``: what the model is (``evals.adapter.ModelInfo`` or an adapter); its ``native_size`` is the
         default resolution."""
         from evals.metrics import InceptionExtractor, LPIPSMetric, MetricUnavailable
@@ -125,8 +125,6 @@ class ReconstructionBenchmark(Benchmark):
         from .data import list_images
         from .scoring import ReconScorers
 
-        if not isinstance(options, ReconOptions):
-            options = self.parse_options(options)
         protocol: ReconProtocol = self.variants[variant]
         kind, path = options.dataset()
         listing = list_images(kind, path, options.num_images)
