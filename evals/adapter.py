@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -20,6 +21,32 @@ CAPABILITIES = ("reconstruct", "generate", "edit", "answer")
 
 class CapabilityError(ValueError):
     """The model behind an adapter cannot do what a benchmark asks."""
+
+
+@dataclass(frozen=True)
+class AnswerRequest:
+    """One question for a model that can ``answer``: text and images in order, and how to decode.
+
+    Attributes:
+        parts: text (``str``) and PIL images, interleaved in the order the benchmark's message has them
+            (VLMEvalKit's: the text, then the images); zero, one or several images.
+        dataset: the VLMEvalKit name of the benchmark asking (``MMBench_DEV_EN``, ``MMMU_DEV_VAL`` ...), from
+            which a model applies its own per-benchmark conventions (InternVL3's tile limits); None for none.
+        system: the system message; None for the model's own default.
+        max_new_tokens: the most tokens an answer may have. Decoding is greedy.
+    """
+
+    parts: tuple[Any, ...]
+    dataset: str | None = None
+    system: str | None = None
+    max_new_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.parts))
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens is at least 1; got {self.max_new_tokens}")
+        if not any(isinstance(part, str) and part for part in self.parts):
+            raise ValueError("an answer request needs some text")
 
 
 class ModelAdapter(ABC):
@@ -53,8 +80,9 @@ class ModelAdapter(ABC):
         self.require("edit")
         raise NotImplementedError(f"{type(self).__name__} declares 'edit' but does not implement it")
 
-    def answer(self, image: Any, question: str) -> str:
-        """A text answer about an image."""
+    def answer(self, requests: Sequence[AnswerRequest]) -> list[str]:
+        """Greedy text answers to ``requests``, in order. Batch as you like: an answer must not depend on the
+        other requests of the call (the understanding benchmarks batch by ``--batch-size``)."""
         self.require("answer")
         raise NotImplementedError(f"{type(self).__name__} declares 'answer' but does not implement it")
 
@@ -138,8 +166,64 @@ class UniLIPGeneratorAdapter(UniLIPAdapter):
     def edit(self, image: Any, instruction: str, seed: int) -> Any:
         return self.pipeline.edit(image, instruction, seed=seed, **self.sampler)
 
-    def answer(self, image: Any, question: str) -> str:
-        return self.pipeline.answer(image, question)
+    def answer(self, requests: Sequence[AnswerRequest]) -> list[str]:
+        # The MLLM part (encoder, mlp1, LLM, lm_head) viewed as InternVL3, with InternVL3's chat conventions.
+        chat = self.__dict__.get("_chat")
+        if chat is None:
+            from unilip.understanding import InternVLChat
+
+            chat = self.__dict__["_chat"] = InternVLChat(self.pipeline.model.mllm, self.pipeline.text_tokenizer)
+        return answer_with_chat(chat, requests)
+
+
+def answer_with_chat(chat: Any, requests: Sequence[AnswerRequest]) -> list[str]:
+    """``requests`` answered by a :class:`unilip.understanding.InternVLChat`, one ``generate`` per
+    ``max_new_tokens`` value (order kept): VLMEvalKit's InternVL3 conventions for each request's dataset."""
+    from unilip.understanding import ChatRequest
+
+    answers: list[str | None] = [None] * len(requests)
+    by_budget: dict[int, list[int]] = {}
+    for position, request in enumerate(requests):
+        by_budget.setdefault(request.max_new_tokens, []).append(position)
+    for budget, positions in by_budget.items():
+        chats = [ChatRequest.from_parts(requests[i].parts, requests[i].dataset, requests[i].system) for i in positions]
+        for position, text in zip(positions, chat.answer(chats, max_new_tokens=budget), strict=True):
+            answers[position] = text
+    return [str(text) for text in answers]
+
+
+class InternVLAdapter(ModelAdapter):
+    """A stock InternVL3 chat model (transformers layout), or one with a UniLIP encoder swapped in: ``answer``.
+
+    The paper's understanding baseline (stock InternVL3-1B/2B) and how each UniLIP tokenizer is evaluated for
+    understanding (its encoder and ``mlp1`` in InternVL3's slots, ``--encoder``). Its identity holds the weights'
+    digest of the whole chat model, so another encoder is another model in every fingerprint.
+    """
+
+    capabilities = frozenset({"answer"})
+
+    def __init__(self, chat: Any, model_ref: str, encoder_ref: str | None = None) -> None:
+        self.chat = chat
+        self.model_ref = model_ref
+        self.encoder_ref = encoder_ref
+        self._digest: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        if self._digest is None:
+            self._digest = state_dict_digest(self.chat.model)
+        model = self.chat.model
+        return {
+            "adapter": "internvl",
+            "model": self.model_ref,
+            "vision_encoder": self.encoder_ref or "InternVL3's own",
+            "weights_source": getattr(model, "vision_encoder_source", self.model_ref),
+            "weights_sha256": self._digest,
+            "config": model.config.to_dict(),
+            "chat": {"tile_size": self.chat.tile_size, "tokens_per_tile": self.chat.tokens_per_tile},
+        }
+
+    def answer(self, requests: Sequence[AnswerRequest]) -> list[str]:
+        return answer_with_chat(self.chat, requests)
 
 
 @dataclass(frozen=True)
@@ -183,8 +267,19 @@ def register_adapter(name: str, factory: AdapterFactory, probe: AdapterProbe | N
     _ADAPTERS[name] = (factory, probe)
 
 
-def _unilip_probe(model: str, weights: str | None = None, random_init: bool = False, **_: Any) -> ModelInfo:
+_ENCODER_IS_FOR_INTERNVL = (
+    "--encoder swaps a UniLIP encoder into a stock InternVL3: use it with --model internvl:INTERNVL3_DIR "
+    "(a UniLIP model directory answers with its own encoder)"
+)
+
+
+def _unilip_probe(
+    model: str, weights: str | None = None, random_init: bool = False, encoder: str | None = None, **_: Any
+) -> ModelInfo:
     from unilip.variants import probe_reference
+
+    if encoder is not None:
+        raise ValueError(_ENCODER_IS_FOR_INTERNVL)
 
     info = probe_reference(model, weights, random_init=random_init)
     capabilities = UniLIPGeneratorAdapter.capabilities if info.kind == "generator" else UniLIPAdapter.capabilities
@@ -203,8 +298,12 @@ def _unilip_factory(
     steps: int | None = None,
     guidance: float | None = None,
     flow_shift: float | None = None,
+    encoder: str | None = None,
 ) -> UniLIPAdapter:
     from unilip.variants import is_generator_reference
+
+    if encoder is not None:
+        raise ValueError(_ENCODER_IS_FOR_INTERNVL)
 
     sampler = {
         k: v for k, v in {"steps": steps, "guidance": guidance, "flow_shift": flow_shift}.items() if v is not None
@@ -227,6 +326,52 @@ def _unilip_factory(
 
 
 register_adapter("unilip", _unilip_factory, _unilip_probe)
+
+
+def _internvl_settings(weights: str | None, random_init: bool, encoder: str | None, sampler: dict[str, Any]) -> None:
+    if random_init:
+        raise ValueError("--random-init does not apply to internvl: models (they load a saved InternVL3 directory)")
+    if weights is not None and encoder is None:
+        raise ValueError("--weights with internvl: is the weights of an --encoder variant name; pass --encoder too")
+    if sampler:
+        raise ValueError(f"internvl: models answer greedily; {sorted(sampler)} do not apply")
+
+
+def _internvl_probe(
+    model: str,
+    weights: str | None = None,
+    random_init: bool = False,
+    encoder: str | None = None,
+    **options: Any,
+) -> ModelInfo:
+    from unilip.understanding import probe_understanding
+
+    sampler = {k: options[k] for k in ("steps", "guidance", "flow_shift") if options.get(k) is not None}
+    _internvl_settings(weights, random_init, encoder, sampler)
+    probe_understanding(model, encoder, tokenizer_weights=weights)
+    return ModelInfo("internvl", model, InternVLAdapter.capabilities)
+
+
+def _internvl_factory(
+    model: str,
+    weights: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: str = "float32",
+    encoder: str | None = None,
+    **sampler: Any,
+) -> InternVLAdapter:
+    from unilip.understanding import InternVLChat
+
+    _internvl_settings(weights, random_init, encoder, {k: v for k, v in sampler.items() if v is not None})
+    chat = InternVLChat.from_directory(
+        Path(model), encoder, tokenizer_weights=weights, dtype=getattr(torch, dtype), device=device
+    )
+    return InternVLAdapter(chat, model, encoder)
+
+
+register_adapter("internvl", _internvl_factory, _internvl_probe)
 
 
 def _split_reference(reference: str) -> tuple[str, str]:

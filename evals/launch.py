@@ -22,7 +22,12 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--model", required=True, help="model reference: variant, directory or weights file (or ADAPTER:MODEL)"
     )
-    run.add_argument("--weights", help="weights for a variant name")
+    run.add_argument("--weights", help="weights for a variant name (with --encoder: the encoder variant's)")
+    run.add_argument(
+        "--encoder",
+        help="understanding: a UniLIP tokenizer (variant, directory, released 1b_unilip.pth, training output) whose "
+        "encoder and mlp1 replace those of the stock InternVL3 of --model internvl:DIR",
+    )
     run.add_argument("--random-init", action="store_true", help="random weights for a variant with released ones")
     run.add_argument("--seed", type=int, default=0, help="run seed (and random-init seed); default 0")
     run.add_argument("--bench", required=True, help="comma-separated NAME@VARIANT (see `unilip eval list`)")
@@ -151,6 +156,7 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
         "device": device,
         "dtype": args.dtype,
         **sampler,
+        **({"encoder": args.encoder} if getattr(args, "encoder", None) else {}),
     }
     world = init_world()
     out = Path(args.out)

@@ -9,9 +9,10 @@ import json
 import pytest
 import torch
 from PIL import Image
+from tiny_internvl import SPEC, save_tiny_internvl, save_tiny_internvl_chat
 from torchvision.transforms.functional import to_tensor
 
-from unilip import build_tokenizer, get_variant, load_tokenizer
+from unilip import build_tokenizer, load_tokenizer
 from unilip.checkpoints import CheckpointError, CheckpointNotFoundError
 from unilip.internvl import IMAGE, build_chat_prompt, layout_question, tiles_to_tensor
 from unilip.prompts import IMG_CONTEXT, load_text_tokenizer
@@ -23,35 +24,14 @@ from unilip.understanding import (
     swap_vision_encoder,
 )
 
-SPEC = get_variant("tiny")
 TILE = SPEC.tokenizer.image_size  # 56 px tiles: 8 x 8 patches, 4 x 4 = 16 tokens after the pixel shuffle
 TOKENS_PER_TILE = (TILE // SPEC.tokenizer.token_stride) ** 2
-
-
-def tiny_internvl_config():
-    from transformers import InternVLConfig
-
-    return InternVLConfig(
-        vision_config=dict(SPEC.tokenizer.vision),
-        text_config={"model_type": "qwen2", **SPEC.generator["llm"]},
-        image_token_id=SPEC.generator["image_context_id"],
-        downsample_ratio=SPEC.tokenizer.downsample_ratio,
-        projector_hidden_act="gelu",
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
-    )
 
 
 @pytest.fixture(scope="module")
 def internvl_dir(tmp_path_factory):
     """A tiny random InternVL3 saved as users have a stock one (``save_pretrained``)."""
-    from transformers import InternVLForConditionalGeneration
-
-    torch.manual_seed(1234)
-    model = InternVLForConditionalGeneration(tiny_internvl_config()).eval()
-    directory = tmp_path_factory.mktemp("internvl3-tiny-hf")
-    model.save_pretrained(directory)
-    return directory
+    return save_tiny_internvl(tmp_path_factory.mktemp("internvl3-tiny-hf"))
 
 
 def tile_inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,23 +193,8 @@ def test_swap_moves_the_tokenizer_to_the_llm_dtype(internvl_dir):
 
 @pytest.fixture(scope="module")
 def chat_dir(tmp_path_factory, internvl_dir):
-    """A tiny InternVL3 directory with its text tokenizer beside the weights, as a stock one ships it.
-
-    The LLM's matrices are redrawn larger than transformers' init (std 0.02), under which the tiny model answers
-    every prompt with the same newline; at this scale its greedy tokens depend on the prompt and the images, so
-    equal answers mean something.
-    """
-    model = load_internvl(internvl_dir)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in model.model.language_model.named_parameters():
-            if parameter.dim() == 2:
-                scale = 1.0 if "embed" in name else 0.3
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
-    directory = tmp_path_factory.mktemp("internvl3-tiny-chat")
-    model.save_pretrained(directory)
-    load_text_tokenizer(SPEC.text_tokenizer).save_pretrained(directory)
-    return directory
+    """A tiny InternVL3 directory with its text tokenizer, whose answers depend on the prompt and images."""
+    return save_tiny_internvl_chat(internvl_dir, tmp_path_factory.mktemp("internvl3-tiny-chat"))
 
 
 @pytest.fixture(scope="module")
@@ -333,3 +298,50 @@ def test_a_request_with_two_images(chat, monkeypatch):
 
 def test_no_requests_no_answers(chat):
     assert chat.answer([]) == []
+
+
+# ------------------------------------------------------------------------------------- requests from benchmarks
+def test_requests_from_parts_follow_vlmevalkit_per_benchmark(chat):
+    square = noise_image(TILE, TILE, 5)
+    mmmu = ChatRequest.from_parts(["Compare <image 1> and <image 2>.", square, square], "MMMU_DEV_VAL")
+    # text first then the images (VLMEvalKit's message): a header per image, the trailing marks removed
+    assert mmmu.question == "Image-1: <image>\nImage-2: <image>\nCompare <image 1> and <image 2>."
+    assert (mmmu.max_num, mmmu.upscale_first) == (12, True)  # set_max_num's 12 for MMMU; its first image upscaled
+    mmb = ChatRequest.from_parts(["Which one?", square], "MMBench_DEV_EN", system_message="Be brief.")
+    assert (mmb.question, mmb.max_num, mmb.upscale_first, mmb.system_message) == (
+        "<image>\nWhich one?",
+        6,
+        False,
+        "Be brief.",
+    )
+    text_only = ChatRequest.from_parts(["Hello?"], None)
+    assert (text_only.question, text_only.images, text_only.upscale_first) == ("Hello?", (), False)
+    # The upscale changes the tiling: a square tile-sized image is one tile; doubled, the area rule picks the
+    # 2 x 2 grid, plus the thumbnail: five tiles.
+    assert chat.prepare([ChatRequest.from_parts(["q", square], "MMBench_DEV_EN")]).tiles_per_request == [[1]]
+    assert chat.prepare([ChatRequest.from_parts(["q", square], "MMMU_DEV_VAL")]).tiles_per_request == [[5]]
+
+
+def test_the_adapter_answers_in_order_one_generate_per_token_budget(chat, monkeypatch):
+    from evals.adapter import AnswerRequest, InternVLAdapter
+
+    adapter = InternVLAdapter(chat, "tiny-internvl")
+    requests = [
+        AnswerRequest(("What is it?", noise_image(TILE, TILE, 1)), "MMBench_DEV_EN", max_new_tokens=2),
+        AnswerRequest(("Say something.",), None, max_new_tokens=3),
+        AnswerRequest(("Describe it.", noise_image(2 * TILE, TILE, 2)), "MME", max_new_tokens=2),
+    ]
+    alone = [adapter.answer([request])[0] for request in requests]
+    budgets = []
+    original = chat.answer
+
+    def spy(chats, max_new_tokens=64, **kwargs):
+        budgets.append((len(chats), max_new_tokens))
+        return original(chats, max_new_tokens=max_new_tokens, **kwargs)
+
+    monkeypatch.setattr(chat, "answer", spy)
+    assert adapter.answer(requests) == alone
+    assert sorted(budgets) == [(1, 3), (2, 2)]
+    assert adapter.describe()["adapter"] == "internvl" and adapter.describe()["vision_encoder"] == "InternVL3's own"
+    with pytest.raises(ValueError, match="needs some text"):
+        AnswerRequest((noise_image(TILE, TILE, 1),))

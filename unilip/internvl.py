@@ -195,17 +195,21 @@ def upscales_first_image(benchmark: str | None) -> bool:
     return benchmark is not None and _UPSCALE_FIRST_IMAGE_MARK in benchmark
 
 
-def preprocess_image(image: Image.Image, max_num: int = DEFAULT_MAX_TILES, upscale: bool = False) -> torch.Tensor:
-    """One image -> its tiles (``N x 3 x 448 x 448``), as VLMEvalKit's ``load_image``: RGB, optional 2x
-    bilinear upscale, :func:`dynamic_preprocess` with a thumbnail, :func:`tiles_to_tensor`.
+def preprocess_image(
+    image: Image.Image, max_num: int = DEFAULT_MAX_TILES, upscale: bool = False, image_size: int = TILE_SIZE
+) -> torch.Tensor:
+    """One image -> its tiles (``N x 3 x image_size x image_size``), as VLMEvalKit's ``load_image``: RGB, optional
+    2x bilinear upscale, :func:`dynamic_preprocess` with a thumbnail, :func:`tiles_to_tensor`.
 
     RGB conversion is Pillow's ``convert("RGB")`` (an alpha channel is dropped, not composited), as VLMEvalKit's
-    ``Image.open(path).convert("RGB")``.
+    ``Image.open(path).convert("RGB")``. ``image_size``: InternVL3's 448 unless a (tiny) model tiles at another size.
     """
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     if upscale:
         rgb = rgb.resize((rgb.width * 2, rgb.height * 2), Image.Resampling.BILINEAR)
-    return tiles_to_tensor(dynamic_preprocess(rgb, max_num=max_num, image_size=TILE_SIZE, use_thumbnail=True))
+    return tiles_to_tensor(
+        dynamic_preprocess(rgb, max_num=max_num, image_size=image_size, use_thumbnail=True), image_size
+    )
 
 
 def preprocess_images(images: Sequence[Image.Image], benchmark: str | None) -> tuple[torch.Tensor, list[int]]:

@@ -39,12 +39,13 @@ from unilip.checkpoints import CheckpointError, CheckpointNotFoundError
 from unilip.internvl import (
     DEFAULT_MAX_TILES,
     IM_END,
+    IMAGE,
     INTERNVL3_SYSTEM_MESSAGE,
-    TILE_SIZE,
     build_chat_prompt,
-    dynamic_preprocess,
+    layout_question,
+    max_tiles_for,
     preprocess_image,
-    tiles_to_tensor,
+    upscales_first_image,
 )
 from unilip.pixels import IMAGENET_MEAN, IMAGENET_STD
 from unilip.tokenizer import TokenizerConfig, UniLIPTokenizer
@@ -63,6 +64,7 @@ __all__ = [
     "check_encoder_compatible",
     "load_internvl",
     "load_understanding_model",
+    "probe_understanding",
     "swap_vision_encoder",
 ]
 
@@ -327,6 +329,31 @@ def load_understanding_model(
     return swap_vision_encoder(load_internvl(path, dtype=dtype, device=device), tokenizer)
 
 
+def probe_understanding(
+    internvl_dir: str | Path, tokenizer_ref: str | Path | None = None, *, tokenizer_weights: str | Path | None = None
+) -> dict[str, Any]:
+    """Check what :func:`load_understanding_model` would load, reading configs and file headers only.
+
+    Raises the errors the load would raise (a missing file, another layout, a tokenizer that does not fit this
+    InternVL3) in a second, before any weight is read; returns the InternVL3 ``config.json`` as a dict.
+    """
+    path = Path(internvl_dir).expanduser()
+    config = _check_internvl_dir(path)
+    if tokenizer_ref is None:
+        if tokenizer_weights is not None:
+            raise ValueError("tokenizer_weights= needs a tokenizer_ref (a variant name or YAML)")
+        return config
+    from transformers import InternVLConfig
+
+    from unilip.variants import probe_reference
+
+    info = probe_reference(tokenizer_ref, tokenizer_weights)
+    check_encoder_compatible(
+        InternVLConfig.from_pretrained(path, local_files_only=True), info.tokenizer, str(tokenizer_ref)
+    )
+    return config
+
+
 # ------------------------------------------------------------------------------------------------------ chat
 
 
@@ -341,17 +368,40 @@ class ChatRequest:
         images: PIL images, zero, one or several (stored as a tuple).
         max_num: ``dynamic_preprocess``'s tile limit per image (:func:`unilip.internvl.max_tiles_for`).
         system_message: InternVL3's default unless given.
+        upscale_first: upscale the first image 2x before tiling (:func:`unilip.internvl.upscales_first_image`).
     """
 
     question: str
     images: Sequence[Image.Image] = ()
     max_num: int = DEFAULT_MAX_TILES
     system_message: str = INTERNVL3_SYSTEM_MESSAGE
+    upscale_first: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images", tuple(self.images))
         if self.max_num < 1:
             raise ValueError(f"max_num is at least 1; got {self.max_num}")
+
+    @classmethod
+    def from_parts(
+        cls, parts: Sequence[str | Image.Image], benchmark: str | None = None, system_message: str | None = None
+    ) -> ChatRequest:
+        """A request as VLMEvalKit's InternVL wrapper makes one for ``benchmark`` (a VLMEvalKit dataset name).
+
+        ``parts``: text and PIL images, interleaved as the benchmark's message has them; the question is laid out
+        by :func:`unilip.internvl.layout_question`, each image gets :func:`unilip.internvl.max_tiles_for`'s limit,
+        and the first one is upscaled when :func:`unilip.internvl.upscales_first_image` says so. ``system_message``:
+        InternVL3's default when None.
+        """
+        images = [part for part in parts if not isinstance(part, str)]
+        slots = [part if isinstance(part, str) else IMAGE for part in parts]
+        return cls(
+            question=layout_question(slots),
+            images=images,
+            max_num=max_tiles_for(benchmark, len(images)) if images else DEFAULT_MAX_TILES,
+            system_message=INTERNVL3_SYSTEM_MESSAGE if system_message is None else system_message,
+            upscale_first=bool(images) and upscales_first_image(benchmark),
+        )
 
 
 @dataclass
@@ -431,11 +481,8 @@ class InternVLChat:
             raise ValueError(f"the text tokenizer has no {token} token: it is not an InternVL3 tokenizer")
         return int(token_id)
 
-    def _tiles(self, image: Image.Image, max_num: int) -> torch.Tensor:
-        if self.tile_size == TILE_SIZE:
-            return preprocess_image(image, max_num=max_num)
-        rgb = image if image.mode == "RGB" else image.convert("RGB")  # preprocess_image at another tile size
-        return tiles_to_tensor(dynamic_preprocess(rgb, max_num=max_num, image_size=self.tile_size), self.tile_size)
+    def _tiles(self, image: Image.Image, max_num: int, upscale: bool = False) -> torch.Tensor:
+        return preprocess_image(image, max_num=max_num, upscale=upscale, image_size=self.tile_size)
 
     def prompt(self, request: ChatRequest, tiles_per_image: Sequence[int]) -> str:
         """The chat text of ``request`` whose images make ``tiles_per_image`` tiles."""
@@ -449,7 +496,10 @@ class InternVLChat:
             raise ValueError("no requests to prepare")
         rows, pixels, tiles_per_request = [], [], []
         for request in requests:
-            tiles = [self._tiles(image, request.max_num) for image in request.images]
+            tiles = [
+                self._tiles(image, request.max_num, upscale=request.upscale_first and index == 0)
+                for index, image in enumerate(request.images)
+            ]
             counts = [int(t.shape[0]) for t in tiles]
             ids = self.text_tokenizer(self.prompt(request, counts), add_special_tokens=False)["input_ids"]
             rows.append(ids)

@@ -222,6 +222,17 @@ def score_mme(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- MMBench
+def circular_index(index: int | str) -> int:
+    """The MMBench question a row of this ``index`` belongs to: ``index % 1,000,000`` (VLMEvalKit's rule).
+
+    Raises:
+        ValueError: an index that is not an integer (VLMEvalKit asserts integer indices).
+    """
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise ValueError(f"index {index!r}: CircularEval needs integer indices (or an explicit group)")
+    return index % CIRCULAR_STRIDE
+
+
 def circular_group(outcome: Outcome) -> int | str:
     """The question an MMBench row belongs to: its ``group`` when set, else ``index % 1,000,000`` (VLMEvalKit).
 
@@ -230,9 +241,7 @@ def circular_group(outcome: Outcome) -> int | str:
     """
     if outcome.group is not None:
         return outcome.group
-    if not isinstance(outcome.index, int) or isinstance(outcome.index, bool):
-        raise ValueError(f"index {outcome.index!r}: CircularEval needs integer indices (or an explicit group)")
-    return outcome.index % CIRCULAR_STRIDE
+    return circular_index(outcome.index)
 
 
 def score_circular(outcomes: Sequence[Outcome]) -> dict[str, Any]:

@@ -324,9 +324,17 @@ class JudgeClient:
                 self._reset_health()  # the next call probes again (the endpoint may be back)
 
     def judge_many(
-        self, jobs: Iterable[tuple[T, Callable[[], JudgeRequest]]], parser: Parser, parse_attempts: int = 1
+        self,
+        jobs: Iterable[tuple[T, Callable[[], JudgeRequest]]],
+        parser: Parser | Callable[[T], Parser],
+        parse_attempts: int = 1,
+        *,
+        per_tag: bool = False,
     ) -> Iterator[tuple[T, Judgement]]:
         """Judge many requests, at most ``config.concurrency`` at a time; yield ``(tag, judgement)`` as each ends.
+
+        ``parser`` reads every answer; with ``per_tag``, ``parser(tag)`` gives the parser of that job's answers
+        (an answer that is right for one item and not another: a multiple-choice letter the item does not have).
 
         ``jobs`` pairs a tag with a function that builds the request; building happens in the worker
         (reading images there keeps memory bounded), and a :class:`MissingImage` it raises becomes a
@@ -350,7 +358,8 @@ class JudgeClient:
                     tag, build = next(source)
                 except StopIteration:
                     return
-                pending[pool.submit(self._judge_job, build, parser, parse_attempts)] = tag
+                job_parser = parser(tag) if per_tag else parser
+                pending[pool.submit(self._judge_job, build, job_parser, parse_attempts)] = tag
 
         try:
             fill()

@@ -30,3 +30,24 @@ class DeleteBeforeStage:
         if stage == self.stage:
             (ctx.bench_dir / self.relative).unlink()
         yield from self.bench.run_stage(stage, items, ctx)
+
+
+def run_tiny_recon(out: Path, cache_dir: Path) -> subprocess.CompletedProcess:
+    """``recon@standard`` of the shipped tiny generator on 2 built-in images: a run to compare others beside."""
+    return run_cli(
+        "eval",
+        "run",
+        "--model",
+        "tiny-digits",
+        "--bench",
+        "recon@standard",
+        "--data",
+        "builtin",
+        "--num-images",
+        "2",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache_dir),
+        "--no-progress",
+    )

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from harness_helpers import run_cli
+from harness_helpers import run_cli, run_tiny_recon
 from judge_server import JudgeServer, answer
 from test_geneval_benchmark import save_tiny_clip, save_tiny_detector
 from test_imgedit import write_imgedit
@@ -79,23 +79,7 @@ def test_tiny_generator_runs_geneval_wise_and_imgedit_end_to_end(tmp_path):
     model = json.loads((run / "run.json").read_text())["model"]
     assert model["adapter"] == "unilip-generator" and model["sampler"]["steps"] == 4
 
-    recon = run_cli(
-        "eval",
-        "run",
-        "--model",
-        "tiny-digits",
-        "--bench",
-        "recon@standard",
-        "--data",
-        "builtin",
-        "--num-images",
-        "2",
-        "--out",
-        str(tmp_path / "recon"),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--no-progress",
-    )
+    recon = run_tiny_recon(tmp_path / "recon", tmp_path / "cache")
     assert recon.returncode == 0, recon.stderr[-3000:]
     table = run_cli("eval", "compare", str(run), str(tmp_path / "recon"))
     assert table.returncode == 0, table.stderr

@@ -314,6 +314,26 @@ def test_concurrency_bound_is_respected():
     assert server.max_in_flight == 3 and len(server.calls) == 12
 
 
+def test_a_parser_per_job_reads_each_answer_and_re_asks_what_it_refuses():
+    """Item 0 accepts digits below 5 only: its first answer, 7, is asked again (scripted: then 2); item 1 takes 7."""
+
+    def below(limit):
+        def parse(text):
+            value = digit_parser(text)["value"]
+            if value >= limit:
+                raise ParseError(f"{value} is not below {limit}")
+            return {"value": value}
+
+        return parse
+
+    with JudgeServer(scripted(answer("7"))) as server:
+        client = JudgeClient(config(server))
+        jobs = [(index, (lambda i=index: request(f"item {i}"))) for index in range(2)]
+        results = dict(client.judge_many(jobs, lambda tag: below(5 if tag == 0 else 10), 2, per_tag=True))
+    assert results[0].scores == {"value": 2} and results[0].attempts == 2
+    assert results[1].scores == {"value": 7} and results[1].attempts == 1
+
+
 def test_rate_limit_spaces_request_starts():
     with JudgeServer(lambda call: answer("1")) as server:
         client = JudgeClient(config(server, concurrency=4, requests_per_minute=600))  # one start per 0.1 s

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_imgedit import write_imgedit  # noqa: E402
 from test_wise import write_wise_repo  # noqa: E402
+from vlm_tsv import write_all  # noqa: E402
 
 from evals.adapter import ModelInfo  # noqa: E402
 from evals.benchmark import benchmark_classes, get_benchmark, list_benchmarks  # noqa: E402
@@ -63,7 +64,9 @@ def fixed_inputs(root: Path) -> dict[str, dict]:
 
     (root / "mmdet").mkdir()
     (root / "mmdet" / OFFICIAL_CHECKPOINT).write_bytes(b"fixed checkpoint bytes")
+    lmu_data = str(write_all(root / "LMUData"))
     return {
+        **{name: {"data": lmu_data} for name in ("mme", "mmbench", "mmvp", "ai2d", "seed", "mmmu", "mmvet")},
         "recon": {"data_kind": "builtin"},
         "geneval@hf-mask2former": {"detector": str(detector), "clip": str(clip), "scorer_device": "cpu"},
         "geneval@official": {

@@ -1,0 +1,72 @@
+"""MME: yes/no questions, two per image with opposite answers; perception and cognition scores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from evals.benchmark import ResolvedBenchmark, register_benchmark
+
+from ..vlm import UNRESOLVED, VlmRow, extract_yes_no
+from ..vlm_benchmark import EXTRACTION_JUDGE, VlmBenchmark, VlmProtocol, parse_yes_no_reply, yes_no_template
+from ..vlm_scoring import Outcome, score_mme
+
+
+@register_benchmark
+class MMEBenchmark(VlmBenchmark):
+    """MME as VLMEvalKit's ``MME_rating`` scores it: per subtask acc + acc+ (pairs grouped by ``image_path``),
+    perception the sum of 10 subtasks (MME-P, the published number), cognition the sum of 4.
+
+    VLMEvalKit's judge fallback for Y/N leaves an answer it cannot read unknown (no random letter), so MME has two
+    variants: ``default`` (rules) and ``judge``.
+    """
+
+    version = "1"
+    variants = {
+        "default": VlmProtocol("MME"),
+        "judge": VlmProtocol("MME", "judge", EXTRACTION_JUDGE),
+    }
+    headlines = ("perception", "cognition")
+    judge_placeholders = ("{question}", "{prediction}")
+    judge_parse_attempts = 5
+    unit_noun = "images"
+
+    def check_rows(self, rows: Sequence[VlmRow], protocol: VlmProtocol) -> None:
+        super().check_rows(rows, protocol)
+        for row in rows:
+            if row.fields.get("image_path") is None or row.fields.get("category") is None:
+                raise ValueError(
+                    f"mme: row index {row.index} has no image_path or category; MME pairs questions by image_path "
+                    "(is this VLMEvalKit's MME.tsv?)"
+                )
+
+    def units(self, rows: Sequence[VlmRow]) -> list[Any]:
+        # MME_rating pairs the two questions of an image by image_path, within a subtask.
+        return [(str(row.fields["category"]), str(row.fields["image_path"])) for row in rows]
+
+    def extract(self, row: VlmRow, prediction: str, resolved: ResolvedBenchmark) -> str:
+        return extract_yes_no(prediction)
+
+    def default_judge_template(self) -> Any:
+        return yes_no_template()
+
+    def judge_values(self, row: VlmRow, prediction: str, protocol: VlmProtocol) -> dict[str, str]:
+        return {"question": row.question, "prediction": prediction}
+
+    def judge_parser(self, row: VlmRow, protocol: VlmProtocol) -> Callable[[str], dict[str, Any]]:
+        return parse_yes_no_reply
+
+    def score_rows(
+        self, resolved: ResolvedBenchmark, scored: Sequence[tuple[VlmRow, dict[str, Any]]]
+    ) -> dict[str, Any]:
+        outcomes = [
+            Outcome(
+                index=row.index,
+                answer=str(payload.get("answer", UNRESOLVED)),
+                gold=row.answer,
+                category=str(row.fields["category"]),
+                image=str(row.fields["image_path"]),
+            )
+            for row, payload in scored
+        ]
+        return score_mme(outcomes)
