@@ -95,8 +95,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"  judge calls to make   {entry['judge_calls']:6d}  (at most {entry['judge_calls_at_most']} "
             "with retries and re-asks)"
         )
-        for name in ("cached", "already_judged", "awaiting_generation", "generation_failed", "missing_image"):
-            print(f"  {name.replace('_', ' '):21s} {entry[name]:6d}")
+        names = ("cached", "already_judged", "resolved_by_rules", "awaiting_generation", "generation_failed")
+        for name in (*names, "missing_image"):
+            if name in entry:  # resolved_by_rules: the understanding benchmarks only
+                print(f"  {name.replace('_', ' '):21s} {entry[name]:6d}")
     return 0
 
 

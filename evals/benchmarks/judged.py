@@ -359,7 +359,7 @@ def plan(
     """One dry-run plan per judged benchmark of ``references`` for the run directory ``out``.
 
     Args:
-        references: ``name@variant`` of judge-scored benchmarks.
+        references: ``name@variant`` of judge-scored benchmarks (any benchmark with a ``judge_plan`` method).
         out: the run directory (need not exist yet: then every item awaits generation).
         options: benchmark options as ``unilip eval run`` takes them (each benchmark gets those it declares).
         cache_dir: the run's cache directory (``--cache-dir``; default ``~/.cache/unilip``).
@@ -369,7 +369,7 @@ def plan(
     plans = []
     for reference in references:
         bench, variant = get_benchmark(reference)
-        if not isinstance(bench, JudgedBenchmark):
+        if not callable(getattr(bench, "judge_plan", None)):  # a JudgedBenchmark, or a family of its own
             raise ValueError(f"{reference} is not scored by a judge; nothing to plan")
         resolved = bench.resolve(variant, select_options(bench, options), None)
         plans.append(bench.judge_plan(resolved, Path(out) / resolved.name, Path(cache_dir or DEFAULT_CACHE_DIR)))

@@ -354,25 +354,27 @@ class VlmBenchmark(Benchmark):
         with tqdm(total=len(items), desc=f"{resolved.name} answer", unit="item", disable=not ctx.progress) as bar:
             for start in range(0, len(items), size):
                 batch = items[start : start + size]
-                prompts = [internvl_prompt(item.source, knobs["dataset"]) for item in batch]
+                ready: list[tuple[Item, str, AnswerRequest]] = []
+                for item in batch:
+                    prompt = internvl_prompt(item.source, knobs["dataset"])
+                    try:  # an image that does not decode fails its item only
+                        images = item.source.images()
+                    except ValueError as error:
+                        yield item, StageResult.failed(str(error))
+                        continue
+                    request = AnswerRequest((prompt, *images), knobs["dataset"], max_new_tokens=knobs["max_new_tokens"])
+                    ready.append((item, prompt, request))
                 try:
-                    requests = [
-                        AnswerRequest(
-                            (prompt, *item.source.images()), knobs["dataset"], max_new_tokens=knobs["max_new_tokens"]
-                        )
-                        for item, prompt in zip(batch, prompts, strict=True)
-                    ]
-                    predictions = ctx.adapter.answer(requests)
-                    if len(predictions) != len(requests):
-                        raise RuntimeError(f"the adapter gave {len(predictions)} answers to {len(requests)} requests")
+                    predictions = ctx.adapter.answer([request for _, _, request in ready]) if ready else []
+                    if len(predictions) != len(ready):
+                        raise RuntimeError(f"the adapter gave {len(predictions)} answers to {len(ready)} requests")
                 except Exception as error:  # the batch's items fail, explicitly; --retry-failed asks again
-                    logger.warning("%s: a batch of %d failed: %s", resolved.name, len(batch), error)
-                    for item in batch:
+                    logger.warning("%s: a batch of %d failed: %s", resolved.name, len(ready), error)
+                    for item, _, _ in ready:
                         yield item, StageResult.failed(f"{type(error).__name__}: {error}")
-                    bar.update(len(batch))
-                    continue
-                for item, prompt, prediction in zip(batch, prompts, predictions, strict=True):
-                    yield item, StageResult(status="ok", payload={"prompt": prompt, "prediction": str(prediction)})
+                else:
+                    for (item, prompt, _), prediction in zip(ready, predictions, strict=True):
+                        yield item, StageResult(status="ok", payload={"prompt": prompt, "prediction": str(prediction)})
                 bar.update(len(batch))
 
     def score(
@@ -404,15 +406,13 @@ class VlmBenchmark(Benchmark):
     ) -> Iterator[tuple[Item, StageResult]]:
         from tqdm.auto import tqdm
 
+        from evals.judges.cache import JudgeCache
         from evals.judges.client import JudgeClient
         from evals.judges.request import JudgeRequest
 
         scorers: VlmScorers = resolved.scorers
         cache = scorers.cache_dir or Path(ctx.cache_dir or DEFAULT_CACHE_DIR) / "judge"
-        from evals.judges.cache import JudgeCache
-
         client = JudgeClient(scorers.judge, cache=JudgeCache(cache))
-
         protocol: VlmProtocol = resolved.protocol
 
         def request_for(item: Item) -> Callable[[], JudgeRequest]:
@@ -436,6 +436,61 @@ class VlmBenchmark(Benchmark):
                     yield item, StageResult(status="ok", payload={**payload, **resort})
                 else:
                     yield item, StageResult(status="failed", payload=payload, error=f"{judgement.state}: {error}")
+
+    # ------------------------------------------------------------------ dry run
+    def judge_plan(self, resolved: ResolvedBenchmark, bench_dir: Path, cache_dir: Path) -> dict[str, Any]:
+        """How many judge calls scoring ``resolved`` in ``bench_dir`` would make now (``unilip eval plan``).
+
+        Makes no call and loads no model. Answers the rules read cost nothing; answers not made yet cost a call
+        each in MM-Vet, and at most one each in a ``-judge`` variant (only those the rules cannot read).
+
+        Raises:
+            ValueError: the variant uses no judge.
+        """
+        from evals.judges.cache import JudgeCache, cache_key
+        from evals.runtime.runner import load_record
+
+        protocol: VlmProtocol = resolved.protocol
+        if not protocol.uses_judge:
+            raise ValueError(f"{resolved.name} uses no judge; nothing to plan")
+        scorers: VlmScorers = resolved.scorers
+        cache = JudgeCache(scorers.cache_dir or Path(cache_dir) / "judge")
+        counts = dict.fromkeys(
+            ("already_judged", "resolved_by_rules", "cached", "calls", "awaiting_generation", "generation_failed"), 0
+        )
+        counts["missing_image"] = 0  # the judge sees text only: no image can go missing
+        for item in resolved.items:
+            scored = load_record(bench_dir, self.stages[1], item.id)
+            if scored is not None and scored["status"] == "ok":
+                counts["already_judged"] += 1
+                continue
+            answered = load_record(bench_dir, self.stages[0], item.id)
+            if answered is None:
+                counts["awaiting_generation"] += 1
+                continue
+            if answered["status"] != "ok":
+                counts["generation_failed"] += 1
+                continue
+            prediction = str(answered["prediction"])
+            if protocol.fallback != "grade" and self.extract(item.source, prediction, resolved) != UNRESOLVED:
+                counts["resolved_by_rules"] += 1
+                continue
+            values = self.judge_values(item.source, prediction, protocol)
+            request = scorers.template.render({f"{{{k}}}": v for k, v in values.items()})
+            counts["cached" if cache_key(request, scorers.judge) in cache else "calls"] += 1
+        certain = counts["calls"] + (counts["awaiting_generation"] if protocol.fallback == "grade" else 0)
+        attempts = scorers.parse_attempts * (scorers.judge.max_retries + 1)
+        return {
+            "benchmark": resolved.name,
+            "fingerprint": resolved.spec.fingerprint,
+            "judge": scorers.judge.identity,
+            "endpoint": scorers.judge.describe()["endpoint"],
+            "cache_dir": str(cache.root),
+            "items": len(resolved.items),
+            **counts,
+            "judge_calls": certain,
+            "judge_calls_at_most": (counts["calls"] + counts["awaiting_generation"]) * attempts,
+        }
 
     # ------------------------------------------------------------------ aggregate
     def aggregate(

@@ -598,3 +598,89 @@ def test_a_tsv_with_rows_lacking_answers_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"1 rows have no answer \(first index 1\)"):
         run(tmp_path, model, "ai2d@default", tsv.parent)
     assert model.calls == 0
+
+
+def drop_original(rows: list[dict], index: str) -> list[dict]:
+    original = next(row for row in rows if row["index"] == index)
+    kept = [row for row in rows if row["index"] != index]
+    return [{**row, "image": original["image"]} if row["image"] == index else row for row in kept]
+
+
+@pytest.mark.parametrize(
+    ("bench", "write", "damage", "message"),
+    [
+        # MMBench: the original row of question 1 is gone (its copy keeps the image itself)
+        ("mmbench@dev-en", write_mmbench, lambda rows: drop_original(rows, "1"), "no original row"),
+        # MMVP: the fourth row asks another question than its pair's first
+        ("mmvp@default", write_mmvp, lambda rows: rows[:3] + [{**rows[3], "question": "Other?"}], "different"),
+        # MME: the OCR image loses its second question
+        ("mme@default", write_mme, lambda rows: [r for r in rows if r["index"] != "1"], "exactly two questions"),
+    ],
+)
+def test_data_that_cannot_be_scored_is_refused_before_the_model_answers(tmp_path, bench, write, damage, message):
+    import pandas as pd
+
+    tsv = write(tmp_path / "LMUData")
+    frame = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    rows = damage(frame.to_dict("records"))
+    write_rows(tsv, list(frame.columns), rows)
+    model = ScriptedModel("never-asked")
+    MODELS.setdefault(model.name, model)
+    with pytest.raises(ValueError, match=message):
+        run(tmp_path, model, bench, tsv.parent)
+    assert model.calls == 0
+
+
+def test_an_image_that_does_not_decode_fails_its_item_only(tmp_path):
+    tsv = write_plain_mcq(tmp_path / "LMUData", "AI2D_TEST")
+    model = scripted(tmp_path, tsv, "AI2D_TEST", {0: "A", 1: "B", 2: "C"})
+    text = tsv.read_text().splitlines()
+    cells = text[2].split("\t")
+    cells[1] = "A" * 80 + "!!"  # not base64, and too long to be another row's index
+    tsv.write_text("\n".join([*text[:2], "\t".join(cells), *text[3:]]) + "\n")
+    results = run(tmp_path, model, "ai2d@default", tsv.parent, batch_size=3)
+    assert results["coverage"]["failed"] == 1 and "row index 1" in results["failures"]["1"]
+    overall = headline(results, "overall")
+    # rows 0 and 2 answered in one call and right (A, C): 100 over 2
+    assert (value(overall), overall["n"], model.calls) == (100.0, 2, 1)
+    assert overall["coverage"]["not_scored"]["answer_failed"] == 1
+
+
+def test_eval_plan_counts_only_the_answers_the_rules_cannot_read(tmp_path):
+    import shutil
+
+    from evals.benchmarks.judged import plan
+    from evals.runtime.runner import record_path
+
+    tsv = write_mmbench(tmp_path / "LMUData")
+    # Five answers the rules read; copy 1000001's they cannot (the judge then says A).
+    model = scripted(tmp_path, tsv, "MMBench_DEV_EN", {**MMBENCH_RIGHT, 1_000_001: "hmm, no idea"})
+    bench_dir, cache = tmp_path / "run" / "mmbench@dev-en-judge", tmp_path / "run-cache"
+
+    def dry_run() -> dict:
+        options = {"data": str(tsv.parent), "judge_base_url": server.base_url, "judge_max_retries": 1}
+        return plan(["mmbench@dev-en-judge"], tmp_path / "run", options, cache)[0]
+
+    with JudgeServer(choice_judge({"hmm, no idea": "A"})) as server:
+        before = dry_run()
+        # nothing answered yet: no call is certain; at most one per item, 3 answers x 2 tries each
+        assert (before["awaiting_generation"], before["judge_calls"], before["judge_calls_at_most"]) == (6, 0, 36)
+        model.fail = {1_000_001}  # its answer fails: the judge stage never sees it
+        run(tmp_path, model, "mmbench@dev-en-judge", tsv.parent, opt=judge_opts(server), batch_size=1)
+        assert server.total_calls == 0
+        after_fail = dry_run()
+        assert (after_fail["already_judged"], after_fail["generation_failed"]) == (5, 1)
+        model.fail = set()
+        run(tmp_path, model, "mmbench@dev-en-judge", tsv.parent, opt=judge_opts(server), retry_failed=True)
+        assert server.total_calls == 1
+        assert (dry_run()["already_judged"], dry_run()["judge_calls"]) == (6, 0)
+        # the judged record gone: answered, and the rules cannot read it; its judge answer is in the cache
+        record_path(bench_dir, "score", "1000001").unlink()
+        record_path(bench_dir, "score", "0").unlink()  # read by the rules: never a call
+        again = dry_run()
+        assert (again["cached"], again["calls"], again["resolved_by_rules"], again["judge_calls"]) == (1, 0, 1, 0)
+        shutil.rmtree(cache / "judge")
+        cold = dry_run()
+        assert (cold["cached"], cold["calls"], cold["judge_calls"], cold["judge_calls_at_most"]) == (0, 1, 1, 6)
+    with pytest.raises(ValueError, match="uses no judge"):
+        plan(["mmbench@dev-en"], tmp_path / "run", {"data": str(tsv.parent)}, cache)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,6 +40,13 @@ class MMEBenchmark(VlmBenchmark):
                     f"mme: row index {row.index} has no image_path or category; MME pairs questions by image_path "
                     "(is this VLMEvalKit's MME.tsv?)"
                 )
+        per_image = Counter(self.units(rows))
+        odd = sorted(key for key, count in per_image.items() if count != 2)
+        if odd:
+            raise ValueError(
+                f"mme: {len(odd)} images do not have exactly two questions (first: {odd[0][1]} in {odd[0][0]}); "
+                "acc+ pairs the two questions of each image"
+            )
 
     def units(self, rows: Sequence[VlmRow]) -> list[Any]:
         # MME_rating pairs the two questions of an image by image_path, within a subtask.

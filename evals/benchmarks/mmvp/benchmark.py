@@ -8,7 +8,7 @@ from typing import Any
 from evals.benchmark import ResolvedBenchmark, register_benchmark
 
 from ..vlm import VlmRow
-from ..vlm_benchmark import EXTRACTION_JUDGE, ChoiceBenchmark, judge_variants
+from ..vlm_benchmark import EXTRACTION_JUDGE, ChoiceBenchmark, VlmProtocol, judge_variants
 from ..vlm_scoring import score_mmvp
 
 
@@ -20,6 +20,18 @@ class MMVPBenchmark(ChoiceBenchmark):
     variants = judge_variants({"default": "MMVP"}, EXTRACTION_JUDGE)
     headlines = ("pair_accuracy", "question_accuracy")
     unit_noun = "pairs"
+
+    def check_rows(self, rows: Sequence[VlmRow], protocol: VlmProtocol) -> None:
+        super().check_rows(rows, protocol)
+        ordered = sorted(rows, key=lambda row: row.index)
+        if len(ordered) % 2:
+            raise ValueError(f"mmvp: {len(ordered)} questions, an odd number; MMVP's questions come in pairs")
+        for first, second in zip(ordered[0::2], ordered[1::2], strict=True):
+            if first.question != second.question:
+                raise ValueError(
+                    f"mmvp: rows index {first.index} and {second.index} form a pair but ask different questions "
+                    f"({first.question!r} vs {second.question!r}); is {protocol.dataset}.tsv VLMEvalKit's?"
+                )
 
     def units(self, rows: Sequence[VlmRow]) -> list[Any]:
         # VLMEvalKit sorts by index and pairs rows 2i and 2i+1.
