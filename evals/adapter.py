@@ -170,8 +170,16 @@ class UniLIPGeneratorAdapter(UniLIPAdapter):
         # The MLLM part (encoder, mlp1, LLM, lm_head) viewed as InternVL3, with InternVL3's chat conventions.
         chat = self.__dict__.get("_chat")
         if chat is None:
+            from unilip.pixels import IMAGENET_MEAN, IMAGENET_STD
             from unilip.understanding import InternVLChat
 
+            config = self.pipeline.model.tokenizer.config
+            if (tuple(config.image_mean), tuple(config.image_std)) != (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)):
+                # InternVL3's tiles are ImageNet-normalised; this model's encoder expects other statistics.
+                raise ValueError(
+                    f"{self.model_ref}: its encoder normalises with mean {config.image_mean} / std "
+                    f"{config.image_std}, not ImageNet's; answer with --model internvl:DIR --encoder {self.model_ref}"
+                )
             chat = self.__dict__["_chat"] = InternVLChat(self.pipeline.model.mllm, self.pipeline.text_tokenizer)
         return answer_with_chat(chat, requests)
 
