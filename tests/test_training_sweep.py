@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 RECIPE = Path(__file__).resolve().parents[1] / "unilip" / "configs" / "train" / "tiny-digits.yaml"
-STEPS = dict(stage1_steps=3, stage2_steps=2, teacher_steps=4, head_steps=4, progress=False)
+STEPS = dict(stage1_steps=3, stage2_steps=2, teacher_steps=4, mllm_steps=4, seeds=2, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -28,18 +28,27 @@ def test_sweep_writes_table_plot_and_report_and_resumes(study, capsys):
 
     out, files = study
     table = files["markdown"].read_text()
-    assert "stage 2, λ=0" in table and "stage 2, λ=1" in table and "teacher" in table and "stage 1" in table
-    assert files["plot"].stat().st_size > 10_000 and files["csv"].read_text().count("\n") == 5
+    for name in ("teacher", "stage 1 (frozen encoder)", "positive control", "stage 2", "digits MCQ circular accuracy"):
+        assert name in table, name
+    assert files["plot"].stat().st_size > 10_000 and files["csv"].read_text().count("\n") == 6  # header + 5 rows
     sweep = json.loads((out / "report" / "sweep.json").read_text())
-    rows = {row["name"]: row for row in sweep["rows"]}
-    assert rows["teacher"]["token_cosine"] == pytest.approx(1.0)
-    assert rows["stage 1 (frozen encoder)"]["token_cosine"] == pytest.approx(1.0)  # stage 1 froze the encoder
-    assert rows["stage 2, λ=0"]["psnr"] is not None and rows["stage 2, λ=0"]["coverage"] == "360/360"
-    assert sweep["environment"]["packages"]["torch"] and "git" in sweep["environment"]
+    rows = {(row["name"], row["distill_weight"]): row for row in sweep["rows"]}
+    assert rows[("teacher", None)]["metrics"]["token_cosine"]["mean"] == pytest.approx(1.0)
+    # stage 1 froze the encoder: its understanding is the teacher's, answer for answer
+    stage1 = rows[("stage 1 (frozen encoder)", None)]["metrics"]
+    assert stage1["token_cosine"]["mean"] == pytest.approx(1.0)
+    assert stage1["mcq"]["mean"] == rows[("teacher", None)]["metrics"]["mcq"]["mean"]
+    for weight in (0.0, 1.0):
+        variant = rows[("stage 2", weight)]
+        assert variant["seeds"] == 2 and variant["metrics"]["psnr"]["n"] == 2 and variant["metrics"]["mcq"]["n"] == 2
+    control = next(row for row in sweep["rows"] if row["role"] == "control")
+    assert control["metrics"]["token_cosine"]["mean"] < 0.99  # its encoder really is damaged
+    assert sweep["seeds"] == [0, 1] and sweep["environment"]["packages"]["torch"] and "git" in sweep["environment"]
+    assert "MCQ circular accuracy" in (out / "report" / "findings.txt").read_text()
     grid = Image.open(files["grid"])
-    assert grid.size == (4 + 10 * (112 + 4), 4 + 4 * (112 + 4))  # 10 digits x (original + 3 models), 2x
+    assert grid.size == (4 + 10 * (112 + 4), 4 + 5 * (112 + 4))  # 10 digits x (original + 4 models), 2x
     logs = {p: p.read_text() for p in out.glob("stage*/log.jsonl")}
-    assert len(logs) == 3
+    assert len(logs) == 1 + 2 * 2  # stage 1, and stage 2 for 2 λ x 2 seeds
     capsys.readouterr()
     run_sweep(RECIPE, [0.0, 1.0], out, **STEPS)  # everything reused: no phase trains again
     assert "reused" in capsys.readouterr().err
@@ -69,12 +78,12 @@ def test_html_report_renders_in_headless_chromium(study, chromium, tmp_path):
     assert "data:image/png;base64," in page and 'src="http' not in page  # self-contained
     import html
 
-    assert "not the paper's experiment and not its numbers" in html.unescape(page)
+    assert "not the paper's experiment or numbers" in html.unescape(page)
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000"]
     url = files["html"].resolve().as_uri()
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     assert 'data-images-rendered="2/2"' in dom  # both embedded images decoded in the browser
-    assert dom.count("<tr>") == 1 + 4 and "stage 2, λ=1" in dom
+    assert dom.count("<tr>") == 1 + 5 and "positive control" in dom
     shot = tmp_path / "report.png"
     subprocess.run(
         [*flags, "--window-size=1200,2000", f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from evals.studies.report import NOT_COMPUTED, write_sweep_report
-from evals.studies.understanding import FeatureHead, train_frozen_head, train_teacher, understanding_metrics
+from evals.studies.report import NOT_COMPUTED, MetricSpec, write_sweep_report
+from evals.studies.understanding import FeatureHead, token_cosine, train_frozen_head, train_teacher
 from unilip import load_tokenizer
 from unilip.tokenizer import UniLIPTokenizer
 from unilip.training.digits import DIGIT_NAMES, export_digits_folder, load_digits_split
@@ -133,72 +133,59 @@ def test_frozen_head_leaves_teacher_unchanged_and_round_trips(trained):
         head(torch.randn(1, 4, 64))
 
 
-def test_understanding_metrics(trained):
+def test_token_cosine(trained):
     teacher = UniLIPTokenizer.from_pretrained(trained["teacher_dir"])
-    head = trained["head"]
-    images, labels = load_digits_split("test")
-    images, labels = images[:96], labels[:96]
-    teacher.train()  # the metrics must switch to eval mode and restore this afterwards
-    reference = understanding_metrics(teacher, teacher, head, images, labels, batch_size=40)
+    images = load_digits_split("test")[0][:96]
+    teacher.train()  # the metric must switch to eval mode and restore this afterwards
+    assert token_cosine(teacher, teacher, images, batch_size=40) == pytest.approx(1.0, abs=1e-5)
     assert teacher.training
-    assert reference["token_cosine"] == pytest.approx(1.0, abs=1e-5)
-    with torch.no_grad():
-        teacher.eval()
-        expected = (head(teacher.encode_features(images)).argmax(-1) == labels).float().mean().item()
-    assert reference["head_accuracy"] == pytest.approx(expected)
-
     copied = copy.deepcopy(teacher)
-    same = understanding_metrics(copied, teacher, head, images, labels)
-    assert same == pytest.approx(reference)
-
+    assert token_cosine(copied, teacher, images) == pytest.approx(1.0, abs=1e-5)
     torch.manual_seed(1)
     with torch.no_grad():
         for name, parameter in copied.named_parameters():
             if name.startswith(("encoder.", "mlp1.")):
                 parameter.add_(0.5 * parameter.std().nan_to_num() * torch.randn_like(parameter))
-    perturbed = understanding_metrics(copied, teacher, head, images, labels)
-    assert perturbed["token_cosine"] < reference["token_cosine"] - 0.01
-    assert 0.0 <= perturbed["head_accuracy"] <= 1.0
+        expected = torch.nn.functional.cosine_similarity(
+            copied.eval().encode_features(images), teacher.eval().encode_features(images), dim=-1
+        ).mean()
+    assert token_cosine(copied, teacher, images) == pytest.approx(expected.item(), abs=1e-5)
+    assert token_cosine(copied, teacher, images) < 0.99
 
 
 # ------------------------------------------------------------------ report
 
 
 def test_report_writes_table_csv_and_plot(tmp_path):
-    rows = [
-        {
-            "name": "stage2 λ=1",
-            "role": "variant",
-            "distill_weight": 1.0,
-            "psnr": 24.1,
-            "ssim": 0.81,
-            "token_cosine": 0.97,
-            "head_accuracy": 0.95,
-        },
-        {
-            "name": "stage2 λ=0",
-            "role": "variant",
-            "distill_weight": 0.0,
-            "psnr": 25.3,
-            "ssim": 0.84,
-            "token_cosine": 0.61,
-            "head_accuracy": None,
-        },
-        {
-            "name": "stage2 λ=0.1",
-            "role": "variant",
-            "distill_weight": 0.1,
-            "psnr": 24.9,
-            "ssim": 0.83,
-            "token_cosine": torch.tensor(0.9),
-            "head_accuracy": 0.7,
-        },
-        {"name": "teacher", "role": "reference", "distill_weight": None, "token_cosine": 1.0, "head_accuracy": 0.975},
+    """The report on this module's metrics (its own MetricSpecs); the study's full report is in test_study_report."""
+    metrics = [
+        MetricSpec("token_cosine", "token cosine to teacher", True, 4, (0.0, 1.0)),
+        MetricSpec("head_accuracy", "frozen-head accuracy", True, 3, (0.0, 1.0)),
     ]
-    paths = write_sweep_report(rows, tmp_path / "report")
+
+    def cell(value):
+        value = value.item() if isinstance(value, torch.Tensor) else value
+        return {"mean": value, "se": None, "n": int(value is not None), "values": [] if value is None else [value]}
+
+    def row(name, role, weight, cosine, accuracy):
+        return {
+            "name": name,
+            "role": role,
+            "distill_weight": weight,
+            "seeds": 1,
+            "metrics": {"token_cosine": cell(cosine), "head_accuracy": cell(accuracy)},
+        }
+
+    rows = [
+        row("stage2 λ=1", "variant", 1.0, 0.97, 0.95),
+        row("stage2 λ=0", "variant", 0.0, 0.61, None),
+        row("stage2 λ=0.1", "variant", 0.1, torch.tensor(0.9), 0.7),
+        row("teacher", "reference", None, 1.0, 0.975),
+    ]
+    paths = write_sweep_report(rows, tmp_path / "report", metrics)
     assert set(paths) == {"markdown", "csv", "plot"} and all(p.is_file() for p in paths.values())
     table = paths["markdown"].read_text()
-    assert NOT_COMPUTED in table
+    assert NOT_COMPUTED in table and "frozen-head accuracy ↑" in table
     body = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [line.split(" | ")[0].strip("| ") for line in body] == [
         "teacher",
@@ -209,8 +196,8 @@ def test_report_writes_table_csv_and_plot(tmp_path):
     with paths["csv"].open() as handle:
         records = list(csv.DictReader(handle))
     assert [r["name"] for r in records][0] == "teacher"
-    assert records[1]["head_accuracy"] == "" and float(records[2]["token_cosine"]) == pytest.approx(0.9)
+    assert records[1]["head_accuracy_mean"] == "" and float(records[2]["token_cosine_mean"]) == pytest.approx(0.9)
     with Image.open(paths["plot"]) as image:
         assert image.format == "PNG" and image.size[0] > 400
     with pytest.raises(ValueError, match="role"):
-        write_sweep_report([{"name": "x", "role": "baseline"}], tmp_path / "bad")
+        write_sweep_report([{**rows[0], "role": "baseline"}], tmp_path / "bad", metrics)

@@ -6,24 +6,12 @@ from pathlib import Path
 
 import torch
 
+from evals.studies.tiny_mllm import tiny_internvl_config
 from unilip import get_variant
 
 SPEC = get_variant("tiny")
 
-
-def tiny_internvl_config():
-    """InternVL3's configuration at the tiny variant's sizes: its encoder fits the ``tiny`` UniLIP tokenizer."""
-    from transformers import InternVLConfig
-
-    return InternVLConfig(
-        vision_config=dict(SPEC.tokenizer.vision),
-        text_config={"model_type": "qwen2", **SPEC.generator["llm"]},
-        image_token_id=SPEC.generator["image_context_id"],
-        downsample_ratio=SPEC.tokenizer.downsample_ratio,
-        projector_hidden_act="gelu",
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
-    )
+__all__ = ["SPEC", "save_tiny_internvl", "save_tiny_internvl_chat", "tiny_internvl_config"]
 
 
 def save_tiny_internvl(directory: Path, seed: int = 1234) -> Path:

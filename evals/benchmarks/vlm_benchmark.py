@@ -191,9 +191,24 @@ class VlmBenchmark(Benchmark):
     judge_parse_attempts: ClassVar[int] = 3
 
     # ------------------------------------------------------------------ subclass hooks
-    def units(self, rows: Sequence[VlmRow]) -> list[Any]:
+    def units(self, rows: Sequence[VlmRow], protocol: VlmProtocol) -> list[Any]:
         """The unit of each row of the file (rows of one unit are scored together); by default each row alone."""
         return [row.index for row in rows]
+
+    def data_file(self, options: VlmOptions, protocol: VlmProtocol) -> tuple[Path, dict[str, Any], list[str]]:
+        """The TSV to read, its identity for the spec, and warnings: by default the user's VLMEvalKit file
+        (:func:`find_tsv`), checked against VLMEvalKit's pinned MD5 (:func:`~evals.benchmarks.vlm.check_tsv_md5`)."""
+        path = find_tsv(options.data, protocol.dataset, self.name)
+        identity, warnings = check_tsv_md5(path, protocol.dataset)
+        return path, identity, warnings
+
+    def prompt(self, row: VlmRow, protocol: VlmProtocol) -> str:
+        """The text the model reads with the row's images: VLMEvalKit's InternVL prompt for the dataset."""
+        return internvl_prompt(row, protocol.dataset)
+
+    def headlines_for(self, protocol: VlmProtocol) -> tuple[str, ...]:
+        """The headline metrics of a variant (:attr:`headlines` unless a benchmark's variants differ)."""
+        return self.headlines
 
     def check_rows(self, rows: Sequence[VlmRow], protocol: VlmProtocol) -> None:
         """Refuse data that cannot be scored (a missing gold answer ...) before anything runs."""
@@ -258,14 +273,13 @@ class VlmBenchmark(Benchmark):
                 f"the judged variants are {', '.join(judged) or 'none'} (in a command with several benchmarks, "
                 f"give judge options to one of them: --opt BENCH.{judge_given[0]}=...)"
             )
-        path = find_tsv(options.data, protocol.dataset, self.name)
-        data_identity, warnings = check_tsv_md5(path, protocol.dataset)
+        path, data_identity, warnings = self.data_file(options, protocol)
         rows = [row for row in read_tsv(path) if row.images_b64]
         if not rows:
             raise ValueError(f"{self.name}: {path} has no rows with an image")
         self.check_rows(rows, protocol)
         units: dict[Any, list[VlmRow]] = {}
-        for row, key in zip(rows, self.units(rows), strict=True):
+        for row, key in zip(rows, self.units(rows, protocol), strict=True):
             units.setdefault(key, []).append(row)
         kept_units, limit, limit_warnings = take_first(list(units), options.limit, f"{self.unit_noun} of {path.name}")
         # Units are fixed here, over the whole file, and kept for aggregation (a unit may depend on every row).
@@ -356,7 +370,7 @@ class VlmBenchmark(Benchmark):
                 batch = items[start : start + size]
                 ready: list[tuple[Item, str, AnswerRequest]] = []
                 for item in batch:
-                    prompt = internvl_prompt(item.source, knobs["dataset"])
+                    prompt = self.prompt(item.source, resolved.protocol)
                     try:  # an image that does not decode fails its item only
                         images = item.source.images()
                     except ValueError as error:
@@ -541,9 +555,10 @@ class VlmBenchmark(Benchmark):
             "answers_by": states,
             "not_scored": {**not_scored, "in_incomplete_units": stranded},
         }
-        breakdown = {key: value for key, value in metrics.items() if key not in self.headlines}
-        cells = {name: dict(metrics[name]) for name in self.headlines}
-        first = cells[self.headlines[0]]
+        headlines = self.headlines_for(resolved.protocol)
+        breakdown = {key: value for key, value in metrics.items() if key not in headlines}
+        cells = {name: dict(metrics[name]) for name in headlines}
+        first = cells[headlines[0]]
         first["coverage"] = coverage
         first["breakdown"] = breakdown
         first["warnings"] = list(resolved.warnings)
@@ -679,6 +694,18 @@ def parse_yes_no_reply(reply: str) -> dict[str, Any]:
     return {"answer": answer}
 
 
+def yes_no_outcome(row: VlmRow, payload: Mapping[str, Any]) -> Outcome:
+    """A yes/no row and its score record as :func:`evals.benchmarks.vlm_scoring.score_mme` takes them (grouped
+    by ``image_path`` within ``category``)."""
+    return Outcome(
+        index=row.index,
+        answer=str(payload.get("answer", UNRESOLVED)),
+        gold=row.answer,
+        category=str(row.fields["category"]),
+        image=str(row.fields["image_path"]),
+    )
+
+
 def graded(row: VlmRow, payload: Mapping[str, Any]) -> Graded:
     """An MM-Vet row and its score record as :func:`evals.benchmarks.vlm_scoring.score_mmvet` takes them."""
     return Graded(index=row.index, category=str(row.fields.get("category") or ""), grade=payload.get("grade"))
@@ -696,5 +723,6 @@ __all__ = [
     "item_seed_for",
     "judge_variants",
     "parse_yes_no_reply",
+    "yes_no_outcome",
     "yes_no_template",
 ]

@@ -1,16 +1,20 @@
-"""The distillation-weight ablation: stage 2 once per lambda from one stage-1 checkpoint, then evaluation.
+"""The distillation-weight ablation: stage 2 per lambda and seed from one stage-1 checkpoint, then evaluation.
 
 For the tiny CPU study (a small-scale analogue of the paper's experiment, not its numbers):
 
-1. a tiny encoder is trained to classify scikit-learn's digits (the *teacher*: features worth keeping),
-   and a downstream head is trained once on its frozen features (it stands in for InternVL3's LLM,
-   which stays unchanged when UniLIP's encoder is swapped in);
-2. stage 1 trains the bridge and pixel decoder on the frozen teacher encoder;
-3. stage 2 runs once per lambda from that stage-1 result, same seed, same data order;
-4. every model is evaluated on held-out digits: reconstruction through the harness's public API
-   (``evals.run``, benchmark ``recon@standard``), and understanding preservation (token cosine to the
-   teacher, frozen-head accuracy);
-5. one table (Markdown, CSV) and a plot of each metric against lambda.
+1. a tiny encoder is trained to classify scikit-learn's digits (the *teacher*: features worth keeping);
+2. a tiny InternVL3-architecture MLLM (the tiny LLM with the teacher's encoder and ``mlp1``) is instruction-tuned
+   on training-split digits in the digits-vqa format, then frozen: it stands in for InternVL3, whose LLM stays
+   unchanged when UniLIP's encoder is swapped in;
+3. stage 1 trains the bridge and pixel decoder on the frozen teacher encoder;
+4. stage 2 runs once per lambda and seed from that stage-1 result;
+5. a positive control, fixed before any lambda result is seen: the stage-1 tokenizer with its encoder and
+   ``mlp1`` weights perturbed by a stated amount (:data:`evals.studies.tiny_mllm.CONTROL_RELATIVE_NOISE`);
+6. every model is evaluated on held-out digits through the harness's public API (``evals.run``): its encoder
+   swapped into the frozen MLLM (``internvl:MLLM --encoder MODEL``) answering ``digits-vqa`` (MMBench-style
+   circular MCQ, MME-style yes/no, MMVP-style pairs), reconstruction (``recon@standard``), and token cosine to
+   the teacher;
+7. one table (Markdown, CSV) with mean ± standard error over seeds, plots with error bars, an HTML page.
 
 Each phase is skipped when its result exists, so a rerun resumes; ``fresh`` starts over.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import sys
 import time
@@ -28,6 +33,8 @@ from typing import Any
 from unilip.training.phases import run_phase, say
 
 RECON_BENCH = "recon@standard"
+# Which digits-vqa headline fills each understanding column.
+DIGITS_COLUMNS = {"mcq": "circular_accuracy", "yes_no": "acc_plus", "pairs": "pair_accuracy"}
 
 
 def _lambda_name(value: float) -> str:
@@ -42,28 +49,66 @@ def evaluate_reconstruction(model_dir: Path, data: Path, out: Path, batch_size: 
     return results
 
 
+def evaluate_understanding(mllm_dir: Path, model_dir: Path, data: Path, out: Path) -> dict[str, dict[str, Any]]:
+    """The encoder of ``model_dir`` in the frozen MLLM, answering digits-vqa: column -> metric cell."""
+    from evals.studies.tiny_mllm import score_digits_vqa
+
+    scores = score_digits_vqa(mllm_dir, model_dir, data, out)
+    return {column: scores[measure] for column, measure in DIGITS_COLUMNS.items()}
+
+
+def mean_se(values: list[float]) -> dict[str, Any]:
+    """Mean and standard error across seeds (se None for one value); the values kept."""
+    present = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not present:
+        return {"mean": None, "se": None, "n": 0, "values": [], "reason": "not computed"}
+    mean = sum(present) / len(present)
+    se = None
+    if len(present) > 1:
+        variance = sum((v - mean) ** 2 for v in present) / (len(present) - 1)
+        se = math.sqrt(variance / len(present))
+    return {"mean": mean, "se": se, "n": len(present), "values": present}
+
+
+def _single(value: float | None, se: float | None = None, reason: str | None = None) -> dict[str, Any]:
+    """A metric of one run; ``se`` is the run's own standard error (over questions), when it has one."""
+    if value is None:
+        return {"mean": None, "se": None, "n": 0, "values": [], "reason": reason or "not computed"}
+    return {"mean": float(value), "se": se, "n": 1, "values": [float(value)]}
+
+
 def run_sweep(
     config_path: str | Path,
     distill_weights: list[float],
     out_dir: str | Path,
     *,
+    seeds: int = 1,
     stage1_steps: int | None = None,
     stage2_steps: int | None = None,
     teacher_steps: int = 300,
-    head_steps: int = 300,
+    mllm_steps: int | None = None,
     fresh: bool = False,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Teacher, stage 1, stage 2 per lambda, evaluation and report; returns the report's files."""
+    """Teacher, frozen MLLM, stage 1, the control, stage 2 per lambda and seed, evaluation and report.
+
+    Returns the report's files (``markdown``, ``csv``, ``plot``, ``html``, ``report_markdown``, ``grid``).
+    """
     import torch
 
-    from evals.studies.report import write_sweep_report
-    from evals.studies.understanding import FeatureHead, train_frozen_head, train_teacher, understanding_metrics
+    from evals.benchmarks.digits_vqa.data import PARTS, write_part
+    from evals.studies.report import STUDY_METRICS, write_sweep_report
+    from evals.studies.tiny_mllm import CONTROL_RELATIVE_NOISE, perturbed_encoder, train_tiny_mllm
+    from evals.studies.understanding import token_cosine, train_teacher
     from unilip.tokenizer import UniLIPTokenizer
     from unilip.training.config import load_train_config
     from unilip.training.digits import export_digits_folder, load_digits_split
     from unilip.training.tokenizer_trainer import train_tokenizer
 
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    if not distill_weights:
+        raise ValueError("no distillation weight to sweep")
     out = Path(out_dir)
     if fresh and out.exists():
         shutil.rmtree(out)
@@ -82,7 +127,7 @@ def run_sweep(
         last = json.loads((directory / "log.jsonl").read_text().splitlines()[-1])
         return f"{last['step']} steps, final loss {last['loss/total']:.4f}"
 
-    teacher_dir, head_path = out / "teacher", out / "head.safetensors"
+    teacher_dir, mllm_dir, digits_dir = out / "teacher", out / "mllm", out / "digits-vqa"
     phase(
         "teacher",
         (teacher_dir / "teacher.json").is_file(),
@@ -91,13 +136,22 @@ def run_sweep(
         ),
         lambda: f"digit classifier, test accuracy {read_json(teacher_dir / 'teacher.json')['test_accuracy']:.3f}",
     )
+    for part in PARTS:
+        write_part(digits_dir, part)
+    mllm_options = {} if mllm_steps is None else {"steps": mllm_steps}
     phase(
-        "frozen head",
-        head_path.is_file(),
-        lambda: train_frozen_head(teacher_dir, head_path, steps=head_steps, seed=base.seed, size=size),
-        lambda: (
-            f"test accuracy on the teacher's features {read_json(head_path.with_suffix('.json'))['test_accuracy']:.3f}"
+        "frozen MLLM",
+        (mllm_dir / "mllm.json").is_file(),
+        lambda: train_tiny_mllm(
+            teacher_dir,
+            mllm_dir,
+            data_dir=digits_dir,
+            seed=base.seed,
+            evaluate=False,  # the teacher is evaluated with every other model below
+            progress=progress,
+            **mllm_options,
         ),
+        lambda: _mllm_summary(read_json(mllm_dir / "mllm.json")),
     )
 
     stage1 = out / "stage1"
@@ -108,55 +162,74 @@ def run_sweep(
         lambda: train_tokenizer(stage1_config, stage1, max_steps=stage1_steps, progress=progress),
         lambda: stage_summary(stage1),
     )
-    stage2_dirs: dict[float, Path] = {}
+    control_dir = out / "control"
+    phase(
+        "positive control",
+        (control_dir / "model.safetensors").is_file(),
+        lambda: perturbed_encoder(stage1 / "final", control_dir, relative_noise=CONTROL_RELATIVE_NOISE, seed=base.seed),
+        lambda: f"stage 1 with its encoder and mlp1 perturbed by {CONTROL_RELATIVE_NOISE:g} x each weight's std",
+    )
+    stage2_dirs: dict[float, list[Path]] = {}
     for weight in distill_weights:
-        directory = out / f"stage2-{_lambda_name(weight)}"
-        losses = dataclasses.replace(base.losses, distill_weight=weight)
-        config = dataclasses.replace(base, stage=2, init=str(stage1 / "final"), losses=losses)
-        phase(
-            f"stage 2, λ={weight:g}",
-            (directory / "final" / "training.json").is_file(),
-            lambda c=config, d=directory: train_tokenizer(c, d, max_steps=stage2_steps, progress=progress),
-            lambda d=directory: stage_summary(d),
-        )
-        stage2_dirs[weight] = directory / "final"
+        for seed_index in range(seeds):
+            seed = base.seed + seed_index
+            directory = out / f"stage2-{_lambda_name(weight)}-seed-{seed}"
+            losses = dataclasses.replace(base.losses, distill_weight=weight)
+            config = dataclasses.replace(base, stage=2, init=str(stage1 / "final"), losses=losses, seed=seed)
+            phase(
+                f"stage 2, λ={weight:g}, seed {seed}",
+                (directory / "final" / "training.json").is_file(),
+                lambda c=config, d=directory: train_tokenizer(c, d, max_steps=stage2_steps, progress=progress),
+                lambda d=directory: stage_summary(d),
+            )
+            stage2_dirs.setdefault(weight, []).append(directory / "final")
 
     heldout = out / "heldout-digits"
     export_digits_folder("test", heldout, size=size, seed=0)
     images, labels = load_digits_split("test", size=size, seed=0)
     teacher = UniLIPTokenizer.from_pretrained(teacher_dir)
-    head = FeatureHead.load(head_path)
-    models: list[tuple[str, str, float | None, Path]] = [
-        ("teacher", "reference", None, teacher_dir),
-        ("stage 1 (frozen encoder)", "reference", None, stage1 / "final"),
-    ]
-    models += [(f"stage 2, λ={w:g}", "variant", w, d) for w, d in stage2_dirs.items()]
-    rows = []
-    eval_dirs: dict[str, Path] = {}
     started = time.perf_counter()
-    for name, role, weight, directory in models:
+
+    def measure(name: str, directory: Path, reconstruct: bool) -> dict[str, Any]:
+        """One model's metrics: digits-vqa through the frozen MLLM, token cosine, and (unless the teacher,
+        whose decoder was never trained) reconstruction."""
+        eval_dir = out / "eval" / name
         tokenizer = UniLIPTokenizer.from_pretrained(directory)
         with torch.no_grad():
-            row: dict[str, Any] = {
-                "name": name,
-                "role": role,
-                "distill_weight": weight,
-                **understanding_metrics(tokenizer, teacher, head, images, labels),
-            }
-        if name == "teacher":
-            # The teacher's bridge and decoder were never trained: its reconstruction means nothing.
-            row.update({"psnr": None, "ssim": None})
-        else:
-            eval_dir = out / "eval" / directory.parent.name
-            results = evaluate_reconstruction(directory, heldout, eval_dir)
-            eval_dirs[name] = eval_dir / results["benchmark"]  # its folder in the run directory
-            for metric, value in results["metrics"].items():
-                row[metric] = value.get("value") if value.get("status") != "not_computed" else None
-            row["coverage"] = f"{results['coverage']['ok']}/{results['coverage']['expected']}"
-        rows.append(row)
+            measured: dict[str, Any] = {"token_cosine": token_cosine(tokenizer, teacher, images)}
+        measured["digits"] = evaluate_understanding(mllm_dir, directory, digits_dir, eval_dir / "digits")
+        if reconstruct:
+            results = evaluate_reconstruction(directory, heldout, eval_dir / "recon")
+            measured["recon"] = results
+        return measured
+
+    references = [
+        ("teacher", "reference", teacher_dir, False),
+        ("stage 1 (frozen encoder)", "reference", stage1 / "final", True),
+        (f"positive control: stage 1, encoder + {CONTROL_RELATIVE_NOISE:g} × noise", "control", control_dir, True),
+    ]
+    rows: list[dict[str, Any]] = []
+    eval_dirs: dict[str, Path] = {}
+    for name, role, directory, reconstruct in references:
+        key = directory.parent.name if directory.name == "final" else directory.name
+        measured = measure(key, directory, reconstruct)
+        rows.append({"name": name, "role": role, "distill_weight": None, "seeds": 1, "metrics": _metrics(measured)})
+        if reconstruct:
+            eval_dirs[name] = out / "eval" / key / "recon" / measured["recon"]["benchmark"]
+    for weight, directories in stage2_dirs.items():
+        runs = [measure(directory.parent.name, directory, True) for directory in directories]
+        per_seed = [_metrics(run) for run in runs]
+        metrics = {key: mean_se([metric[key]["mean"] for metric in per_seed]) for key in (m.key for m in STUDY_METRICS)}
+        rows.append(
+            {"name": "stage 2", "role": "variant", "distill_weight": weight, "seeds": len(runs), "metrics": metrics}
+        )
+        eval_dirs[f"stage 2, λ={weight:g}"] = (
+            out / "eval" / directories[0].parent.name / "recon" / runs[0]["recon"]["benchmark"]
+        )
     timings["evaluation"] = time.perf_counter() - started
-    say(f"evaluation: {len(models)} models on {len(labels)} held-out digits ({timings['evaluation']:.1f} s)")
-    files = write_sweep_report(rows, out / "report")
+    say(f"evaluation: {len(rows)} rows on {len(labels)} held-out digits ({timings['evaluation']:.1f} s)")
+
+    files = write_sweep_report(rows, out / "report", STUDY_METRICS, title=STUDY_TITLE)
     from evals.studies.html_report import write_study_report
     from unilip.provenance import environment_report
 
@@ -165,23 +238,126 @@ def run_sweep(
         "recipe": str(config_path),
         "recipe_text": Path(config_path).read_text(),
         "distill_weights": distill_weights,
-        "seed": base.seed,
+        "seeds": [base.seed + k for k in range(seeds)],
         "steps": {
             "teacher": teacher_steps,
-            "frozen head": head_steps,
+            "frozen MLLM": read_json(mllm_dir / "mllm.json").get("steps"),
             "stage 1": stage1_steps or base.optim.max_steps,
             "stage 2": stage2_steps or base.optim.max_steps,
         },
+        "positive control": f"stage 1's encoder and mlp1, each weight matrix + N(0, ({CONTROL_RELATIVE_NOISE:g} x "
+        "its std)^2), fixed before any λ result",
         "heldout": f"{len(labels)} digits (scikit-learn load_digits, stratified 20% test split, seed 0, {size} px)",
         "timings_s": timings,
         "environment": environment_report(),
     }
     (out / "report" / "sweep.json").write_text(json.dumps({**provenance, "rows": rows}, indent=2, default=str))
     grid = _reconstruction_grid(heldout, eval_dirs)
+    findings = describe_findings(rows)
     files.update(
-        write_study_report(out / "report", rows, files["markdown"].read_text(), files["plot"], grid, provenance)
+        write_study_report(
+            out / "report",
+            rows,
+            files["markdown"].read_text(),
+            files["plot"],
+            grid,
+            provenance,
+            what_this_is=WHAT_THIS_IS,
+            findings=findings,
+            title=STUDY_TITLE,
+        )
     )
+    (out / "report" / "findings.txt").write_text(findings + "\n")
     return files
+
+
+STUDY_TITLE = "Tiny distillation study: does self-distillation keep the encoder's understanding?"
+WHAT_THIS_IS = (
+    "A CPU-scale analogue of UniLIP's stage-2 ablation, not the paper's experiment or numbers. A tiny encoder "
+    "trained to classify handwritten digits is the teacher; a tiny InternVL3-architecture MLLM is instruction-tuned "
+    "on training-split digits with that encoder and then frozen. Each reconstruction-trained encoder (stage 2 at "
+    "each distillation weight λ, several seeds) is swapped into the frozen MLLM, as the paper swaps UniLIP into "
+    "InternVL3, and answers held-out digits in the formats of MMBench (circular multiple choice), MME (yes/no "
+    "pairs, acc+) and MMVP (pairs of confusable digits), scored by the same code as those benchmarks. A positive "
+    "control (the stage-1 encoder with its weights perturbed by a fixed amount) shows the measure can see damage. "
+    "± is the standard error over seeds for stage 2, over questions for single runs."
+)
+
+
+def _mllm_summary(info: dict[str, Any]) -> str:
+    return f"{info.get('steps')} steps, final loss {info.get('final_train_loss', float('nan')):.4f}"
+
+
+def _metrics(measured: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One run's metric cells (``mean`` the run's value, ``se`` its own standard error when it has one)."""
+    metrics = {"token_cosine": _single(measured["token_cosine"])}
+    for column, cell in measured["digits"].items():
+        if cell.get("status") == "not_computed":
+            metrics[column] = _single(None, reason=cell.get("reason"))
+        else:
+            metrics[column] = _single(cell["value"], cell.get("se"))
+    recon = measured.get("recon")
+    for column in ("psnr", "ssim"):
+        cell = recon["metrics"].get(column) if recon else None
+        if cell is None or cell.get("status") == "not_computed":
+            reason = "the teacher's decoder was never trained" if recon is None else (cell or {}).get("reason")
+            metrics[column] = _single(None, reason=reason)
+        else:
+            metrics[column] = _single(cell["value"], cell.get("se"))
+    return metrics
+
+
+def describe_findings(rows: list[dict[str, Any]]) -> str:
+    """What the study showed, in numbers with their standard errors, whichever way they fall."""
+    teacher = next(row for row in rows if row["name"] == "teacher")
+    control = next(row for row in rows if row["role"] == "control")
+    variants = sorted((row for row in rows if row["role"] == "variant"), key=lambda row: row["distill_weight"])
+    lines = []
+    for key, label in (("mcq", "MCQ circular accuracy"), ("yes_no", "yes/no acc+"), ("pairs", "pair accuracy")):
+        t, c = teacher["metrics"][key], control["metrics"][key]
+        parts = [f"teacher {_pm(t)}", f"control {_pm(c)}"]
+        parts += [f"λ={row['distill_weight']:g} {_pm(row['metrics'][key])}" for row in variants]
+        lines.append(f"{label} (%): " + "; ".join(parts) + ".")
+    if len(variants) >= 2:
+        low, high = variants[0], variants[-1]
+        for key, label in (("token_cosine", "token cosine"), ("mcq", "MCQ circular accuracy")):
+            a, b = low["metrics"][key], high["metrics"][key]
+            if a["mean"] is None or b["mean"] is None:
+                continue
+            difference = b["mean"] - a["mean"]
+            se = math.sqrt((a["se"] or 0.0) ** 2 + (b["se"] or 0.0) ** 2)
+            verdict = (
+                "within noise (less than 2 standard errors)"
+                if se == 0.0 or abs(difference) < 2 * se
+                else f"{abs(difference) / se:.1f} standard errors"
+            )
+            lines.append(
+                f"{label}, λ={high['distill_weight']:g} minus λ={low['distill_weight']:g}: {difference:+.4g} "
+                f"± {se:.2g} ({verdict})."
+            )
+    for key, label in (("mcq", "MCQ circular accuracy"), ("yes_no", "yes/no acc+"), ("pairs", "pair accuracy")):
+        t, c = teacher["metrics"][key], control["metrics"][key]
+        if t["mean"] is None or c["mean"] is None:
+            continue
+        se = math.sqrt((t["se"] or 0.0) ** 2 + (c["se"] or 0.0) ** 2)
+        if t["mean"] - c["mean"] <= 2 * se:
+            lines.append(
+                f"{label} does not separate the teacher from the damaged control ({_pm(t)} vs {_pm(c)}): "
+                "it carries no information in this study."
+            )
+    t, c = teacher["metrics"]["mcq"], control["metrics"]["mcq"]
+    if t["mean"] is not None and c["mean"] is not None:
+        se = math.sqrt((t["se"] or 0.0) ** 2 + (c["se"] or 0.0) ** 2)
+        gap = t["mean"] - c["mean"]
+        seen = "detected" if se > 0 and gap > 3 * se else "NOT detected: the measure is not sensitive enough"
+        lines.append(f"Positive control, teacher minus control MCQ accuracy: {gap:.1f} ± {se:.1f} points ({seen}).")
+    return "\n".join(lines)
+
+
+def _pm(cell: dict[str, Any]) -> str:
+    if cell["mean"] is None:
+        return "not computed"
+    return f"{cell['mean']:.1f}" + (f" ± {cell['se']:.1f}" if cell.get("se") is not None else "")
 
 
 def _reconstruction_grid(heldout: Path, eval_dirs: dict[str, Path]):

@@ -9,8 +9,10 @@ understands them. The CPU analogue built here:
    encoder, the distillation target.
 2. ``train_frozen_head``: a ``FeatureHead`` is trained once on the frozen teacher's features; it stands
    in for the frozen LLM and is never trained again.
-3. ``understanding_metrics``: a reconstruction-fine-tuned tokenizer's features are compared with the
-   teacher's (token cosine) and fed through the unchanged head (head accuracy).
+3. ``token_cosine``: how close a reconstruction-fine-tuned tokenizer's features stayed to the teacher's.
+
+The distillation study measures understanding itself with a frozen tiny MLLM (:mod:`evals.studies.tiny_mllm`);
+the frozen head is the generator study's digit classifier.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +74,27 @@ def _accuracy(predict, images: torch.Tensor, labels: torch.Tensor, batch_size: i
         logits = predict(images[start : start + batch_size].to(device))
         correct += int((logits.argmax(-1).cpu() == labels[start : start + batch_size]).sum())
     return correct / max(1, len(images))
+
+
+def take_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: Any) -> float:
+    """One optimisation step on ``loss`` (gradients cleared first), the schedule advanced; the loss's value."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
+def warmup_cosine(steps: int, warmup_fraction: float = 0.05):
+    """The learning-rate factor of step k: linear warm-up over ``warmup_fraction`` of ``steps``, then cosine to 0."""
+    warmup = max(1, int(steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    return factor
 
 
 def train_teacher(
@@ -130,14 +154,7 @@ def train_teacher(
         for parameter in trainable:
             parameter.requires_grad_(True)
         optimizer = torch.optim.AdamW([*trainable, *classifier.parameters()], lr=lr, weight_decay=0.05)
-        warmup = max(1, steps // 20)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps))
 
         tokenizer.train()
         classifier.train()
@@ -151,11 +168,7 @@ def train_teacher(
             images = _random_shift(train_images[batch], generator).to(device)
             logits = classifier(_flat_features(tokenizer, images))
             loss = F.cross_entropy(logits, train_labels[batch].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(take_step(loss, optimizer, scheduler))
             # refresh=False: the bar redraws at tqdm's own rate, not once per step (keeps logs short).
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         bar.close()
@@ -367,53 +380,28 @@ def train_frozen_head(
 
 
 @torch.no_grad()
-def understanding_metrics(
-    tokenizer: UniLIPTokenizer,
-    teacher: UniLIPTokenizer,
-    head: FeatureHead,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int = 128,
-) -> dict[str, float]:
-    """How well a tokenizer's understanding features are preserved, against the teacher and the frozen head.
+def token_cosine(
+    tokenizer: UniLIPTokenizer, teacher: UniLIPTokenizer, images: torch.Tensor, batch_size: int = 128
+) -> float:
+    """Mean over images and tokens of the cosine similarity between ``tokenizer``'s and ``teacher``'s
+    ``encode_features`` of ``images`` (``B x 3 x S x S`` in [0, 1]): how close the understanding tokens stayed.
 
-    Every model is evaluated in eval mode under ``torch.no_grad``; their previous train/eval modes are
-    restored afterwards, so this can run in the middle of training. For the reference value call it
-    with ``tokenizer=teacher`` (token cosine 1, head accuracy = the teacher's).
-
-    Args:
-        tokenizer: the tokenizer to measure (e.g. a reconstruction-fine-tuned copy of the teacher).
-        teacher: the original encoder whose features are the target.
-        head: the frozen head trained on the teacher's features.
-        images: ``B x 3 x S x S`` in [0, 1] (e.g. the digits test split).
-        labels: ``B`` class indices.
-        batch_size: images per forward pass.
-
-    Returns:
-        ``token_cosine``: mean over images and tokens of the cosine similarity between the tokenizer's
-        and the teacher's ``encode_features``; ``head_accuracy``: the head's accuracy on the
-        tokenizer's features.
+    Both models are evaluated in eval mode under ``no_grad``; their train/eval modes are restored afterwards.
     """
-    if len(images) != len(labels) or len(images) == 0:
-        raise ValueError(
-            f"need as many labels as images (and at least one); got {len(images)} images, {len(labels)} labels"
-        )
-    models = (tokenizer, teacher, head)
-    modes = [m.training for m in models]
-    for model in models:
-        model.eval()
+    if len(images) == 0:
+        raise ValueError("token_cosine needs at least one image")
+    modes = [tokenizer.training, teacher.training]
+    tokenizer.eval()
+    teacher.eval()
     try:
-        cosine_sum, correct, count = 0.0, 0, 0
-        tok_device, teacher_device, head_device = (_device_of(m) for m in models)
+        total, count = 0.0, 0
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            features = tokenizer.encode_features(chunk.to(tok_device)).float()
-            target = teacher.encode_features(chunk.to(teacher_device)).float().to(features.device)
-            cosine_sum += float(F.cosine_similarity(features, target, dim=-1).sum())
+            features = tokenizer.encode_features(chunk.to(_device_of(tokenizer))).float()
+            target = teacher.encode_features(chunk.to(_device_of(teacher))).float().to(features.device)
+            total += float(F.cosine_similarity(features, target, dim=-1).sum())
             count += features.shape[0] * features.shape[1]
-            predicted = head(features.to(head_device)).argmax(-1).cpu()
-            correct += int((predicted == labels[start : start + batch_size].cpu()).sum())
     finally:
-        for model, mode in zip(models, modes, strict=True):
-            model.train(mode)
-    return {"token_cosine": cosine_sum / count, "head_accuracy": correct / len(images)}
+        tokenizer.train(modes[0])
+        teacher.train(modes[1])
+    return total / count

@@ -67,6 +67,7 @@ def fixed_inputs(root: Path) -> dict[str, dict]:
     lmu_data = str(write_all(root / "LMUData"))
     return {
         **{name: {"data": lmu_data} for name in ("mme", "mmbench", "mmvp", "ai2d", "seed", "mmmu", "mmvet")},
+        "digits-vqa": {"data": str(root / "digits-vqa")},
         "recon": {"data_kind": "builtin"},
         "geneval@hf-mask2former": {"detector": str(detector), "clip": str(clip), "scorer_device": "cpu"},
         "geneval@official": {
@@ -121,9 +122,8 @@ def test_every_variant_default_spec_is_pinned_for_its_version(hermetic):
 
 
 def test_every_benchmark_logs_its_current_version():
-    root = Path(__file__).resolve().parents[2] / "evals" / "benchmarks"
     for name, cls in benchmark_classes().items():
-        readme = root / name / "README.md"
+        readme = Path(sys.modules[cls.__module__].__file__).parent / "README.md"  # its folder's (digits_vqa/)
         assert readme.is_file(), f"{name} has no README.md (with a '## Change log' section)"
         log = readme.read_text().partition("## Change log")[2]
         assert log, f"{readme}: no '## Change log' section"

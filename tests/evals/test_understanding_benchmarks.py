@@ -66,10 +66,13 @@ class ScriptedModel(ModelAdapter):
         self.calls = 0
         self.received: list[tuple[int | str, AnswerRequest]] = []
 
-    def script(self, tsv: Path, dataset: str, answers: Mapping[int | str, str]) -> ScriptedModel:
+    def script(
+        self, tsv: Path, dataset: str, answers: Mapping[int | str, str], prompt=internvl_prompt
+    ) -> ScriptedModel:
+        """``prompt(row, dataset)``: the text the benchmark sends (VLMEvalKit's InternVL prompt by default)."""
         rows = read_tsv(tsv)
         for row in rows:
-            key = request_key(internvl_prompt(row, dataset), row.images())
+            key = request_key(prompt(row, dataset), row.images())
             assert key not in self.keys, f"rows {self.keys.get(key)} and {row.index} look the same to the model"
             self.keys[key] = row.index
         assert set(answers) == {row.index for row in rows}, "script every row"
@@ -104,10 +107,12 @@ except ValueError:
     pass
 
 
-def scripted(tmp_path: Path, tsv: Path, dataset: str, answers: Mapping[int | str, str]) -> ScriptedModel:
+def scripted(
+    tmp_path: Path, tsv: Path, dataset: str, answers: Mapping[int | str, str], prompt=internvl_prompt
+) -> ScriptedModel:
     name = hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16]  # one model per test
     model = MODELS[name] = MODELS.get(name) or ScriptedModel(name)
-    return model.script(tsv, dataset, answers)
+    return model.script(tsv, dataset, answers, prompt)
 
 
 def run(tmp_path: Path, model: ScriptedModel, bench: str, data: Path, out: str = "run", **flags) -> dict:

@@ -30,7 +30,7 @@ class MMBenchBenchmark(ChoiceBenchmark):
                 f"{orphans[0]}); CircularEval needs every copy of a question (is {protocol.dataset}.tsv complete?)"
             )
 
-    def units(self, rows: Sequence[VlmRow]) -> list[Any]:
+    def units(self, rows: Sequence[VlmRow], protocol: VlmProtocol) -> list[Any]:
         # A question and its rotated copies (index + k * 1,000,000) are scored together.
         return [circular_index(row.index) for row in rows]
 

@@ -8,9 +8,16 @@ from typing import Any
 
 from evals.benchmark import ResolvedBenchmark, register_benchmark
 
-from ..vlm import UNRESOLVED, VlmRow, extract_yes_no
-from ..vlm_benchmark import EXTRACTION_JUDGE, VlmBenchmark, VlmProtocol, parse_yes_no_reply, yes_no_template
-from ..vlm_scoring import Outcome, score_mme
+from ..vlm import VlmRow, extract_yes_no
+from ..vlm_benchmark import (
+    EXTRACTION_JUDGE,
+    VlmBenchmark,
+    VlmProtocol,
+    parse_yes_no_reply,
+    yes_no_outcome,
+    yes_no_template,
+)
+from ..vlm_scoring import score_mme
 
 
 @register_benchmark
@@ -40,7 +47,7 @@ class MMEBenchmark(VlmBenchmark):
                     f"mme: row index {row.index} has no image_path or category; MME pairs questions by image_path "
                     "(is this VLMEvalKit's MME.tsv?)"
                 )
-        per_image = Counter(self.units(rows))
+        per_image = Counter(self.units(rows, protocol))
         odd = sorted(key for key, count in per_image.items() if count != 2)
         if odd:
             raise ValueError(
@@ -48,7 +55,7 @@ class MMEBenchmark(VlmBenchmark):
                 "acc+ pairs the two questions of each image"
             )
 
-    def units(self, rows: Sequence[VlmRow]) -> list[Any]:
+    def units(self, rows: Sequence[VlmRow], protocol: VlmProtocol) -> list[Any]:
         # MME_rating pairs the two questions of an image by image_path, within a subtask.
         return [(str(row.fields["category"]), str(row.fields["image_path"])) for row in rows]
 
@@ -67,14 +74,5 @@ class MMEBenchmark(VlmBenchmark):
     def score_rows(
         self, resolved: ResolvedBenchmark, scored: Sequence[tuple[VlmRow, dict[str, Any]]]
     ) -> dict[str, Any]:
-        outcomes = [
-            Outcome(
-                index=row.index,
-                answer=str(payload.get("answer", UNRESOLVED)),
-                gold=row.answer,
-                category=str(row.fields["category"]),
-                image=str(row.fields["image_path"]),
-            )
-            for row, payload in scored
-        ]
+        outcomes = [yes_no_outcome(row, payload) for row, payload in scored]
         return score_mme(outcomes)

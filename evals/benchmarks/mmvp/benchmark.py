@@ -33,7 +33,7 @@ class MMVPBenchmark(ChoiceBenchmark):
                     f"({first.question!r} vs {second.question!r}); is {protocol.dataset}.tsv VLMEvalKit's?"
                 )
 
-    def units(self, rows: Sequence[VlmRow]) -> list[Any]:
+    def units(self, rows: Sequence[VlmRow], protocol: VlmProtocol) -> list[Any]:
         # VLMEvalKit sorts by index and pairs rows 2i and 2i+1.
         rank = {index: position for position, index in enumerate(sorted(row.index for row in rows))}
         return [rank[row.index] // 2 for row in rows]
