@@ -18,8 +18,10 @@ same bytes.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,14 +47,16 @@ def _png_b64(image: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _digits(split: str, size: int) -> tuple[list[str], list[int]]:
+@functools.lru_cache(maxsize=4)
+def _digits(split: str, size: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The split's images as base64 PNG and their labels; encoded once per process (three parts share them)."""
     from unilip.training.digits import load_digits_split
 
     images, labels = load_digits_split(split, size=size, seed=0)
-    return [_png_b64(image) for image in images], [int(label) for label in labels]
+    return tuple(_png_b64(image) for image in images), tuple(int(label) for label in labels)
 
 
-def mcq_rows(images: list[str], labels: list[int]) -> list[dict[str, Any]]:
+def mcq_rows(images: Sequence[str], labels: Sequence[int]) -> list[dict[str, Any]]:
     """Each image with its digit and three others (seeded by the image), in all four rotations."""
     rows = []
     for index, (image, label) in enumerate(zip(images, labels, strict=True)):
@@ -75,7 +79,7 @@ def mcq_rows(images: list[str], labels: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
-def yes_no_rows(images: list[str], labels: list[int]) -> list[dict[str, Any]]:
+def yes_no_rows(images: Sequence[str], labels: Sequence[int]) -> list[dict[str, Any]]:
     """Two questions per image: its own digit (Yes) and another, seeded by the image (No); the order of the
     two is seeded too, so the first question of an image is not always the Yes."""
     rows = []
@@ -98,7 +102,7 @@ def yes_no_rows(images: list[str], labels: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
-def pair_rows(images: list[str], labels: list[int]) -> list[dict[str, Any]]:
+def pair_rows(images: Sequence[str], labels: Sequence[int]) -> list[dict[str, Any]]:
     """For each confusable pair (a, b), the k-th image of a beside the k-th image of b, asked the same question
     with the same two options (their order seeded per pair); rows 2j and 2j+1 are a pair."""
     by_digit: dict[int, list[str]] = {digit: [] for digit in range(10)}
