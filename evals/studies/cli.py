@@ -40,7 +40,12 @@ def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse.
     quick = subparsers.add_parser("quickstart", help="the whole distillation study on the CPU, with an HTML report")
     quick.add_argument("--out", default="runs/quickstart")
     quick.add_argument("--distill-weights", default=QUICKSTART_WEIGHTS)
-    quick.add_argument("--seeds", type=int, default=QUICKSTART_SEEDS, help="stage-2 seeds per λ (at least 2)")
+    quick.add_argument(
+        "--seeds",
+        type=int,
+        default=QUICKSTART_SEEDS,
+        help="stage-2 seeds per λ (default 2: error bars over seeds need at least 2)",
+    )
     quick.add_argument("--fresh", action="store_true", help="start over instead of reusing finished phases")
     quick.add_argument("--no-progress", action="store_true")
     quick.set_defaults(func=_cmd_quickstart)
