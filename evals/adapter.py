@@ -336,45 +336,38 @@ def _unilip_factory(
 register_adapter("unilip", _unilip_factory, _unilip_probe)
 
 
-def _internvl_settings(weights: str | None, random_init: bool, encoder: str | None, sampler: dict[str, Any]) -> None:
+def _internvl_settings(
+    weights: str | None = None, random_init: bool = False, encoder: str | None = None, **others: Any
+) -> None:
+    """Refuse run settings that mean nothing for an ``internvl:`` model (the probe and the factory share this)."""
     if random_init:
         raise ValueError("--random-init does not apply to internvl: models (they load a saved InternVL3 directory)")
     if weights is not None and encoder is None:
         raise ValueError("--weights with internvl: is the weights of an --encoder variant name; pass --encoder too")
+    sampler = sorted(name for name in ("steps", "guidance", "flow_shift") if others.get(name) is not None)
     if sampler:
-        raise ValueError(f"internvl: models answer greedily; {sorted(sampler)} do not apply")
+        raise ValueError(f"internvl: models answer greedily; {sampler} do not apply")
 
 
-def _internvl_probe(
-    model: str,
-    weights: str | None = None,
-    random_init: bool = False,
-    encoder: str | None = None,
-    **options: Any,
-) -> ModelInfo:
+def _internvl_probe(model: str, **options: Any) -> ModelInfo:
     from unilip.understanding import probe_understanding
 
-    sampler = {k: options[k] for k in ("steps", "guidance", "flow_shift") if options.get(k) is not None}
-    _internvl_settings(weights, random_init, encoder, sampler)
-    probe_understanding(model, encoder, tokenizer_weights=weights)
+    _internvl_settings(**options)
+    probe_understanding(model, options.get("encoder"), tokenizer_weights=options.get("weights"))
     return ModelInfo("internvl", model, InternVLAdapter.capabilities)
 
 
-def _internvl_factory(
-    model: str,
-    weights: str | None = None,
-    random_init: bool = False,
-    seed: int = 0,
-    device: str = "cpu",
-    dtype: str = "float32",
-    encoder: str | None = None,
-    **sampler: Any,
-) -> InternVLAdapter:
+def _internvl_factory(model: str, **options: Any) -> InternVLAdapter:
     from unilip.understanding import InternVLChat
 
-    _internvl_settings(weights, random_init, encoder, {k: v for k, v in sampler.items() if v is not None})
+    _internvl_settings(**options)
+    encoder = options.get("encoder")
     chat = InternVLChat.from_directory(
-        Path(model), encoder, tokenizer_weights=weights, dtype=getattr(torch, dtype), device=device
+        Path(model),
+        encoder,
+        tokenizer_weights=options.get("weights"),
+        dtype=getattr(torch, options.get("dtype", "float32")),
+        device=options.get("device", "cpu"),
     )
     return InternVLAdapter(chat, model, encoder)
 

@@ -256,7 +256,8 @@ def test_batched_tokens_equal_single_tokens(chat, monkeypatch):
     assert len({tuple(row) for row in generated[0]}) == 3
 
 
-def test_prompt_holds_tiles_times_tokens_per_tile_image_tokens(chat, monkeypatch):
+def spy_on_generate(chat, monkeypatch) -> dict:
+    """The keyword arguments of the chat model's last ``generate`` call (it still runs)."""
     fed = {}
     original = chat.model.generate
 
@@ -265,6 +266,11 @@ def test_prompt_holds_tiles_times_tokens_per_tile_image_tokens(chat, monkeypatch
         return original(**kwargs)
 
     monkeypatch.setattr(chat.model, "generate", spy)
+    return fed
+
+
+def test_prompt_holds_tiles_times_tokens_per_tile_image_tokens(chat, monkeypatch):
+    fed = spy_on_generate(chat, monkeypatch)
     requests = three_requests()
     chat.answer(requests, max_new_tokens=1)
     image_tokens = (fed["input_ids"] == chat.image_token_id).sum(dim=1).tolist()
@@ -274,14 +280,7 @@ def test_prompt_holds_tiles_times_tokens_per_tile_image_tokens(chat, monkeypatch
 
 
 def test_a_request_with_two_images(chat, monkeypatch):
-    fed = {}
-    original = chat.model.generate
-
-    def spy(**kwargs):
-        fed.update(kwargs)
-        return original(**kwargs)
-
-    monkeypatch.setattr(chat.model, "generate", spy)
+    fed = spy_on_generate(chat, monkeypatch)
     images = [noise_image(TILE, 2 * TILE, 3), noise_image(TILE, TILE, 4)]
     request = ChatRequest(layout_question([IMAGE, IMAGE, "Which one is brighter?"]), images, max_num=4)
     (answer,) = chat.answer([request], max_new_tokens=4)

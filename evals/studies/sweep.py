@@ -58,16 +58,15 @@ def evaluate_understanding(mllm_dir: Path, model_dir: Path, data: Path, out: Pat
 
 
 def mean_se(values: list[float]) -> dict[str, Any]:
-    """Mean and standard error across seeds (se None for one value); the values kept."""
+    """Mean and standard error across seeds (se None for one value; :func:`evals.benchmarks.kit.mean_se`), with
+    the values kept."""
+    from evals.benchmarks.kit import mean_se as kit_mean_se
+
     present = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     if not present:
         return {"mean": None, "se": None, "n": 0, "values": [], "reason": "not computed"}
-    mean = sum(present) / len(present)
-    se = None
-    if len(present) > 1:
-        variance = sum((v - mean) ** 2 for v in present) / (len(present) - 1)
-        se = math.sqrt(variance / len(present))
-    return {"mean": mean, "se": se, "n": len(present), "values": present}
+    stats = kit_mean_se(present)
+    return {"mean": stats["value"], "se": stats["se"], "n": stats["n"], "values": present}
 
 
 def _single(value: float | None, se: float | None = None, reason: str | None = None) -> dict[str, Any]:
@@ -343,7 +342,7 @@ def describe_findings(rows: list[dict[str, Any]]) -> str:
             if a["mean"] is None or b["mean"] is None:
                 continue
             difference = b["mean"] - a["mean"]
-            se = math.sqrt((a["se"] or 0.0) ** 2 + (b["se"] or 0.0) ** 2)
+            se = _combined_se(a, b)
             verdict = (
                 "within noise (less than 2 standard errors)"
                 if se == 0.0 or abs(difference) < 2 * se
@@ -357,7 +356,7 @@ def describe_findings(rows: list[dict[str, Any]]) -> str:
         t, c = teacher["metrics"][key], control["metrics"][key]
         if t["mean"] is None or c["mean"] is None:
             continue
-        se = math.sqrt((t["se"] or 0.0) ** 2 + (c["se"] or 0.0) ** 2)
+        se = _combined_se(t, c)
         if t["mean"] - c["mean"] <= 2 * se:
             lines.append(
                 f"{label} does not separate the teacher from the damaged control ({_pm(t)} vs {_pm(c)}): "
@@ -365,11 +364,16 @@ def describe_findings(rows: list[dict[str, Any]]) -> str:
             )
     t, c = teacher["metrics"]["mcq"], control["metrics"]["mcq"]
     if t["mean"] is not None and c["mean"] is not None:
-        se = math.sqrt((t["se"] or 0.0) ** 2 + (c["se"] or 0.0) ** 2)
+        se = _combined_se(t, c)
         gap = t["mean"] - c["mean"]
         seen = "detected" if se > 0 and gap > 3 * se else "NOT detected: the measure is not sensitive enough"
         lines.append(f"Positive control, teacher minus control MCQ accuracy: {gap:.1f} ± {se:.1f} points ({seen}).")
     return "\n".join(lines)
+
+
+def _combined_se(first: dict[str, Any], second: dict[str, Any]) -> float:
+    """The standard error of a difference of two cells (independent; a missing se counts 0)."""
+    return math.hypot(first["se"] or 0.0, second["se"] or 0.0)
 
 
 def _pm(cell: dict[str, Any]) -> str:

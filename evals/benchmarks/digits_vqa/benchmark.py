@@ -8,6 +8,7 @@ from typing import Any
 
 from evals.benchmark import ResolvedBenchmark, register_benchmark
 
+from ..kit import not_computed
 from ..vlm import MME_SUFFIX, VlmRow, extract_yes_no, file_md5, mcq_prompt
 from ..vlm_benchmark import ChoiceBenchmark, VlmOptions, VlmProtocol, yes_no_outcome
 from ..vlm_scoring import circular_index, score_circular, score_mme, score_mmvp
@@ -66,17 +67,15 @@ class DigitsVQABenchmark(ChoiceBenchmark):
     ) -> dict[str, Any]:
         dataset = resolved.protocol.dataset
         if dataset == PARTS["yes-no"]:
+            # One subtask, "digits": its acc and acc+ are the headlines (MME's perception and cognition sums,
+            # which need MME's own subtasks, do not apply).
             metrics = score_mme([yes_no_outcome(row, payload) for row, payload in scored])
-            digits = metrics["subtasks"].get("digits", {})
-            return {"acc_plus": digits.get("acc_plus", _none()), "acc": digits.get("acc", _none()), **metrics}
+            digits = metrics["subtasks"].get("digits")
+            if digits is None:
+                return {"acc_plus": not_computed("no image was scored"), "acc": not_computed("no image was scored")}
+            return {"acc_plus": digits["acc_plus"], "acc": digits["acc"], "coverage": metrics["coverage"]}
         outcomes = [self.outcome(row, payload, resolved) for row, payload in scored]
         if dataset == PARTS["mcq"]:
             metrics = score_circular(outcomes)
             return {"circular_accuracy": metrics.pop("overall"), **metrics}
         return score_mmvp(outcomes)
-
-
-def _none() -> dict[str, Any]:
-    from ..kit import not_computed
-
-    return not_computed("no image was scored")
