@@ -256,6 +256,10 @@ class ResolvedBenchmark:
         """The metrics of the ``score`` stage's ``ok`` records (item id -> record), in manifest order."""
         return self.benchmark.aggregate(self, records, bench_dir)
 
+    def outputs_per_item(self) -> int:
+        """How many outputs (images) the produce step makes per item (see :meth:`Benchmark.outputs_per_item`)."""
+        return self.benchmark.outputs_per_item(self)
+
     def preflight(self) -> None:
         """The environment checks of :meth:`Benchmark.preflight`."""
         self.benchmark.preflight(self)
@@ -288,6 +292,11 @@ class Benchmark(ABC):
     listing_knob: ClassVar[str | None] = None
     # The record folders of the two steps of STAGES (a judged benchmark scores in ``judge``).
     stages: ClassVar[tuple[str, str]] = STAGES
+
+    def outputs_per_item(self, resolved: ResolvedBenchmark) -> int:
+        """Images the produce step makes per item (GenEval: ``n_samples``): what an adapter of outputs made
+        elsewhere (``folder:``) must hold for each item id, its output key."""
+        return 1
 
     @classmethod
     def options_help(cls) -> dict[str, str]:

@@ -21,6 +21,10 @@ logger = logging.getLogger("evals")
 def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse._SubParsersAction) -> None:
     """Add the ``eval`` command and its subcommands to the ``unilip`` parser (the ``unilip.cli`` entry point;
     the studies register through their own, ``evals.studies.cli:register``)."""
+    from unilip.references import set_external_resolver
+
+    # ADAPTER:MODEL references in the model-side commands (unilip reconstruct/generate/edit) resolve here.
+    set_external_resolver(_load_for_command)
     parser = subparsers.add_parser("eval", help="evaluate models on benchmarks; compare and gate runs")
     sub = parser.add_subparsers(dest="eval_command", required=True)
 
@@ -28,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse.
     add_run_arguments(run)
     run.set_defaults(func=_cmd_run)
     _register_queries(sub)
+
+
+def _load_for_command(reference: str, capability: str, **options: object) -> object:
+    from evals.adapter import load_for_command  # imported only when a command meets an ADAPTER: reference
+
+    return load_for_command(reference, capability, **options)
 
 
 def _register_queries(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +70,12 @@ def _register_queries(sub: argparse._SubParsersAction) -> None:
     dry.add_argument("--json", action="store_true", help="print JSON instead of a table")
     dry.set_defaults(func=_cmd_plan)
 
+    adapters = sub.add_parser(
+        "adapters", help="list the model adapters (built in, installed, registered) and what each can do"
+    )
+    adapters.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    adapters.set_defaults(func=_cmd_adapters)
+
     listing = sub.add_parser("list", help="list benchmarks and their variants")
     listing.add_argument("--options", action="store_true", help="also list each benchmark's options")
     listing.set_defaults(func=_cmd_list)
@@ -76,6 +92,33 @@ def _cmd_list(args: argparse.Namespace) -> int:
             for option_name, text in cls.options_help().items():
                 also = f" (or {flags[option_name]})" if option_name in flags else ""
                 print(f"    --opt {option_name}=...{also}  {text}")
+    return 0
+
+
+def _cmd_adapters(args: argparse.Namespace) -> int:
+    """``unilip eval adapters``: each adapter's name, capabilities, origin and one-line summary."""
+    from evals.adapter import CAPABILITIES, adapter_entries
+
+    rows = []
+    for name, entry in sorted(adapter_entries().items()):
+        offers = [c for c in CAPABILITIES if entry.offers is not None and c in entry.offers]
+        rows.append(
+            {
+                "adapter": name,
+                "capabilities": offers if entry.offers is not None else None,
+                "origin": entry.origin,
+                "summary": entry.summary,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(row["adapter"]) for row in rows)
+    for row in rows:
+        capabilities = ", ".join(row["capabilities"]) if row["capabilities"] is not None else "known once loaded"
+        print(f"{row['adapter']:{width}s}  {capabilities:38s}  {row['origin']}")
+        if row["summary"]:
+            print(f"{'':{width}s}  {row['summary']}")
     return 0
 
 

@@ -20,7 +20,10 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     """The arguments of ``unilip eval run`` (also what :func:`evals.run` takes as keywords): the core ones,
     then the flags benchmarks declare on their options (``--data``, ``--size`` ...)."""
     run.add_argument(
-        "--model", required=True, help="model reference: variant, directory or weights file (or ADAPTER:MODEL)"
+        "--model",
+        required=True,
+        help="model reference: variant, directory, weights file, repo id in the local Hugging Face cache, or "
+        "ADAPTER:MODEL (`unilip eval adapters`; pkg.module:factory=MODEL for your own)",
     )
     run.add_argument("--weights", help="weights for a variant name (with --encoder: the encoder variant's)")
     run.add_argument(
@@ -41,8 +44,14 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         "`unilip eval list --options` shows each benchmark's options; BENCH.NAME=VALUE gives it "
         "to the benchmark BENCH only",
     )
-    run.add_argument("--steps", type=int, help="generators: sampling steps (default 20, as upstream)")
-    run.add_argument("--guidance", type=float, help="generators: CFG scale (default 4.5; upstream ImgEdit 3B: 4.0)")
+    run.add_argument(
+        "--steps", type=int, help="generators: sampling steps (UniLIP default 20, as upstream; diffusers-pipe: its own)"
+    )
+    run.add_argument(
+        "--guidance",
+        type=float,
+        help="generators: CFG scale (UniLIP default 4.5, upstream ImgEdit 3B: 4.0; diffusers-pipe: its own)",
+    )
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--device", default=None, help=DEVICE_HELP)
     run.add_argument(

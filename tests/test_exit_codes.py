@@ -55,6 +55,22 @@ def test_variants_and_list_succeed(capsys):
     assert code == 0 and "recon@standard" in out
 
 
+def test_eval_adapters_lists_the_builtins_and_an_unknown_prefix_is_a_usage_error(capsys, tmp_path, digit_png):
+    code, out, _ = cli(capsys, "eval", "adapters")
+    assert code == 0 and all(name in out for name in ("unilip", "diffusers-ae", "hf-vlm", "folder"))
+    code, out, _ = cli(capsys, "eval", "adapters", "--json")
+    assert code == 0 and {row["adapter"] for row in json.loads(out)} >= {"internvl", "diffusers-pipe"}
+    one_line_usage_error(
+        *cli(capsys, "reconstruct", "--model", "diffusers-a:/x", digit_png, "--out", tmp_path / "o")[::2],
+        "unknown adapter 'diffusers-a'",
+        "Did you mean diffusers-ae:",
+    )
+    one_line_usage_error(
+        *cli(capsys, "reconstruct", "--model", "./no/such/model", digit_png, "--out", tmp_path / "o")[::2],
+        "./no/such/model does not exist",
+    )
+
+
 def test_argument_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as raised:
         unilip_cli.main(["eval", "run", "--bench", "recon"])  # --model missing: argparse's own usage error

@@ -322,7 +322,8 @@ def test_requests_from_parts_follow_vlmevalkit_per_benchmark(chat):
 
 
 def test_the_adapter_answers_in_order_one_generate_per_token_budget(chat, monkeypatch):
-    from evals.adapter import AnswerRequest, InternVLAdapter
+    from evals.adapter import AnswerRequest
+    from evals.adapters.internvl import InternVLAdapter
 
     adapter = InternVLAdapter(chat, "tiny-internvl")
     requests = [

@@ -20,7 +20,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         help="variant name (see `unilip variants`), variant .yaml, saved tokenizer directory, "
-        "released UniLIP model directory, or released tokenizer .pth",
+        "released UniLIP model directory, released tokenizer .pth, a repo id in the local Hugging Face cache, "
+        "or ADAPTER:MODEL (diffusers-ae:DIR ...; `unilip eval adapters`)",
     )
     parser.add_argument("--weights", help="weights for a variant name: .pth, model directory or .safetensors")
     parser.add_argument(
@@ -51,6 +52,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from unilip.outdir import claim_output_dir, invocation_of, write_run
     from unilip.pipelines import reconstruct_files
     from unilip.provenance import environment_report
+    from unilip.references import resolve_model_reference
     from unilip.variants import load_tokenizer
 
     if not args.images and not args.builtin:
@@ -59,21 +61,39 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     invocation = invocation_of(vars(args))
     claim_output_dir(out_dir, invocation, args.overwrite)
-    model = load_tokenizer(
+    adapter, reference = resolve_model_reference(
         args.model,
+        "reconstruct",
         weights=args.weights,
         random_init=args.random_init,
         seed=args.seed,
-        dtype=getattr(torch, args.dtype),
         device=device,
+        dtype=args.dtype,
     )
-    size = args.size or model.config.image_size
-    if size < model.config.token_stride:
-        raise ValueError(f"--size {size} is smaller than one latent token ({model.config.token_stride} px)")
+    if adapter is None:
+        model = load_tokenizer(
+            reference,
+            weights=args.weights,
+            random_init=args.random_init,
+            seed=args.seed,
+            dtype=getattr(torch, args.dtype),
+            device=device,
+        )
+        size = args.size or model.config.image_size
+        if size < model.config.token_stride:
+            raise ValueError(f"--size {size} is smaller than one latent token ({model.config.token_stride} px)")
+        reconstructor, identity = model, {"weights_source": model.weights_source, "config": model.config.to_dict()}
+    else:
+        size = args.size or getattr(adapter, "native_size", None)
+        if not size:
+            raise ValueError(f"{args.model} declares no native resolution; pass --size")
+        described = adapter.describe()
+        reconstructor = adapter.reconstruct
+        identity = {"weights_source": described.get("weights_source"), "config": described}
     sources: list = [(str(p), Path(p)) for p in args.images]
     if args.builtin:
         sources += list(builtin_photos().items())
-    records = reconstruct_files(model, sources, out_dir, size, progress=not args.no_progress)
+    records = reconstruct_files(reconstructor, sources, out_dir, size, progress=not args.no_progress)
     for record in records:
         print(record.to_json(), flush=True)
     ok = [r for r in records if r.status == "ok"]
@@ -81,11 +101,11 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     mean_psnr = sum(r.psnr_db for r in ok) / len(ok) if ok else None
     summary = {
         "model": args.model,
-        "weights_source": model.weights_source,
+        "weights_source": identity["weights_source"],
         "seed": args.seed,
         "size": size,
         "device": device,
-        "config": model.config.to_dict(),
+        "config": identity["config"],
         "n_ok": len(ok),
         "n_failed": failed,
         "mean_psnr_db": mean_psnr,

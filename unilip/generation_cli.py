@@ -13,9 +13,12 @@ from unilip.devices import DEVICE_HELP
 from unilip.outdir import OVERWRITE_HELP
 
 GENERATOR_MODEL_HELP = (
-    "generator: a shipped model (tiny-digits), a saved or released UniLIP-1B/3B model directory, "
-    "or a variant name with --random-init"
+    "generator: a shipped model (tiny-digits), a saved or released UniLIP-1B/3B model directory (or its repo id "
+    "in the local Hugging Face cache), a variant name with --random-init, or ADAPTER:MODEL (diffusers-pipe:DIR ...; "
+    "`unilip eval adapters`)"
 )
+# UniLIP's sampler defaults (upstream's); an ADAPTER:MODEL uses its own unless --steps/--guidance are given.
+SAMPLER_DEFAULTS = {"steps": 20, "guidance": 4.5, "flow_shift": 3.0}
 
 
 def _add_generator_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,9 +26,13 @@ def _add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="for a variant name: its released model directory")
     parser.add_argument("--random-init", action="store_true", help="random weights (testing only)")
     parser.add_argument("--seed", type=int, default=0, help="seed of image k is SEED + k (default 0)")
-    parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps (default 20, as upstream)")
-    parser.add_argument("--guidance", type=float, default=4.5, help="classifier-free guidance scale (default 4.5)")
-    parser.add_argument("--flow-shift", type=float, default=3.0, help="flow-sigma shift (default 3.0)")
+    parser.add_argument(
+        "--steps", type=int, help="sampling steps (UniLIP: DPM-Solver++, default 20 as upstream; adapters: theirs)"
+    )
+    parser.add_argument(
+        "--guidance", type=float, help="classifier-free guidance scale (UniLIP default 4.5; adapters: theirs)"
+    )
+    parser.add_argument("--flow-shift", type=float, help="UniLIP: flow-sigma shift (default 3.0)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument(
@@ -39,21 +46,48 @@ def _add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _pipeline(args: argparse.Namespace, device: str):
-    import torch
+class _Sampler:
+    """What ``unilip generate`` / ``unilip edit`` sample with: a UniLIP pipeline with its sampler settings, or an
+    ``ADAPTER:MODEL``'s ``generate`` / ``edit``; and what run.json records of it."""
 
-    from unilip.pipelines import load_pipeline
+    def __init__(self, args: argparse.Namespace, device: str, capability: str) -> None:
+        import torch
 
-    # The loader keeps the pixel decoder in float32 whatever the rest runs in, as upstream decodes.
-    return load_pipeline(
-        args.model,
-        args.weights,
-        random_init=args.random_init,
-        seed=args.seed,
-        dtype=getattr(torch, args.dtype),
-        device=device,
-        batch_size=args.batch_size,
-    )
+        from unilip.pipelines import load_pipeline
+        from unilip.references import resolve_model_reference
+
+        given = {"steps": args.steps, "guidance": args.guidance, "flow_shift": args.flow_shift}
+        common = {"weights": args.weights, "random_init": args.random_init, "seed": args.seed, "dtype": args.dtype}
+        self.adapter, reference = resolve_model_reference(args.model, capability, device=device, **common, **given)
+        self.progress = not args.no_progress
+        if self.adapter is not None:
+            described = self.adapter.describe()
+            self.weights_source = described.get("weights_source")
+            self.settings = {"seed": args.seed, "dtype": args.dtype, **given, "model": described}
+            return
+        # The loader keeps the pixel decoder in float32 whatever the rest runs in, as upstream decodes.
+        self.pipeline = load_pipeline(
+            reference,
+            args.weights,
+            random_init=args.random_init,
+            seed=args.seed,
+            dtype=getattr(torch, args.dtype),
+            device=device,
+            batch_size=args.batch_size,
+        )
+        self.sampler = {name: value if value is not None else SAMPLER_DEFAULTS[name] for name, value in given.items()}
+        self.weights_source = self.pipeline.model.weights_source
+        self.settings = {"seed": args.seed, **self.sampler, "dtype": args.dtype}
+
+    def generate(self, prompts: list[str], n: int, seed: int) -> list[list]:
+        if self.adapter is not None:
+            return self.adapter.generate(prompts, n, seed)
+        return self.pipeline.generate(prompts, n=n, seed=seed, progress=self.progress, **self.sampler)
+
+    def edit(self, image, instruction: str, seed: int):
+        if self.adapter is not None:
+            return self.adapter.edit(image, instruction, seed)
+        return self.pipeline.edit(image, instruction, seed=seed, progress=self.progress, **self.sampler)
 
 
 def _prepare(args: argparse.Namespace):
@@ -68,7 +102,7 @@ def _prepare(args: argparse.Namespace):
 
 
 def _write_run(
-    out: Path, args: argparse.Namespace, invocation: dict, pipeline, outputs: list[dict], device: str
+    out: Path, args: argparse.Namespace, invocation: dict, sampler: _Sampler, outputs: list[dict], device: str
 ) -> None:
     from unilip.outdir import write_run
     from unilip.provenance import environment_report
@@ -79,15 +113,9 @@ def _write_run(
         [Path(o["path"]) for o in outputs],
         {
             "model": args.model,
-            "weights_source": pipeline.model.weights_source,
+            "weights_source": sampler.weights_source,
             "device": device,
-            "settings": {
-                "seed": args.seed,
-                "steps": args.steps,
-                "guidance": args.guidance,
-                "flow_shift": args.flow_shift,
-                "dtype": args.dtype,
-            },
+            "settings": sampler.settings,
             "outputs": outputs,
             "environment": environment_report(),
         },
@@ -101,16 +129,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if not prompts:
         raise ValueError("give --prompt TEXT (repeatable) or --prompts-file FILE")
     device, invocation = _prepare(args)
-    pipeline = _pipeline(args, device)
-    images = pipeline.generate(
-        prompts,
-        n=args.n,
-        seed=args.seed,
-        steps=args.steps,
-        guidance=args.guidance,
-        flow_shift=args.flow_shift,
-        progress=not args.no_progress,
-    )
+    sampler = _Sampler(args, device, "generate")
+    images = sampler.generate(prompts, args.n, args.seed)
     out = Path(args.out)
     outputs = []
     for index, (prompt, row) in enumerate(zip(prompts, images, strict=True)):
@@ -121,7 +141,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             record = {"prompt": prompt, "index": index, "k": k, "seed": args.seed + k, "path": str(path)}
             outputs.append(record)
             print(json.dumps(record), flush=True)
-    _write_run(out, args, invocation, pipeline, outputs, device)
+    _write_run(out, args, invocation, sampler, outputs, device)
     return 0
 
 
@@ -130,22 +150,14 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 
     image = read_image(Path(args.image))
     device, invocation = _prepare(args)
-    pipeline = _pipeline(args, device)
-    edited = pipeline.edit(
-        image,
-        args.instruction,
-        seed=args.seed,
-        steps=args.steps,
-        guidance=args.guidance,
-        flow_shift=args.flow_shift,
-        progress=not args.no_progress,
-    )
+    sampler = _Sampler(args, device, "edit")
+    edited = sampler.edit(image, args.instruction, args.seed)
     out = Path(args.out)
     path = out / f"{Path(args.image).stem}-edited.png"
     edited.save(path)
     record = {"image": args.image, "instruction": args.instruction, "seed": args.seed, "path": str(path)}
     print(json.dumps(record), flush=True)
-    _write_run(out, args, invocation, pipeline, [record], device)
+    _write_run(out, args, invocation, sampler, [record], device)
     return 0
 
 

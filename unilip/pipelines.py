@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,12 +53,30 @@ def psnr_uint8(reference: np.ndarray, reconstruction: np.ndarray) -> float:
     return float(peak_signal_noise_ratio(reference, reconstruction, data_range=255))
 
 
-def reconstruct_image(model: UniLIPTokenizer, image: Image.Image, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Preprocess (shorter-side resize, centre crop), reconstruct; returns (input, reconstruction) uint8 HWC."""
-    parameter = next(model.parameters())
-    pixels = eval_transform(image, size).unsqueeze(0).to(parameter.device, parameter.dtype)
-    with torch.inference_mode():
-        recon = model.reconstruct(pixels)
+Reconstructor = Callable[[torch.Tensor], torch.Tensor]
+
+
+def tokenizer_reconstructor(model: UniLIPTokenizer) -> Reconstructor:
+    """``1 x 3 x H x W`` float32 images in [0, 1] (CPU) -> the tokenizer's reconstructions, float32 on the CPU."""
+
+    def reconstruct(pixels: torch.Tensor) -> torch.Tensor:
+        parameter = next(model.parameters())
+        with torch.inference_mode():
+            return model.reconstruct(pixels.to(parameter.device, parameter.dtype)).float().cpu()
+
+    return reconstruct
+
+
+def reconstruct_image(
+    model: UniLIPTokenizer | Reconstructor, image: Image.Image, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Preprocess (shorter-side resize, centre crop), reconstruct; returns (input, reconstruction) uint8 HWC.
+
+    ``model``: a UniLIP tokenizer, or any function from ``1 x 3 x S x S`` images in [0, 1] to reconstructions
+    (an ``ADAPTER:MODEL``'s ``reconstruct``)."""
+    reconstruct = tokenizer_reconstructor(model) if isinstance(model, torch.nn.Module) else model
+    pixels = eval_transform(image, size).unsqueeze(0)
+    recon = reconstruct(pixels)
     return to_uint8(pixels.float())[0].cpu().numpy(), to_uint8(recon.float())[0].cpu().numpy()
 
 
@@ -72,7 +90,7 @@ def _unique_stem(name: str, used: set[str]) -> str:
 
 
 def reconstruct_files(
-    model: UniLIPTokenizer,
+    model: UniLIPTokenizer | Reconstructor,
     sources: Iterable[tuple[str, Path | Image.Image]],
     out_dir: Path,
     size: int,

@@ -84,6 +84,17 @@ def _from_hub_cache(name_or_path: str | Path) -> str | Path:
     return name_or_path
 
 
+def _reads_as_path(reference: str) -> bool:
+    """Whether a reference that names nothing on disk was meant as a path: a separator, a leading ``.`` or ``~``,
+    or a file suffix. (``namespace/name`` repo ids are looked up in the Hugging Face cache before this.)"""
+    return (
+        "/" in reference
+        or os.sep in reference
+        or reference.startswith((".", "~"))
+        or Path(reference).suffix.lower() in (".yaml", ".yml", ".pth", ".pt", ".bin", ".safetensors", ".json")
+    )
+
+
 def _builtin_paths() -> dict[str, Path]:
     return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
 
@@ -103,6 +114,8 @@ def get_variant(name_or_path: str | Path) -> VariantSpec:
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return _read_variant(path)
     builtin = _builtin_paths()
+    if str(name_or_path) not in builtin and _reads_as_path(str(name_or_path)):
+        raise FileNotFoundError(f"{name_or_path} does not exist (it reads as a path, not as a variant name)")
     if str(name_or_path) not in builtin:
         close = difflib.get_close_matches(str(name_or_path), builtin, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""

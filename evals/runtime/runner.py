@@ -17,6 +17,7 @@ stages with it. So a killed run resumes where it stopped with any number of proc
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -291,12 +292,23 @@ def run_benchmark(
         rank=world.rank,
     )
     mine = shard(list(resolved.items), world)
+    # Outputs made elsewhere (folder:): what the adapter lacks fails its item up front, with the missing path.
+    unavailable: dict[str, str] = {}
+    if getattr(adapter, "keyed_outputs", False):
+        check = adapter.check_outputs(
+            resolved.capability, [item.id for item in resolved.items], resolved.outputs_per_item()
+        )
+        unavailable = dict(check.missing)
+        extra_results = {
+            **(extra_results or {}),
+            "outputs_check": {"missing": dict(check.missing), "extra": list(check.extra)},
+        }
     timings: dict[str, float] = {}
     stages = resolved.stages
     try:
         for index, stage in enumerate(stages):
             started = time.perf_counter()
-            _run_stage(resolved, model, index, mine, ctx, retry_failed)
+            _run_stage(resolved, model, index, mine, ctx, retry_failed, unavailable if index == 0 else {})
             world.barrier()
             timings[stage] = time.perf_counter() - started
     except KeyboardInterrupt:
@@ -315,7 +327,10 @@ def _run_stage(
     mine: list[Item],
     ctx: StageContext,
     retry_failed: bool,
+    unavailable: dict[str, str] | None = None,
 ) -> None:
+    """Run one stage for this process's items still to do. ``unavailable``: item id -> why the adapter cannot
+    produce it (outputs made elsewhere that are missing); those items are recorded as failed without asking."""
     bench_dir = ctx.bench_dir
     spec, stages = resolved.spec, resolved.stages
     stage = stages[index]
@@ -346,7 +361,10 @@ def _run_stage(
             "%s %s: %d item(s) failed earlier; pass --retry-failed to redo them", spec.name, stage, failed_earlier
         )
     logger.info("%s stage %s: %d of this process's %d items to do", spec.name, stage, len(todo), len(mine))
-    for item, result in resolved.run_stage(stage, todo, ctx):
+    unavailable = unavailable or {}
+    refused = [(item, StageResult.failed(unavailable[item.id])) for item in todo if item.id in unavailable]
+    todo = [item for item in todo if item.id not in unavailable]
+    for item, result in itertools.chain(refused, resolved.run_stage(stage, todo, ctx)):
         path = record_path(bench_dir, stage, item.id)
         if result.arrays:
             atomic_write_npz(path.with_suffix(".npz"), result.arrays)

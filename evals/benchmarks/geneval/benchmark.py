@@ -244,18 +244,22 @@ class GenEvalBenchmark(Benchmark):
             return self._score_in_process(resolved, items, ctx)
         return self._score_official(resolved, items, ctx)
 
+    def outputs_per_item(self, resolved: ResolvedBenchmark) -> int:
+        return int(resolved.spec.knobs["n_samples"])
+
     def produce(
         self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext
     ) -> Iterator[tuple[Item, StageResult]]:
         from tqdm.auto import tqdm
 
+        from evals.adapter import keyed
         from evals.runtime.records import item_seed
 
         spec = resolved.spec
         n = spec.knobs["n_samples"]
         for item in tqdm(items, desc=f"{spec.name} produce", unit="prompt", disable=not ctx.progress):
             seed = item_seed(spec.knobs["seed"], item.id)
-            images = ctx.adapter.generate([item.source["prompt"]], n, seed)
+            images = ctx.adapter.generate([item.source["prompt"]], n, seed, **keyed(ctx.adapter, [item.id]))
             problem = _check_generated(images, n)
             if problem:
                 yield item, StageResult.failed(f"the model's generate() {problem}")

@@ -206,6 +206,8 @@ class ImgEditBenchmark(JudgedBenchmark):
 
         from PIL import Image, UnidentifiedImageError
 
+        from evals.adapter import keyed
+
         source: _Source = item.source
         if source.image.path is None:
             return StageResult(
@@ -227,7 +229,7 @@ class ImgEditBenchmark(JudgedBenchmark):
                 payload={"state": "missing_image"},
                 error=f"missing_image: source image {source.edit.image} is unreadable ({error})",
             )
-        edited = ctx.adapter.edit(image, source.edit.instruction, seed)
+        edited = ctx.adapter.edit(image, source.edit.instruction, seed, **keyed(ctx.adapter, [item.id]))
         try:
             _, digest = write_png(ctx.bench_dir, source.output, edited)  # the official layout: <key>.png
         except TypeError as error:

@@ -136,7 +136,16 @@ class ReconstructionBenchmark(Benchmark):
                 f"{len(listing.skipped)} file(s) of the dataset were skipped, not read as images: {shown}"
                 + (" ..." if len(listing.skipped) > 20 else "")
             )
+        name = getattr(model, "model", None) or getattr(model, "model_ref", "the model")
+        if options.resolution is None and getattr(model, "native_size", None) is None:
+            raise ValueError(f"{self.name}: {name} declares no native resolution; pass --size")
         resolution = int(options.resolution or model.native_size)
+        multiple = int(getattr(model, "size_multiple", 1) or 1)
+        if resolution % multiple:
+            raise ValueError(
+                f"{self.name}: --size {resolution} is not a multiple of {name}'s spatial compression "
+                f"{multiple}; the nearest below is {resolution // multiple * multiple or multiple}"
+            )
         knobs: dict[str, Any] = {
             **asdict(protocol),
             "resolution": resolution,
@@ -223,6 +232,7 @@ class ReconstructionBenchmark(Benchmark):
         import torch
         from PIL import Image
 
+        from evals.adapter import keyed
         from evals.runtime.records import safe_item_name
         from unilip.data import ImageReadError, eval_transform, upscale_factor
 
@@ -244,7 +254,9 @@ class ReconstructionBenchmark(Benchmark):
             )
         if not ready:
             return
-        recon = ctx.adapter.reconstruct(torch.stack([pixels for _, pixels, _, _ in ready]))
+        recon = ctx.adapter.reconstruct(
+            torch.stack([pixels for _, pixels, _, _ in ready]), **keyed(ctx.adapter, [item.id for item, *_ in ready])
+        )
         quantised = (recon.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         for (item, _, raw, upscale), image in zip(ready, quantised, strict=True):
             relative, digest = write_png(

@@ -190,7 +190,9 @@ class WiseBenchmark(JudgedBenchmark):
     def produce_one(self, resolved: ResolvedBenchmark, item: Item, ctx: StageContext, seed: int) -> StageResult:
         prompt: WisePrompt = item.source
         # The raw prompt: any model-specific prompt convention is the adapter's business.
-        images = ctx.adapter.generate([prompt.prompt], 1, seed)
+        from evals.adapter import keyed
+
+        images = ctx.adapter.generate([prompt.prompt], 1, seed, **keyed(ctx.adapter, [item.id]))
         if not (isinstance(images, list) and len(images) == 1 and isinstance(images[0], list) and len(images[0]) == 1):
             return StageResult.failed(
                 f"adapter.generate returned {type(images).__name__} of unexpected shape; "
