@@ -32,8 +32,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evals.adapter import load_adapter  # noqa: E402
 from evals.benchmark import get_benchmark  # noqa: E402
+from evals.registry import load_adapter  # noqa: E402
 from evals.runtime.distributed import World  # noqa: E402
 from evals.runtime.runner import load_record, run_benchmark  # noqa: E402
 from unilip.data import builtin_photos, eval_transform  # noqa: E402

@@ -260,6 +260,10 @@ class ResolvedBenchmark:
         """How many outputs (images) the produce step makes per item (see :meth:`Benchmark.outputs_per_item`)."""
         return self.benchmark.outputs_per_item(self)
 
+    def output_size(self) -> int | None:
+        """The side of the square images the produce step makes, when fixed (see :meth:`Benchmark.output_size`)."""
+        return self.benchmark.output_size(self)
+
     def preflight(self) -> None:
         """The environment checks of :meth:`Benchmark.preflight`."""
         self.benchmark.preflight(self)
@@ -297,6 +301,11 @@ class Benchmark(ABC):
         """Images the produce step makes per item (GenEval: ``n_samples``): what an adapter of outputs made
         elsewhere (``folder:``) must hold for each item id, its output key."""
         return 1
+
+    def output_size(self, resolved: ResolvedBenchmark) -> int | None:
+        """The side of the square images the produce step makes when the benchmark fixes it (recon: its
+        resolution), else None: outputs made elsewhere (``folder:``) of another size fail their items."""
+        return None
 
     @classmethod
     def options_help(cls) -> dict[str, str]:
@@ -412,9 +421,10 @@ def get_benchmark(reference: str) -> tuple[Benchmark, str]:
 
 
 def model_identity(model: dict[str, Any]) -> dict[str, Any]:
-    """An adapter's description minus where its weights were read from: a moved checkpoint is the same
-    model, a sampler setting (steps, guidance) is not."""
-    return {key: value for key, value in model.items() if key != "weights_source"}
+    """An adapter's description minus where its weights were read from and the reference that named them: a
+    moved checkpoint (or the same one spelled ``out`` or ``./out``) is the same model, a sampler setting
+    (steps, guidance) is not."""
+    return {key: value for key, value in model.items() if key not in ("weights_source", "model")}
 
 
 # ---------------------------------------------------------------------------------------- --opt

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse.
 
 
 def _load_for_command(reference: str, capability: str, **options: object) -> object:
-    from evals.adapter import load_for_command  # imported only when a command meets an ADAPTER: reference
+    from evals.registry import load_for_command  # imported only when a command meets an ADAPTER: reference
 
     return load_for_command(reference, capability, **options)
 
@@ -97,7 +97,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_adapters(args: argparse.Namespace) -> int:
     """``unilip eval adapters``: each adapter's name, capabilities, origin and one-line summary."""
-    from evals.adapter import CAPABILITIES, adapter_entries
+    from evals.adapter import CAPABILITIES
+    from evals.registry import adapter_entries
 
     rows = []
     for name, entry in sorted(adapter_entries().items()):

@@ -117,8 +117,8 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
 
     Everything is checked before the model loads (see the README's order).
     """
-    from evals.adapter import load_adapter, probe_adapter
     from evals.benchmark import check_option_names, get_benchmark, parse_opts, select_options
+    from evals.registry import load_adapter, probe_adapter
     from evals.runtime.distributed import init_world
     from evals.runtime.records import canonical_hash
     from evals.runtime.rundir import (

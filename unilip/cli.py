@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from unilip.devices import DEVICE_HELP
 from unilip.outdir import OVERWRITE_HELP
@@ -44,9 +44,11 @@ def _cmd_variants(args: argparse.Namespace) -> int:
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     import torch
 
-    from unilip.data import BUILTIN_PHOTOS, builtin_photos
+    from unilip.data import BUILTIN_PHOTOS, builtin_photos, list_image_sources, printable
     from unilip.devices import resolve_device
     from unilip.errors import EXIT_FAILED, EXIT_OK
     from unilip.outdir import claim_output_dir, invocation_of, write_run
@@ -90,7 +92,22 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         described = adapter.describe()
         reconstructor = adapter.reconstruct
         identity = {"weights_source": described.get("weights_source"), "config": described}
-    sources: list = [(str(p), Path(p)) for p in args.images]
+    sources: list = []
+    for given in args.images:
+        if Path(given).is_dir():
+            # A folder: every image under it, its reconstruction at the same relative path (what folder: reads).
+            listing = list_image_sources("folder", Path(given))
+            for skipped in listing.skipped:
+                logging.getLogger("unilip").warning("%s: skipped %s (%s)", given, printable(skipped.id), skipped.reason)
+            stems = [PurePosixPath(entry.id).with_suffix("").as_posix() for entry in listing.entries]
+            # a.jpg and a.png of one folder keep their extensions (a.jpg.recon.png): folder: tells them apart.
+            shared = {stem for stem, count in Counter(stems).items() if count > 1}
+            sources += [
+                (entry.id, Path(entry.source[1]), entry.id if stem in shared else stem)
+                for entry, stem in zip(listing.entries, stems, strict=True)
+            ]
+        else:
+            sources.append((str(given), Path(given)))
     if args.builtin:
         sources += list(builtin_photos().items())
     records = reconstruct_files(reconstructor, sources, out_dir, size, progress=not args.no_progress)
@@ -135,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     recon = sub.add_parser("reconstruct", help="reconstruct images with a UniLIP tokenizer; prints PSNR per image")
     _add_model_arguments(recon)
-    recon.add_argument("images", nargs="*", help="image files")
+    recon.add_argument(
+        "images",
+        nargs="*",
+        help="image files, or folders (every image under them, reconstructions at the same relative paths)",
+    )
     recon.add_argument("--builtin", action="store_true", help="also reconstruct the photos scikit-image ships")
     recon.add_argument("--out", required=True, help="output directory")
     recon.add_argument(

@@ -91,22 +91,24 @@ def _unique_stem(name: str, used: set[str]) -> str:
 
 def reconstruct_files(
     model: UniLIPTokenizer | Reconstructor,
-    sources: Iterable[tuple[str, Path | Image.Image]],
+    sources: Iterable[tuple[str, Path | Image.Image] | tuple[str, Path | Image.Image, str]],
     out_dir: Path,
     size: int,
     progress: bool = True,
 ) -> list[ReconstructionRecord]:
     """Reconstruct each source (a file path or an in-memory image, with a display name) into ``out_dir``.
 
-    Writes ``<stem>.input.png`` (the preprocessed input) and ``<stem>.recon.png``; an unreadable file
-    becomes a ``failed`` record with its reason, and the rest go on.
+    Writes ``<stem>.input.png`` (the preprocessed input) and ``<stem>.recon.png``; the stem is the name's file
+    stem, or a source's third element when it has one (a relative path without extension, for the images of a
+    folder: their reconstructions keep the folder's layout). An unreadable file becomes a ``failed`` record
+    with its reason, and the rest go on.
     """
     from tqdm.auto import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     records: list[ReconstructionRecord] = []
     used: set[str] = set()
-    for name, source in tqdm(list(sources), desc="reconstruct", unit="img", disable=not progress):
+    for name, source, *output in tqdm(list(sources), desc="reconstruct", unit="img", disable=not progress):
         try:
             image = source if isinstance(source, Image.Image) else read_image(source)
         except ImageReadError as error:
@@ -123,8 +125,9 @@ def reconstruct_files(
                 size,
             )
         original, recon = reconstruct_image(model, image, size)
-        stem = _unique_stem(Path(name).stem, used)
+        stem = _unique_stem(output[0] if output else Path(name).stem, used)
         input_path, output_path = out_dir / f"{stem}.input.png", out_dir / f"{stem}.recon.png"
+        output_path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(original).save(input_path)
         Image.fromarray(recon).save(output_path)
         records.append(

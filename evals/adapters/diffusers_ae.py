@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from evals.adapter import ModelAdapter, ModelInfo, local_model_path
+from evals.adapter import ModelAdapter, ModelInfo, local_model_path, portable_config
 
 # class name -> how its config gives the spatial compression (the factor every resolution must be a multiple of)
 SUPPORTED = {
@@ -111,7 +111,7 @@ class DiffusersAutoencoderAdapter(ModelAdapter):
             "class": type(self.vae).__name__,
             "weights_source": str(self.directory),
             "weights_sha256": self.weights_digest(self.vae),
-            "config": json.loads(json.dumps(self.config, default=str)),
+            "config": portable_config(self.config),
             "dtype": self.dtype,
             "native_size": self.native_size,
             "size_multiple": self.size_multiple,

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from evals.adapter import ModelAdapter, ModelInfo, local_model_path
+from evals.adapter import ModelAdapter, ModelInfo, local_model_path, portable_config
 
 _WHAT = "a diffusers pipeline directory (with model_index.json)"
 # Denoiser components whose config's ``sample_size`` is the latent size of the pipeline's default image.
@@ -157,11 +157,6 @@ def _geometry(path: Path, index: dict[str, Any]) -> tuple[int | None, int]:
     return None, compression or 1
 
 
-def _jsonable(value: Any) -> Any:
-    """``value`` as JSON would give it back (tuples become lists; dtypes and other objects their str)."""
-    return json.loads(json.dumps(value, default=str))
-
-
 class DiffusersPipelineAdapter(ModelAdapter):
     """Any diffusers text-to-image pipeline behind ``generate``, or image-editing pipeline behind ``edit``."""
 
@@ -233,6 +228,13 @@ class DiffusersPipelineAdapter(ModelAdapter):
         modules = _load_modules_strictly(path, index, weights_dtype)
         # ``dtype=``: diffusers 0.42 deprecates ``torch_dtype=``. The modules loaded above are passed in as they are.
         pipeline = DiffusionPipeline.from_pretrained(path, dtype=weights_dtype, **modules)
+        # A diffusers that does not know ``dtype=`` would drop it quietly, and describe() must not claim a dtype that
+        # did not run. (Some modules keep a few layers in float32 on purpose: a module with none in ``dtype`` is wrong.)
+        ignored = sorted(
+            name for name, module in modules.items() if all(p.dtype != weights_dtype for p in module.parameters())
+        )
+        if ignored:
+            raise ValueError(f"{path}: --dtype {dtype} did not reach {', '.join(ignored)}")
         pipeline.to(device)
         pipeline.set_progress_bar_config(disable=True)  # the harness shows its own progress
         return cls(pipeline, model, path, dtype, steps, guidance)
@@ -248,9 +250,9 @@ class DiffusersPipelineAdapter(ModelAdapter):
             component = self.pipeline.components[name]
             raw = getattr(component, "config", None)
             if hasattr(raw, "to_dict"):  # transformers models
-                config[name] = _jsonable(raw.to_dict())
+                config[name] = portable_config(raw.to_dict())
             elif isinstance(raw, dict):  # diffusers models and schedulers (a FrozenDict)
-                config[name] = _jsonable(dict(raw))
+                config[name] = portable_config(dict(raw))
             else:  # tokenizers, image processors, absent components: the class says what they are
                 config[name] = None if component is None else type(component).__name__
         return {
@@ -264,7 +266,7 @@ class DiffusersPipelineAdapter(ModelAdapter):
             "dtype": self.dtype,
             "native_size": self.native_size,
             "size_multiple": self.size_multiple,
-            "sampler": _jsonable(self.sampler),
+            "sampler": portable_config(self.sampler),
             "seeding": "one torch.Generator per image, seed + k",
         }
 

@@ -5,16 +5,20 @@ output key (the benchmark's item id):
 
 - **reconstruct** (``recon@*``): by the reference image's relative path, any image extension, with or
   without ``unilip reconstruct``'s ``.recon`` suffix: ``n01440764/ILSVRC2012_val_00000293.png`` (or ``.recon.png``)
-  for ``n01440764/ILSVRC2012_val_00000293.JPEG``; ``astronaut.recon.png`` for the built-in ``astronaut``. Files
-  must have the benchmark's resolution (``--size``); ``unilip reconstruct``'s ``*.input.png`` are ignored.
+  for ``n01440764/ILSVRC2012_val_00000293.JPEG``; ``astronaut.recon.png`` for the built-in ``astronaut``. The
+  reference's own extension may be kept (``a.jpg.recon.png``), which is how ``a.jpg`` and ``a.png`` of one folder
+  are told apart; one output file that two items would match fails both as ambiguous. Files must have the
+  benchmark's resolution (``--size``; the default is the size of the folder's first image); ``unilip
+  reconstruct``'s ``*.input.png`` are ignored.
 - **generate**: GenEval's layout, ``<item id>/samples/00000.png`` ..., ``unilip generate``'s,
   ``<item id>/00000.png`` ..., or one image per item id, ``<item id>.png`` (WISE's prompt ids; GenEval with one
   image per prompt).
 - **edit** (ImgEdit): ``<item id>.png``, the edit's key.
 
-Each file the benchmark expects but the folder lacks makes its item a failed item with the missing path;
-files no item matches are listed in the results (``outputs_check.extra``). The fingerprint is the folder's
-content digest (relative paths and bytes of every image in it): change a file and the run redoes its work.
+Each file the benchmark expects but the folder lacks, cannot read, or holds at another size makes its item a
+failed item with the reason; files no item matches are listed in the results (``outputs_check.extra``). The
+folder's identity is its content digest (relative paths and bytes of every image in it): a folder whose files
+changed since a run is another model to that run directory (score it into a new ``--out``, or pass ``--fresh``).
 """
 
 from __future__ import annotations
@@ -90,12 +94,15 @@ class FolderAdapter(ModelAdapter):
         if not self.index.files:
             raise ValueError(f"folder:{model_ref}: no image files in {root} (read: {' '.join(_image_extensions())})")
         self._digest: str | None = None
-        self.native_size = _common_square_size(root, self.index.files)
+        self.native_size = _first_square_size(root, self.index)
 
     @classmethod
     def probe(cls, model: str, seed: int = 0, device: str = "cpu", dtype: str = "float32") -> ModelInfo:
         root = _root(model)
-        return ModelInfo("folder", f"folder:{model}", cls.capabilities, _first_square_size(root))
+        index = _Index.scan(root)
+        if not index.files:
+            raise ValueError(f"folder:{model}: no image files in {root} (read: {' '.join(_image_extensions())})")
+        return ModelInfo("folder", f"folder:{model}", cls.capabilities, _first_square_size(root, index))
 
     @classmethod
     def load(cls, model: str, seed: int = 0, device: str = "cpu", dtype: str = "float32") -> FolderAdapter:
@@ -122,8 +129,9 @@ class FolderAdapter(ModelAdapter):
     def _find(self, capability: str, key: str, count: int) -> tuple[list[str], str | None]:
         """The files of ``key`` (``count`` of them), or the reason they cannot be had."""
         if capability == "reconstruct":
-            base = _strip_extension(key) or key
-            return self._one(base, key, "a reconstruction")
+            if len(self.index.by_base.get(key, [])) == 1:  # the reference's extension kept: a.jpg.recon.png
+                return self.index.by_base[key], None
+            return self._one(_strip_extension(key) or key, key, "a reconstruction")
         if capability == "edit":
             return self._one(key, key, "an edited image")
         if capability == "generate":
@@ -153,18 +161,38 @@ class FolderAdapter(ModelAdapter):
             return [], f"missing in folder:{self.model_ref}: {what} for {key} ({base}.png, or another image extension)"
         return [], f"ambiguous in folder:{self.model_ref}: {', '.join(matches)} all match {key}"
 
-    def check_outputs(self, capability: str, keys: Sequence[str], per_item: int = 1) -> OutputCheck:
+    def check_outputs(
+        self, capability: str, keys: Sequence[str], per_item: int = 1, size: int | None = None
+    ) -> OutputCheck:
         missing: dict[str, str] = {}
-        used: set[str] = set()
+        matched: dict[str, list[str]] = {}
         for key in keys:
             files, reason = self._find(capability, key, per_item)
             if reason:
                 missing[key] = reason
-            used.update(files)
-        extra = tuple(relative for relative in self.index.files if relative not in used)
+            else:
+                matched[key] = files
+        users: dict[str, list[str]] = {}
+        for key, files in matched.items():
+            for relative in files:
+                users.setdefault(relative, []).append(key)
+        for relative, owners in users.items():
+            if len(owners) > 1:  # a.jpg and a.png would both be scored against a.png: neither is
+                for key in owners:
+                    missing[key] = (
+                        f"ambiguous in folder:{self.model_ref}: {relative} matches {', '.join(owners)}; keep the "
+                        f"reference's extension in the output names ({owners[0]}.png)"
+                    )
+        for key, files in matched.items():
+            if key in missing:
+                continue
+            problem = next((p for p in (self._unusable(relative, size) for relative in files) if p), None)
+            if problem:
+                missing[key] = problem
+        extra = tuple(relative for relative in self.index.files if relative not in users)
         if missing:
             shown = "; ".join(list(missing.values())[:SHOWN])
-            logger.warning("folder:%s: %d item(s) have no output: %s", self.model_ref, len(missing), shown)
+            logger.warning("folder:%s: %d item(s) have no usable output: %s", self.model_ref, len(missing), shown)
         if extra:
             logger.warning(
                 "folder:%s: %d file(s) match no item: %s%s",
@@ -174,6 +202,23 @@ class FolderAdapter(ModelAdapter):
                 " ..." if len(extra) > SHOWN else "",
             )
         return OutputCheck(missing, extra)
+
+    def _unusable(self, relative: str, size: int | None) -> str | None:
+        """Why an output file cannot stand for its item (unreadable, another size), or None."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self.root / relative) as image:
+                found = image.size
+                image.verify()  # the chunks' checksums, without decoding the pixels
+        except (OSError, UnidentifiedImageError, SyntaxError) as error:
+            return f"unreadable in folder:{self.model_ref}: {relative} ({error})"
+        if size is not None and found != (size, size):
+            return (
+                f"folder:{self.model_ref}: {relative} is {found[0]}x{found[1]}, the benchmark compares at "
+                f"{size}x{size} (--size; the default is the size of the folder's first image)"
+            )
+        return None
 
     def _read(self, capability: str, key: str, count: int) -> list[Any]:
         from unilip.data import read_image
@@ -194,10 +239,10 @@ class FolderAdapter(ModelAdapter):
         out = []
         for key in keys:
             (image,) = self._read("reconstruct", key, 1)
-            if image.size != (width, height):
+            if image.size != (width, height):  # check_outputs fails these items first; a file changed since
                 raise ValueError(
                     f"folder:{self.model_ref}: the reconstruction of {key} is {image.size[0]}x{image.size[1]}, the "
-                    f"benchmark compares at {width}x{height}: pass --size {image.size[0]} (the size it was made at)"
+                    f"benchmark compares at {width}x{height}; it changed during the run: run again"
                 )
             out.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1))
         return torch.stack(out)
@@ -222,27 +267,12 @@ def _root(model: str) -> Path:
     return root
 
 
-def _first_square_size(root: Path) -> int | None:
+def _first_square_size(root: Path, index: _Index) -> int | None:
     """The side of the folder's first image if it is square: the default resolution of ``recon@*`` on it."""
     from PIL import Image
 
-    for path in sorted(root.rglob("*")):
-        base = _strip_extension(path.relative_to(root).as_posix())
-        if path.is_file() and base is not None and not base.endswith(INPUT_SUFFIX):
-            with Image.open(path) as image:
-                width, height = image.size
-            return width if width == height else None
-    return None
-
-
-def _common_square_size(root: Path, files: dict[str, int]) -> int | None:
-    from PIL import Image
-
-    sizes = set()
-    for relative in files:
+    for relative in index.files:
         with Image.open(root / relative) as image:
-            sizes.add(image.size)
-        if len(sizes) > 1:
-            return None
-    (width, height) = sizes.pop()
-    return width if width == height else None
+            width, height = image.size
+        return width if width == height else None
+    return None

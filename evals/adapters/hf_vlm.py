@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from evals.adapter import AnswerRequest, ModelAdapter, ModelInfo, answer_by_budget, local_model_path
+from evals.adapter import AnswerRequest, ModelAdapter, ModelInfo, answer_by_budget, local_model_path, portable_config
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +60,6 @@ def _model_directory(model: str) -> Path:
             "models that need trust_remote_code are not loaded)"
         )
     return path
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` as plain JSON types (a config's dtypes and other objects become their strings)."""
-    return json.loads(json.dumps(value, default=str))
 
 
 def _chat_template_text(processor: Any) -> str:
@@ -190,7 +185,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
             "model_class": type(self.model).__name__,
             "weights_source": str(self.path),
             "weights_sha256": self.weights_digest(self.model),
-            "config": _json_safe(self.model.config.to_dict()),
+            "config": portable_config(self.model.config.to_dict()),
             "dtype": self.dtype,
             "prompts": PROMPTS,
             "chat_template_sha256": hashlib.sha256(_chat_template_text(self.processor).encode()).hexdigest(),

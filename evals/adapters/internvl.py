@@ -7,12 +7,13 @@ the paper's understanding baseline and how each UniLIP tokenizer is evaluated fo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from evals.adapter import AnswerRequest, ModelAdapter, ModelInfo, answer_by_budget
+from evals.adapter import AnswerRequest, ModelAdapter, ModelInfo, answer_by_budget, local_model_path
+
+_WHAT = "an InternVL3 chat model directory in transformers' format (or its repo id in the local Hugging Face cache)"
 
 
 def answer_with_chat(chat: Any, requests: Sequence[AnswerRequest]) -> list[str]:
@@ -68,7 +69,7 @@ class InternVLAdapter(ModelAdapter):
         from unilip.understanding import probe_understanding
 
         _check_settings(weights, random_init, encoder, {"steps": steps, "guidance": guidance, "flow_shift": flow_shift})
-        probe_understanding(model, encoder, tokenizer_weights=weights)
+        probe_understanding(str(local_model_path(model, _WHAT)), encoder, tokenizer_weights=weights)
         return ModelInfo("internvl", model, cls.capabilities)
 
     @classmethod
@@ -89,7 +90,11 @@ class InternVLAdapter(ModelAdapter):
 
         _check_settings(weights, random_init, encoder, {"steps": steps, "guidance": guidance, "flow_shift": flow_shift})
         chat = InternVLChat.from_directory(
-            Path(model), encoder, tokenizer_weights=weights, dtype=getattr(torch, dtype), device=device
+            local_model_path(model, _WHAT),
+            encoder,
+            tokenizer_weights=weights,
+            dtype=getattr(torch, dtype),
+            device=device,
         )
         return InternVLAdapter(chat, model, encoder)
 

@@ -221,9 +221,15 @@ def check_identity(
     changed = [name for name in fields if canonical_hash(existing.get(name)) != canonical_hash(wanted.get(name))]
     if changed:
         held = existing.get("model_ref")
+        # A folder of outputs is identified by its content: files added, removed or edited make another model.
+        why = (
+            " (the folder's files changed since that run: added, removed or edited)"
+            if changed == ["weights_sha256"] and existing.get("adapter") == wanted.get("adapter") == "folder"
+            else ""
+        )
         raise RunDirectoryError(
             f"{run_dir} holds the run of another model or seed ({', '.join(changed)} "
-            f"differ{'s' if len(changed) == 1 else ''}): it holds "
+            f"differ{'s' if len(changed) == 1 else ''}{why}): it holds "
             f"{_describe(existing, held)}, this command asks for {_describe(wanted, model_ref)}; use another --out, "
             "or --fresh to discard the runs it holds"
         )

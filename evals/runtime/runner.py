@@ -296,7 +296,10 @@ def run_benchmark(
     unavailable: dict[str, str] = {}
     if getattr(adapter, "keyed_outputs", False):
         check = adapter.check_outputs(
-            resolved.capability, [item.id for item in resolved.items], resolved.outputs_per_item()
+            resolved.capability,
+            [item.id for item in resolved.items],
+            per_item=resolved.outputs_per_item(),
+            size=resolved.output_size(),
         )
         unavailable = dict(check.missing)
         extra_results = {

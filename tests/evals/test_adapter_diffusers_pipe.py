@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 from test_geneval_benchmark import FAKE_SCORER, OFFICIAL_CHECKPOINT
 
-from evals.adapter import load_adapter, probe_adapter, state_dict_digest
+from evals.adapter import state_dict_digest
 from evals.adapters.diffusers_pipe import DiffusersPipelineAdapter
+from evals.registry import load_adapter, probe_adapter
 
 # SANA's resolution binning takes only sample_size 16/32/64/128 (512 ... 4096 px); a DC-AE of 6 stages compresses
 # 32x, so sample_size 16 is the real SANA-512 geometry: 512 px images from a 16 x 16 latent.

@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 import evals
-from evals.adapter import AnswerRequest, load_adapter, probe_adapter
+from evals.adapter import AnswerRequest
 from evals.adapters.hf_vlm import HFVisionLanguageAdapter
 from evals.benchmarks.digits_vqa.data import write_part
+from evals.registry import load_adapter, probe_adapter
 
 TINY_TOKENIZER = Path(__file__).resolve().parents[2] / "unilip" / "configs" / "text_tokenizers" / "tiny"
 # A ChatML-like template: system/user/assistant turns, an <image> placeholder where each image part is.

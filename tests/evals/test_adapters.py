@@ -13,14 +13,8 @@ import torch
 from PIL import Image
 
 import evals
-from evals.adapter import (
-    ModelAdapter,
-    UnknownAdapterError,
-    adapter_entries,
-    load_adapter,
-    parse_reference,
-    probe_adapter,
-)
+from evals.adapter import ModelAdapter
+from evals.registry import UnknownAdapterError, adapter_entries, load_adapter, parse_reference, probe_adapter
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -48,8 +42,17 @@ def test_unknown_prefix_is_an_error_with_a_suggestion_never_a_fallback():
         parse_reference("diffusers-a:/some/dir")
     with pytest.raises(UnknownAdapterError, match="Installed adapters: .*folder"):
         probe_adapter("mypkg:MyVAE")
-    # A bare name is still a UniLIP variant; an existing path with a colon is a path.
+    # A bare name is still a UniLIP variant; an adapter needs a model.
     assert parse_reference("tiny").entry.name == "unilip"
+    with pytest.raises(ValueError, match="folder: names no model"):
+        parse_reference("folder:")
+
+
+def test_an_existing_path_with_a_colon_is_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("folder:x").mkdir()
+    parsed = parse_reference("folder:x")
+    assert parsed.entry.name == "unilip" and parsed.model == "folder:x"
 
 
 def test_a_missing_path_is_reported_as_missing_not_as_an_unknown_variant(tmp_path):
@@ -124,7 +127,9 @@ def _install_plugin(tmp_path, monkeypatch):
     info = site / "thirdparty_adapters-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-adapters\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[unilip.adapters]\ndimmer = thirdparty_adapters:Dimmer\n")
+    (info / "entry_points.txt").write_text(
+        "[unilip.adapters]\ndimmer = thirdparty_adapters:Dimmer\nbroken = thirdparty_missing_module:Gone\n"
+    )
     monkeypatch.syspath_prepend(str(site))
 
 
@@ -138,6 +143,10 @@ def test_an_entry_point_adapter_is_listed_and_used(tmp_path, monkeypatch, capsys
     assert main(["eval", "adapters"]) == 0
     listing = capsys.readouterr().out
     assert "dimmer" in listing and "a third-party adapter" in listing
+    # A broken plug-in is listed with what is wrong, and does not hide the others.
+    assert "broken" in listing and "cannot import thirdparty_missing_module" in listing
+    with pytest.raises(UnknownAdapterError, match="cannot import thirdparty_missing_module"):
+        load_adapter("broken:x", seed=0, device="cpu", dtype="float32")
     results = evals.run("dimmer:anything", "recon@standard", tmp_path / "run", **RUN)
     assert results[0]["coverage"]["ok"] == 7
     assert results[0]["model"]["adapter"] == "dimmer"
@@ -235,6 +244,14 @@ def test_the_weights_digest_is_the_identity(autoencoders, tmp_path):
     other = load_adapter(f"diffusers-ae:{other_dir}", seed=0, device="cpu", dtype="float32").describe()
     assert len(one["weights_sha256"]) == 64 and one["weights_sha256"] != other["weights_sha256"]
     json.dumps(one)
+    # The same files elsewhere are the same model: nothing of where they were read from is in the identity.
+    from evals.runtime.rundir import run_identity
+
+    moved_dir = tmp_path / "moved"
+    shutil.copytree(autoencoders["kl"], moved_dir)
+    moved = load_adapter(f"diffusers-ae:{moved_dir}", seed=0, device="cpu", dtype="float32").describe()
+    assert run_identity(moved, 0) == run_identity(one, 0)
+    assert str(autoencoders["kl"]) not in json.dumps(one["config"])
 
 
 # ------------------------------------------------------------------------------------------------ folder:
@@ -254,6 +271,23 @@ def test_folder_of_unilip_reconstructions_scores_as_the_direct_run(tmp_path):
     assert _psnr_ssim(scored) == _psnr_ssim(direct)
     assert scored["outputs_check"] == {"missing": {}, "extra": []}
     assert scored["model"]["adapter"] == "folder" and len(scored["model"]["weights_sha256"]) == 64
+
+
+def test_a_folder_dataset_reconstructed_by_unilip_reconstruct_keeps_its_layout_and_scores_as_direct(
+    photo_folder, tmp_path
+):
+    out = tmp_path / "recons"
+    assert _cli("reconstruct", "--model", "tiny", str(photo_folder), "--out", str(out), "--no-progress") == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.recon.png")) == sorted(
+        p.relative_to(photo_folder).with_suffix(".recon.png").as_posix() for p in photo_folder.rglob("*.*")
+    )
+    flags = {**RUN, "data": str(photo_folder)}
+    direct = evals.run("tiny", "recon@standard", tmp_path / "direct", **{**flags, "batch_size": 1})[0]
+    scored = evals.run(f"folder:{out}", "recon@standard", tmp_path / "scored", **flags)[0]
+    assert scored["coverage"]["ok"] == direct["coverage"]["ok"] == 6
+    assert _psnr_ssim(scored) == _psnr_ssim(direct)
+    # The same command again replaces its own nested files.
+    assert _cli("reconstruct", "--model", "tiny", str(photo_folder), "--out", str(out), "--no-progress") == 0
 
 
 def test_a_missing_file_is_a_failed_item_and_extra_files_are_listed(tmp_path):
@@ -277,8 +311,44 @@ def test_the_folder_digest_changes_with_its_content_and_a_wrong_size_is_refused(
     Image.fromarray(pixels).save(out / "astronaut.recon.png")
     after = load_adapter(f"folder:{out}", seed=0, device="cpu", dtype="float32").describe()["weights_sha256"]
     assert before != after
-    with pytest.raises(ValueError, match="pass --size 56"):
-        evals.run(f"folder:{out}", "recon@standard", tmp_path / "scored", size=32, **RUN)
+    # Outputs of another size than the benchmark's are failed items, each saying so.
+    result = evals.run(f"folder:{out}", "recon@standard", tmp_path / "scored", size=32, **RUN)[0]
+    assert result["coverage"]["failed"] == 7 and result["coverage"]["ok"] == 0
+    assert (
+        "astronaut.recon.png is 56x56, the benchmark compares at 32x32"
+        in result["outputs_check"]["missing"]["astronaut"]
+    )
+
+
+def test_folder_items_that_would_share_a_file_or_whose_file_is_damaged_fail(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    out.mkdir()
+    for name, shade in (("a.png", 10), ("a.jpg", 20), ("b.png", 30), ("c.png", 40)):
+        Image.new("RGB", (32, 32), (shade, shade, shade)).save(data / name)
+    Image.new("RGB", (32, 32)).save(out / "a.png")  # both a.png and a.jpg would read it
+    Image.new("RGB", (32, 32)).save(out / "b.png")
+    (out / "c.png").write_bytes((data / "c.png").read_bytes()[:60])  # a truncated PNG
+    adapter = load_adapter(f"folder:{out}", seed=0, device="cpu", dtype="float32")
+    check = adapter.check_outputs("reconstruct", ["a.jpg", "a.png", "b.png", "c.png"], size=32)
+    assert sorted(check.missing) == ["a.jpg", "a.png", "c.png"]
+    assert "ambiguous" in check.missing["a.jpg"] and "unreadable" in check.missing["c.png"]
+    # Keeping the reference's extension in the output names tells them apart (what unilip reconstruct DIR does).
+    (out / "a.png").rename(out / "a.png.recon.png")
+    Image.new("RGB", (32, 32)).save(out / "a.jpg.recon.png")
+    adapter = load_adapter(f"folder:{out}", seed=0, device="cpu", dtype="float32")
+    check = adapter.check_outputs("reconstruct", ["a.jpg", "a.png", "b.png"], size=32)
+    assert check.missing == {} and check.extra == ("c.png",)
+    result = evals.run(f"folder:{out}", "recon@standard", tmp_path / "run", **{**RUN, "data": str(data)})[0]
+    assert result["coverage"]["ok"] == 3 and result["coverage"]["failed"] == 1
+    recons = tmp_path / "recons"
+    assert _cli("reconstruct", "--model", "tiny", str(data), "--out", str(recons), "--size", "32", "--no-progress") == 0
+    assert sorted(p.name for p in recons.glob("*.recon.png")) == [
+        "a.jpg.recon.png",
+        "a.png.recon.png",
+        "b.recon.png",
+        "c.recon.png",
+    ]
 
 
 def test_folder_generations_in_geneval_and_per_id_layouts(tmp_path):
@@ -324,18 +394,26 @@ def test_model_commands_take_adapter_references(autoencoders, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_an_adapter_reads_a_repo_id_from_the_local_hugging_face_cache_only(autoencoders, tmp_path, monkeypatch):
-    """``diffusers-ae:namespace/name`` resolves to the cached snapshot (as ``hf download`` leaves it), offline."""
-    cache = tmp_path / "hub"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _cache_repo(cache: Path, repo_id: str, source: Path, monkeypatch) -> Path:
+    """``source`` in an offline Hugging Face cache named by $HF_HUB_CACHE, as ``hf download repo_id`` leaves it."""
     for name in ("HUGGINGFACE_HUB_CACHE", "HF_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = cache / "models--someone--tiny-vae"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    shutil.copytree(autoencoders["kl"], repo / "snapshots" / commit)
+    (repo / "refs" / "main").write_text(COMMIT)
+    shutil.copytree(source, repo / "snapshots" / COMMIT)
+    return repo
+
+
+def test_an_adapter_reads_a_repo_id_from_the_local_hugging_face_cache_only(autoencoders, tmp_path, monkeypatch):
+    """``diffusers-ae:namespace/name`` resolves to the cached snapshot (as ``hf download`` leaves it), offline."""
+    commit = COMMIT
+    repo = _cache_repo(tmp_path / "hub", "someone/tiny-vae", autoencoders["kl"], monkeypatch)
     monkeypatch.chdir(tmp_path)  # no local folder someone/tiny-vae
     adapter = load_adapter("diffusers-ae:someone/tiny-vae", seed=0, device="cpu", dtype="float32")
     assert adapter.directory == repo / "snapshots" / commit
@@ -345,3 +423,37 @@ def test_an_adapter_reads_a_repo_id_from_the_local_hugging_face_cache_only(autoe
 
     with pytest.raises(CheckpointNotFoundError, match="hf download someone/other-vae"):
         probe_adapter("diffusers-ae:someone/other-vae", seed=0, device="cpu", dtype="float32")
+
+
+def test_a_folder_run_resumes_under_another_spelling_and_refuses_changed_content(tmp_path, monkeypatch):
+    from evals.runtime.rundir import RunDirectoryError
+
+    out = tmp_path / "recons"
+    assert _cli("reconstruct", "--model", "tiny", "--builtin", "--out", str(out), "--no-progress") == 0
+    run = tmp_path / "run"
+    evals.run(f"folder:{out}", "recon@standard", run, **RUN)
+    produced = {p.name: p.stat().st_mtime_ns for p in (run / "recon@standard" / "produce").iterdir()}
+    monkeypatch.chdir(tmp_path)
+    again = evals.run("folder:./recons", "recon@standard", run, **RUN)[0]
+    assert again["coverage"]["ok"] == 7
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "recon@standard" / "produce").iterdir()} == produced
+    Image.new("RGB", (56, 56)).save(out / "new.png")
+    with pytest.raises(RunDirectoryError, match="the folder's files changed since that run"):
+        evals.run("folder:./recons", "recon@standard", run, **RUN)
+    # The produce fingerprints of every benchmark leave the reference's spelling out, not only recon's.
+    from evals.benchmark import model_identity
+
+    described = {"adapter": "folder", "weights_sha256": "1" * 64, "weights_source": "/a"}
+    assert model_identity({**described, "model": "folder:out"}) == model_identity(
+        {**described, "model": "folder:./out", "weights_source": "/b"}
+    )
+
+
+def test_internvl_reads_a_repo_id_from_the_local_hugging_face_cache(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_internvl import save_tiny_internvl
+
+    _cache_repo(tmp_path / "hub", "someone/InternVL3-tiny-hf", save_tiny_internvl(tmp_path / "src"), monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    info = probe_adapter("internvl:someone/InternVL3-tiny-hf", seed=0, device="cpu", dtype="float32")
+    assert info.capabilities == {"answer"}

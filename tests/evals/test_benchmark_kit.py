@@ -97,13 +97,13 @@ def test_a_resolved_benchmark_is_frozen_and_the_benchmark_object_keeps_no_state(
 
 
 def test_a_flag_no_selected_benchmark_takes_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
-    import evals.adapter
+    import evals.registry
     from unilip.cli import main
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the request was checked")
 
-    monkeypatch.setattr(evals.adapter, "load_adapter", refuse)
+    monkeypatch.setattr(evals.registry, "load_adapter", refuse)
     code = main(
         [
             "eval",

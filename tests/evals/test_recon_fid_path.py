@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from evals.adapter import load_adapter
 from evals.benchmark import get_benchmark
 from evals.metrics.testing import random_inception_state_dict
+from evals.registry import load_adapter
 from evals.runtime.distributed import World
 from evals.runtime.runner import load_record, run_benchmark
 from unilip.data import eval_transform

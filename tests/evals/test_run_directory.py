@@ -15,8 +15,8 @@ import pytest
 from harness_helpers import ROOT
 from PIL import Image
 
-from evals.adapter import load_adapter
 from evals.benchmark import get_benchmark
+from evals.registry import load_adapter
 from evals.runtime.distributed import World
 from evals.runtime.rundir import RunLock
 from evals.runtime.runner import RunDirectoryError, load_record, record_path, run_benchmark
@@ -349,12 +349,12 @@ def test_a_full_disk_is_one_line_and_exit_2(photo_folder, tmp_path, capsys, monk
 
 # ---------------------------------------------------------------------------------- checks before work
 def test_problems_are_found_before_the_model_loads(photo_folder, tmp_path, capsys, monkeypatch):
-    import evals.adapter
+    import evals.registry
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the request was checked")
 
-    monkeypatch.setattr(evals.adapter, "load_adapter", refuse)
+    monkeypatch.setattr(evals.registry, "load_adapter", refuse)
     out = tmp_path / "run"
     pickled = tmp_path / "pickled.pth"
     import pickle

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from harness_helpers import run_cli
 
-from evals.adapter import load_adapter
 from evals.benchmark import get_benchmark
+from evals.registry import load_adapter
 from evals.runtime.distributed import World
 from evals.runtime.runner import RunDirectoryError, run_benchmark
 

@@ -28,10 +28,11 @@ from vlm_tsv import (
 )
 
 import evals
-from evals.adapter import AnswerRequest, ModelAdapter, register_adapter
+from evals.adapter import AnswerRequest, ModelAdapter
 from evals.benchmark import get_benchmark
 from evals.benchmarks.vlm import MME_SUFFIX, internvl_prompt, read_tsv
 from evals.benchmarks.vlm_benchmark import item_seed_for
+from evals.registry import register_adapter
 from evals.runtime.runner import load_record
 from unilip.cli import main as unilip_main
 

@@ -15,7 +15,7 @@ from harness_helpers import ROOT, DeleteBeforeStage
 from judge_server import JudgeServer, Reply, answer, content_filter, key_leaks
 from PIL import Image
 
-from evals.adapter import ModelAdapter, register_adapter
+from evals.adapter import ModelAdapter
 from evals.benchmark import get_benchmark
 from evals.benchmarks.judged import plan
 from evals.benchmarks.wise.scoring import (
@@ -30,6 +30,7 @@ from evals.benchmarks.wise.scoring import (
     wiscore,
 )
 from evals.judges import ParseError
+from evals.registry import register_adapter
 from evals.runtime.distributed import World
 from evals.runtime.records import item_seed
 from evals.runtime.runner import load_record, run_benchmark

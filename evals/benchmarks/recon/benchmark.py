@@ -183,6 +183,9 @@ class ReconstructionBenchmark(Benchmark):
         scorers = ReconScorers(extractor, lpips, unavailable, tuple(notes))
         return ResolvedBenchmark(self, spec, tuple(items), options, protocol, scorers, tuple(notes))
 
+    def output_size(self, resolved: ResolvedBenchmark) -> int | None:
+        return int(resolved.spec.knobs["resolution"])
+
     def produce_fingerprint(self, resolved: ResolvedBenchmark, model: dict[str, Any]) -> str:
         knobs = resolved.spec.knobs
         return canonical_hash(
