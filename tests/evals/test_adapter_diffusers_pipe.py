@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_geneval_benchmark import FAKE_SCORER, OFFICIAL_CHECKPOINT
+from test_geneval_benchmark import install_fake_official
 
 from evals.adapter import state_dict_digest
 from evals.adapters.diffusers_pipe import DiffusersPipelineAdapter
@@ -334,13 +334,7 @@ def test_describe_is_json_and_its_digest_covers_every_module(sana_dir, sana):
 @pytest.fixture
 def fake_geneval_scorer(tmp_path, monkeypatch):
     """GenEval's official scorer replaced by a script that marks image 0 of prompts other than 1 correct."""
-    repo = tmp_path / "geneval-checkout"
-    (repo / "evaluation").mkdir(parents=True)
-    (repo / "evaluation" / "evaluate_images.py").write_text(FAKE_SCORER)
-    checkpoints = tmp_path / "mmdet-models"
-    checkpoints.mkdir()
-    (checkpoints / OFFICIAL_CHECKPOINT).write_bytes(b"not really a checkpoint")
-    monkeypatch.setenv("FAKE_GENEVAL_CALLS", str(tmp_path / "calls.jsonl"))
+    repo, checkpoints, _ = install_fake_official(tmp_path, monkeypatch)
     return [f"official_scorer={sys.executable}", f"official_repo={repo}", f"detector={checkpoints}", "limit=2"]
 
 

@@ -413,8 +413,8 @@ with open(args.outfile, "w") as fp:
 """.replace("CHECKPOINT", OFFICIAL_CHECKPOINT)
 
 
-@pytest.fixture
-def fake_official(tmp_path, monkeypatch):
+def install_fake_official(tmp_path, monkeypatch):
+    """GenEval's official scorer replaced by FAKE_SCORER in a checkout, with a detector folder: (repo, models, log)."""
     repo = tmp_path / "geneval-checkout"
     (repo / "evaluation").mkdir(parents=True)
     (repo / "evaluation" / "evaluate_images.py").write_text(FAKE_SCORER)
@@ -423,6 +423,12 @@ def fake_official(tmp_path, monkeypatch):
     (models / OFFICIAL_CHECKPOINT).write_bytes(b"not really a checkpoint")
     calls = tmp_path / "calls.jsonl"
     monkeypatch.setenv("FAKE_GENEVAL_CALLS", str(calls))
+    return repo, models, calls
+
+
+@pytest.fixture
+def fake_official(tmp_path, monkeypatch):
+    repo, models, calls = install_fake_official(tmp_path, monkeypatch)
     options = {
         "limit": 3,
         "n_samples": 2,
