@@ -296,6 +296,9 @@ class Benchmark(ABC):
     listing_knob: ClassVar[str | None] = None
     # The record folders of the two steps of STAGES (a judged benchmark scores in ``judge``).
     stages: ClassVar[tuple[str, str]] = STAGES
+    # The metrics (names :meth:`aggregate` returns) where a lower value is better (recon: ``rfid``); every
+    # other metric is higher-is-better. Written into results.json, so tables can put an arrow on each column.
+    lower_is_better: ClassVar[frozenset[str]] = frozenset()
 
     def outputs_per_item(self, resolved: ResolvedBenchmark) -> int:
         """Images the produce step makes per item (GenEval: ``n_samples``): what an adapter of outputs made

@@ -45,9 +45,37 @@ def _register_queries(sub: argparse._SubParsersAction) -> None:
     status.add_argument("run")
     status.set_defaults(func=_cmd_status)
 
-    compare = sub.add_parser("compare", help="table of runs: one row per model, one column per metric")
-    compare.add_argument("runs", nargs="+")
-    compare.add_argument("--format", choices=["md", "csv", "tex", "html"], default="md")
+    compare = sub.add_parser(
+        "compare", help="table of runs: one row per model, columns grouped per benchmark variant, footnotes"
+    )
+    compare.add_argument("runs", nargs="+", help="run directories or results.json files")
+    compare.add_argument(
+        "--format",
+        choices=["md", "csv", "tex", "html"],
+        default="md",
+        help="md (default), csv (numbers: value, se, n per metric), tex (booktabs), html",
+    )
+    compare.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="RUN=NAME",
+        help="name the row of a run (RUN as given above); default: the model's reference (repeatable)",
+    )
+    compare.add_argument(
+        "--metrics",
+        action="append",
+        metavar="A,B",
+        help="columns to show, in this order within a benchmark: METRIC or BENCH@VARIANT:METRIC (repeatable)",
+    )
+    compare.add_argument(
+        "--precision",
+        action="append",
+        default=[],
+        metavar="N|METRIC=N",
+        help="digits after the point, for every column or one metric (repeatable); default 3 significant "
+        "digits for values, 2 for standard errors",
+    )
     compare.set_defaults(func=_cmd_compare)
 
     gate = sub.add_parser("gate", help="CI verdict against a baseline: exit 0 pass, 1 fail, 2 refused")
@@ -56,6 +84,16 @@ def _register_queries(sub: argparse._SubParsersAction) -> None:
     gate.add_argument("--rules", required=True, help="rules YAML")
     gate.add_argument("--json", help="write the JSON verdict here (default RUN/gate.json)")
     gate.set_defaults(func=_cmd_gate)
+
+    from evals.report import leaderboard, verify  # light: yaml; pandas loads only when a command runs
+
+    for name, module, text in (
+        ("verify", verify, "check runs against claimed numbers (claims YAML or published): exit 0 all consistent"),
+        ("leaderboard", leaderboard, "the published rows of the runs' benchmarks beside the runs, with sources"),
+    ):
+        command = sub.add_parser(name, help=text)
+        module.add_arguments(command)
+        command.set_defaults(func=module.run)
 
     dry = sub.add_parser(
         "plan",
@@ -189,7 +227,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from evals.report.compare import render
     from evals.report.results import load_results
 
-    sys.stdout.write(render(load_results(args.runs), args.format))
+    text = render(
+        load_results(args.runs), args.format, labels=args.label, metrics=args.metrics, precision=args.precision
+    )
+    sys.stdout.write(text)
     return 0
 
 
@@ -201,8 +242,8 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)
     runs = load_results([args.run])
     wanted = rules.get("benchmark")
-    matching = [r for r in runs if not wanted or r["benchmark"] == wanted]
-    baselines = [r for r in load_results([args.baseline]) if not wanted or r["benchmark"] == wanted]
+    matching = [r for r in runs if not wanted or r.get("benchmark") == wanted]
+    baselines = [r for r in load_results([args.baseline]) if not wanted or r.get("benchmark") == wanted]
     if len(matching) != 1 or len(baselines) != 1:
         raise ValueError(
             f"need exactly one {wanted or 'result'} in the run and in the baseline "

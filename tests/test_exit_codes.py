@@ -245,6 +245,74 @@ def test_a_failing_gate_exits_1(capsys, tmp_path):
     assert code == 1 and "FAIL" in out
 
 
+def test_the_gate_refuses_what_it_cannot_judge_with_exit_2(capsys, tmp_path):
+    """Malformed rules, a file that is not a results.json, unreadable JSON and a NaN metric: exit 2, never 3."""
+    baseline = ROOT / "leaderboards" / "baselines" / "tiny-digits-recon-standard.json"
+    rules = ROOT / "leaderboards" / "baselines" / "recon-gate.yaml"
+
+    def gate(run, rules_path, *extra):
+        return cli(capsys, "eval", "gate", run, "--baseline", baseline, "--rules", rules_path, *extra)[::2]
+
+    for text, expected in (
+        ("metrics: {psnr: {max_drop: [1\n", "not valid YAML"),
+        ("metrics: {psnr: {max_drop: lots}}\n", "must be a number >= 0"),
+        ("metrics: {psnr: {max_drop: -1}}\n", "must be a number >= 0"),
+        ("min_coverage: 2\nmetrics: {psnr: {max_drop: 1}}\n", "min_coverage must be a fraction"),
+    ):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        one_line_usage_error(*gate(baseline, bad), expected)
+    (tmp_path / "torn.json").write_text('{"benchmark": "recon@standard", ')
+    one_line_usage_error(*gate(tmp_path / "torn.json", rules))
+    (tmp_path / "other.json").write_text(json.dumps({"benchmark": "recon@standard", "hello": 1}))
+    code, out, _ = cli(
+        capsys,
+        "eval",
+        "gate",
+        tmp_path / "other.json",
+        "--baseline",
+        baseline,
+        "--rules",
+        rules,
+        "--json",
+        tmp_path / "g1.json",
+    )
+    assert code == 2 and "not a results file" in out
+    assert json.loads((tmp_path / "g1.json").read_text())["verdict"] == "refused"
+    nan = json.loads(baseline.read_text())
+    nan["metrics"]["psnr"]["value"] = float("nan")
+    (tmp_path / "nan.json").write_text(json.dumps(nan))
+    code, out, _ = cli(
+        capsys,
+        "eval",
+        "gate",
+        tmp_path / "nan.json",
+        "--baseline",
+        baseline,
+        "--rules",
+        rules,
+        "--json",
+        tmp_path / "g2.json",
+    )
+    assert code == 2 and "psnr is nan" in out
+
+
+def test_verify_and_leaderboard_exit_codes(capsys, tmp_path):
+    """verify: 0 all consistent, 1 otherwise, 2 refused; leaderboard: 0, or 2 for a benchmark nothing matches."""
+    baseline = ROOT / "leaderboards" / "baselines" / "tiny-digits-recon-standard.json"
+    psnr = json.loads(baseline.read_text())["metrics"]["psnr"]["value"]
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(f"- {{model: tiny-digits, benchmark: recon@standard, metric: psnr, value: {psnr}, source: s}}\n")
+    verdicts = tmp_path / "verify.json"
+    assert cli(capsys, "eval", "verify", baseline, "--claims", claims, "--json", verdicts)[0] == 0
+    claims.write_text(f"- {{model: x, benchmark: recon@standard, metric: psnr, value: {psnr + 50}, source: s}}\n")
+    assert cli(capsys, "eval", "verify", baseline, "--claims", claims, "--json", verdicts)[0] == 1
+    claims.write_text("claims: 5\n")
+    one_line_usage_error(*cli(capsys, "eval", "verify", baseline, "--claims", claims, "--json", verdicts)[::2])
+    assert cli(capsys, "eval", "leaderboard", baseline)[0] == 0
+    one_line_usage_error(*cli(capsys, "eval", "leaderboard", baseline, "--benchmark", "NoSuchBench")[::2])
+
+
 def _fake_command(monkeypatch, raised):
     def build_parser():
         parser = argparse.ArgumentParser(prog="unilip")

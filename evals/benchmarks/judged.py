@@ -297,7 +297,8 @@ class JudgedBenchmark(Benchmark):
         headline["coverage"] = states[OK] / expected if expected else 0.0
         headline["judge"] = resolved.scorers.judge.describe()
         headline["warnings"] = list(resolved.warnings)
-        return metrics
+        # The headline first (results.json's metric_order, the first column of a table), values untouched.
+        return {"overall": headline, **{name: value for name, value in metrics.items() if name != "overall"}}
 
     # ------------------------------------------------------------------ dry run
     def judge_plan(self, resolved: ResolvedBenchmark, bench_dir: Path, cache_dir: Path) -> dict[str, Any]:

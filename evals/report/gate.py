@@ -15,6 +15,7 @@ Rules file (YAML)::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,18 +60,47 @@ class Verdict:
 
 
 def load_rules(path: str | Path) -> dict[str, Any]:
-    rules = yaml.safe_load(Path(path).read_text())
+    """The rules file, checked: a malformed one is a ``ValueError`` (exit 2, refused), never a crash."""
+    try:
+        rules = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(rules, dict) or not isinstance(rules.get("metrics"), dict) or not rules["metrics"]:
         raise ValueError(f"{path}: rules need a 'metrics' mapping, e.g. metrics: {{psnr: {{max_drop: 0.05}}}}")
     for metric, rule in rules["metrics"].items():
         if not isinstance(rule, dict) or not set(rule) <= set(RULE_KINDS) or not rule:
             raise ValueError(f"{path}: rule for {metric!r} must use {' or '.join(RULE_KINDS)}; got {rule!r}")
+        for kind, limit in rule.items():
+            if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) or limit < 0:
+                raise ValueError(f"{path}: {metric}: {kind} must be a number >= 0; got {limit!r}")
+    if "min_coverage" in rules:
+        value = rules["min_coverage"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"{path}: min_coverage must be a fraction in [0, 1]; got {value!r}")
     return rules
+
+
+RESULT_KEYS = ("benchmark", "spec", "coverage", "metrics")
+
+
+def _unreadable(result: dict[str, Any], side: str) -> str | None:
+    """Why ``result`` is not a results.json the gate can read, or None."""
+    missing = [key for key in RESULT_KEYS if key not in result]
+    if missing:
+        return f"the {side} ({result.get('_path', '?')}) is not a results file: no {', '.join(missing)}"
+    if "fingerprint" not in result["spec"] or not {"missing", "expected", "fraction"} <= set(result["coverage"]):
+        return f"the {side} ({result.get('_path', '?')}) is not a results file: its spec or coverage is incomplete"
+    return None
 
 
 def judge(run: dict[str, Any], baseline: dict[str, Any], rules: dict[str, Any]) -> Verdict:
     """Compare a run's result with a baseline result under ``rules``."""
-    verdict = Verdict(code=PASS, benchmark=run["benchmark"])
+    verdict = Verdict(code=PASS, benchmark=str(run.get("benchmark", "?")))
+    broken = [why for why in (_unreadable(run, "run"), _unreadable(baseline, "baseline")) if why]
+    if broken:
+        verdict.reasons += broken
+        verdict.code = REFUSED
+        return verdict
     wanted = rules.get("benchmark")
     if wanted and run["benchmark"] != wanted:
         verdict.reasons.append(f"the rules are for {wanted}, the run is {run['benchmark']}")
@@ -96,8 +126,10 @@ def judge(run: dict[str, Any], baseline: dict[str, Any], rules: dict[str, Any]) 
         for side, result in (("run", run), ("baseline", baseline)):
             entry = result["metrics"].get(metric)
             if entry is None or entry.get("status") == "not_computed":
-                why = entry["reason"].splitlines()[0] if entry else "absent"
+                why = entry.get("reason", "no reason recorded").splitlines()[0] if entry else "absent"
                 verdict.reasons.append(f"{metric} is not computed in the {side} ({why}); a rule cannot judge it")
+            elif not isinstance(entry.get("value"), (int, float)) or not math.isfinite(entry["value"]):
+                verdict.reasons.append(f"{metric} is {entry.get('value')!r} in the {side}; a rule cannot judge it")
     if verdict.reasons:
         verdict.code = REFUSED
         return verdict

@@ -25,17 +25,28 @@ def find_results(path: str | Path) -> list[Path]:
 
 
 def load_results(paths: list[str | Path]) -> list[dict[str, Any]]:
-    """Every result under the given run directories or files, each with its ``_path``."""
+    """Every result under the given run directories or files, each with its ``_path`` (the results.json) and
+    ``_run`` (the argument it was found under, as given: what ``unilip eval compare --label RUN=NAME`` names)."""
     results = []
     for path in paths:
         for file in find_results(path):
             result = read_json(file)
             result["_path"] = str(file)
+            result["_run"] = str(path)
             results.append(result)
     return results
 
 
+def model_reference(result: dict[str, Any]) -> str:
+    """The model's reference as given to ``unilip eval run`` (``tiny``, ``folder:out/x``), without digest."""
+    return str(result["model"].get("model", "?"))
+
+
+def model_digest(result: dict[str, Any]) -> str:
+    """The first 8 hex digits of the model's weights sha256 ("" when the run recorded none)."""
+    return str(result["model"].get("weights_sha256") or "")[:8]
+
+
 def model_label(result: dict[str, Any]) -> str:
-    """How a model is named in tables: its reference plus a short weights digest."""
-    model = result["model"]
-    return f"{model.get('model', '?')} [{model.get('weights_sha256', '')[:8]}]"
+    """A model named unambiguously: its reference plus a short weights digest (``tiny [f163c4c7]``)."""
+    return f"{model_reference(result)} [{model_digest(result)}]"

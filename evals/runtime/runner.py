@@ -425,6 +425,12 @@ def aggregate_run(
         "stages": status,
         "failures": failures,
         "metrics": metrics,
+        # results.json is written with sorted keys: keep the benchmark's own order (headline first) and
+        # each metric's direction for the tables (``unilip eval compare``).
+        "metric_order": list(metrics),
+        "metric_directions": {
+            name: "lower" if name in resolved.benchmark.lower_is_better else "higher" for name in metrics
+        },
         **extra,
     }
     atomic_write_json(bench_dir / RESULTS, results)

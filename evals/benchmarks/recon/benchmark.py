@@ -110,6 +110,7 @@ class ReconstructionBenchmark(Benchmark):
     capability = "reconstruct"
     listing_knob = "dataset"
     Options = ReconOptions
+    lower_is_better = frozenset({"rfid", *(f"lpips_{net}" for net in LPIPS_NETS)})  # distances; psnr, ssim, is: higher
     variants = {
         "standard": ReconProtocol(quantisation="round-both", psnr_data_range=1.0, ssim_data_range=1.0),
         "upstream": ReconProtocol(quantisation="upstream", psnr_data_range=1.0, ssim_data_range=2.0),
