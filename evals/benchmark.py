@@ -190,6 +190,27 @@ def parse_options(options: type, given: Mapping[str, Any], owner: str) -> Any:
     return options(**values)
 
 
+# ---------------------------------------------------------------------------------------- paired values
+@dataclass(frozen=True)
+class UnitValues:
+    """A run's per-unit values, for paired tests between two runs of one spec (``unilip eval compare --paired``).
+
+    Attributes:
+        values: metric (as results.json names it, or its own name) -> unit id -> the unit's value; only the units
+            scored ``ok`` are here.
+        kinds: metric -> ``"continuous"`` (a per-item number: a paired bootstrap) or ``"binary"`` (1.0 right,
+            0.0 wrong: McNemar's exact test).
+        unit: what a unit is, for the report (``image``, ``question``, ``question group``).
+        scale: metric -> the factor from the mean of the unit values to the metric's scale (100 for an accuracy
+            reported in percent); 1 when absent.
+    """
+
+    values: Mapping[str, Mapping[str, float]]
+    kinds: Mapping[str, str]
+    unit: str = "item"
+    scale: Mapping[str, float] = field(default_factory=dict)
+
+
 # ---------------------------------------------------------------------------------------- benchmarks
 @dataclass(frozen=True)
 class ResolvedBenchmark:
@@ -356,6 +377,11 @@ class Benchmark(ABC):
         self, resolved: ResolvedBenchmark, records: dict[str, dict[str, Any]], bench_dir: Path
     ) -> dict[str, Any]:
         """Turn the ``score`` stage's ``ok`` records (item id -> record) into metrics."""
+
+    def unit_values(self, bench_dir: Path, manifest_ids: list[str]) -> UnitValues | None:
+        """The per-unit values of the run in ``bench_dir`` (its manifest's item ids ``manifest_ids``), for paired
+        tests; None (the default) when the benchmark does not support them, which the paired report says."""
+        return None
 
     def preflight(self, resolved: ResolvedBenchmark) -> None:  # noqa: B027 (an optional hook)
         """Checks of the environment a run needs (an API key, a reachable service ...).

@@ -76,6 +76,12 @@ def _register_queries(sub: argparse._SubParsersAction) -> None:
         help="digits after the point, for every column or one metric (repeatable); default 3 significant "
         "digits for values, 2 for standard errors",
     )
+    compare.add_argument(
+        "--paired",
+        metavar="BASELINE_RUN",
+        help="test every other run against this one (a run directory or results.json; added to the runs if not "
+        "given) on the units both scored: paired bootstrap or McNemar; md bolds a best value only when significant",
+    )
     compare.set_defaults(func=_cmd_compare)
 
     gate = sub.add_parser("gate", help="CI verdict against a baseline: exit 0 pass, 1 fail, 2 refused")
@@ -94,6 +100,14 @@ def _register_queries(sub: argparse._SubParsersAction) -> None:
         command = sub.add_parser(name, help=text)
         module.add_arguments(command)
         command.set_defaults(func=module.run)
+
+    from evals.report import run_report
+
+    report = sub.add_parser(
+        "report", help="one self-contained HTML page of runs: tables, images, judge rationales, failures"
+    )
+    run_report.add_arguments(report)
+    report.set_defaults(func=run_report.run)
 
     dry = sub.add_parser(
         "plan",
@@ -224,11 +238,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from evals.report.compare import render
+    from evals.report.compare import _same_run, render
     from evals.report.results import load_results
 
+    results = load_results(args.runs)
+    baseline = getattr(args, "paired", None)
+    if baseline is not None and not any(_same_run(baseline, result) for result in results):
+        results += load_results([baseline])  # the baseline gets its row, as if given among the runs
     text = render(
-        load_results(args.runs), args.format, labels=args.label, metrics=args.metrics, precision=args.precision
+        results, args.format, labels=args.label, metrics=args.metrics, precision=args.precision, paired=baseline
     )
     sys.stdout.write(text)
     return 0

@@ -313,6 +313,17 @@ def test_verify_and_leaderboard_exit_codes(capsys, tmp_path):
     one_line_usage_error(*cli(capsys, "eval", "leaderboard", baseline, "--benchmark", "NoSuchBench")[::2])
 
 
+def test_eval_report_writes_a_page_or_refuses(capsys, tmp_path):
+    baseline = ROOT / "leaderboards" / "baselines" / "tiny-digits-recon-standard.json"
+    run = tmp_path / "run" / "recon@standard"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(baseline.read_text())
+    one_line_usage_error(*cli(capsys, "eval", "report", tmp_path / "nowhere", "--out", tmp_path / "p.html")[::2])
+    code, _, err = cli(capsys, "eval", "report", tmp_path / "run", "--out", tmp_path / "page.html")
+    assert code == 0, err
+    assert "<table" in (tmp_path / "page.html").read_text()
+
+
 def _fake_command(monkeypatch, raised):
     def build_parser():
         parser = argparse.ArgumentParser(prog="unilip")

@@ -2,7 +2,6 @@
 HTML report opened in a real headless browser."""
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -53,22 +52,6 @@ def test_sweep_writes_table_plot_and_report_and_resumes(study, capsys):
     run_sweep(RECIPE, [0.0, 1.0], out, **STEPS)  # everything reused: no phase trains again
     assert "reused" in capsys.readouterr().err
     assert all(p.read_text() == text for p, text in logs.items())
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    """Debian's chromium, installed here when missing (the test setup installs it; it is not assumed)."""
-    found = shutil.which("chromium")
-    if found is None:
-        install = (
-            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
-            "apt-get install -y -qq --no-install-recommends chromium"
-        )
-        result = subprocess.run(["bash", "-c", install], capture_output=True, text=True, timeout=900)
-        found = shutil.which("chromium")
-        if found is None:
-            pytest.fail(f"could not install Debian's chromium for the report test:\n{result.stderr[-2000:]}")
-    return found
 
 
 @pytest.mark.slow

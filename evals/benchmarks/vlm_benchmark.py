@@ -47,6 +47,7 @@ from evals.benchmark import (
     ResolvedBenchmark,
     StageContext,
     StageResult,
+    UnitValues,
     model_identity,
     option,
 )
@@ -247,6 +248,58 @@ class VlmBenchmark(Benchmark):
         if options.answer_is_rule is not None:
             raise ValueError(f"{self.name}: answer_is_rule is a multiple-choice extraction rule; {self.name} has none")
         return {}
+
+    def row_hit(self, row: VlmRow, payload: Mapping[str, Any], protocol: VlmProtocol) -> bool | None:
+        """Whether a scored row is right, for paired tests (a unit is right when all its rows are); None (the
+        default) when the benchmark has no per-row correctness to pair."""
+        return None
+
+    def unit_values(self, bench_dir: Path, manifest_ids: list[str]) -> UnitValues | None:
+        """Per-unit correctness (1 when every row of the unit is right: a question, a CircularEval group, an MMVP
+        pair) of the headline metric, for paired tests. The run directory holds no gold answers, so the data file
+        is read again: from the ``--data`` the run recorded, else where a run finds it by default (``$LMUData``);
+        None when the benchmark has no :meth:`row_hit`, or the file is absent or is not the one the run scored."""
+        from evals.files import read_json
+        from evals.runtime.runner import MANIFEST, RESULTS, load_record
+
+        spec = read_json(bench_dir / MANIFEST)["spec"]
+        protocol: VlmProtocol | None = self.variants.get(spec["variant"])
+        if protocol is None or protocol.fallback == "grade":
+            return None
+        recorded = read_json(bench_dir / RESULTS).get("data_path") if (bench_dir / RESULTS).is_file() else None
+        found = None
+        for options in ([VlmOptions(data=str(recorded))] if recorded else []) + [VlmOptions()]:
+            try:
+                path, identity, _ = self.data_file(options, protocol)
+            except (FileNotFoundError, ValueError):
+                continue
+            if identity == spec["knobs"]["produce"]["data"]:
+                found = path
+                break
+        if found is None:
+            return None
+        path = found
+        rows = [row for row in read_tsv(path) if row.images_b64]
+        wanted = set(manifest_ids)
+        unit_rows: dict[str, list[VlmRow]] = {}
+        for row, key in zip(rows, self.units(rows, protocol), strict=True):
+            if str(row.index) in wanted and (protocol.split is None or row.fields.get("split") == protocol.split):
+                unit_rows.setdefault(str(key), []).append(row)
+        hits: dict[str, float] = {}
+        for key, members in unit_rows.items():
+            right = []
+            for row in members:
+                record = load_record(bench_dir, self.stages[1], str(row.index))
+                hit = None if record is None or record["status"] != "ok" else self.row_hit(row, record, protocol)
+                if hit is None:
+                    break  # a unit with a row not scored (or not pairable) is left out, as the aggregate does
+                right.append(hit)
+            else:
+                hits[key] = float(all(right))
+        if not hits and not unit_rows:
+            return None
+        metric = self.headlines_for(protocol)[0]
+        return UnitValues({metric: hits}, {metric: "binary"}, self.unit_noun.removesuffix("s"), {metric: 100.0})
 
     @abstractmethod
     def score_rows(
@@ -640,6 +693,11 @@ class ChoiceBenchmark(VlmBenchmark):
         letters = list(self.choices(row, protocol))
         pool = letters + ["Z"] if "Z" not in letters else letters
         return {"answer": random.Random(seed).choice(pool), "by": BY_RANDOM}
+
+    def row_hit(self, row: VlmRow, payload: Mapping[str, Any], protocol: VlmProtocol) -> bool | None:
+        """Right when the answer is the gold option (as :class:`~evals.benchmarks.vlm_scoring.Outcome` scores it)."""
+        gold = scoring_choices(row, protocol.dataset)[1]
+        return Outcome(index=row.index, answer=str(payload["answer"]), gold=gold).hit
 
     def score_rows(
         self, resolved: ResolvedBenchmark, scored: Sequence[tuple[VlmRow, dict[str, Any]]]

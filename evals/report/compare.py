@@ -10,8 +10,10 @@ goes into one footnote per distinct reason, naming the models it concerns.
 
 Formats: ``md`` (Markdown), ``csv`` (numbers only: ``value``, ``se``, ``n`` per column, coverage per
 group; loads with ``pandas.read_csv``), ``tex`` (``Styler.to_latex``: booktabs rules, a ``\\multicolumn``
-per group) and ``html`` (``Styler.to_html`` in a self-contained page). No cell is bolded: which differences
-matter needs a paired test, not the larger mean.
+per group) and ``html`` (``Styler.to_html`` in a self-contained page). No cell is bolded unless ``--paired
+BASELINE_RUN`` tests each run against a baseline (:mod:`evals.report.paired`): then, in Markdown, a column's best
+value is bolded when its difference from the baseline is significant, and the tests follow the table (md: a section;
+tex, html: footnotes; csv: ``:paired_diff``, ``:paired_p`` columns).
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class Comparison:
     cells: dict[tuple[str, Column], dict[str, Any]] = field(default_factory=dict)
     coverage: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    paired: list[Any] = field(default_factory=list)  # evals.report.paired.PairedEntry, with --paired
+    baseline: str | None = None  # the baseline's row, with --paired
 
     @property
     def groups(self) -> list[str]:
@@ -230,7 +234,12 @@ def _spec_notes(results: list[dict[str, Any]], names: dict[tuple[str, str], str]
 
 
 def build_comparison(
-    results: list[dict[str, Any]], *, labels: Sequence[str] = (), metrics: str | Sequence[str] | None = None
+    results: list[dict[str, Any]],
+    *,
+    labels: Sequence[str] = (),
+    metrics: str | Sequence[str] | None = None,
+    paired: str | None = None,
+    resamples: int | None = None,
 ) -> Comparison:
     """The table of ``results`` (as :func:`evals.report.results.load_results` returns them).
 
@@ -239,9 +248,12 @@ def build_comparison(
         labels: ``RUN=NAME`` items naming the rows of a run (RUN: a run directory or results.json given).
         metrics: the columns to show (``"a,b"`` or a list): metric names, or ``bench@variant:metric``;
             all when None. Within a group they come in this order.
+        paired: a run given (directory or results.json, as ``--label`` names it): test every other run against
+            it on the units both scored (:mod:`evals.report.paired`); None: no tests.
+        resamples: the bootstrap resamples of the paired tests (default :data:`evals.report.paired.RESAMPLES`).
 
     Raises:
-        ValueError: a ``--label`` RUN that names no run given, or a metric that no run has.
+        ValueError: a ``--label`` or ``--paired`` RUN that names no run given, or a metric that no run has.
     """
     rows = _row_labels(results, labels)
     names = _group_names(results)
@@ -279,7 +291,66 @@ def build_comparison(
     # A model with nothing in the columns chosen has no row.
     comparison.rows = [row for row in comparison.rows if any((row, column) in comparison.cells for column in every)]
     comparison.notes = _notes(comparison, results, rows, names) + list(dict.fromkeys(duplicates))
+    if paired is not None:
+        _add_paired(comparison, results, rows, names, paired, resamples, bool(chosen))
     return comparison
+
+
+def _add_paired(
+    comparison: Comparison,
+    results: list[dict[str, Any]],
+    rows: list[str],
+    names: dict[tuple[str, str], str],
+    paired: str,
+    resamples: int | None,
+    chosen: bool,
+) -> None:
+    """The paired tests of every run against the run ``paired``, for the rows and groups the table shows (and,
+    with ``--metrics``, its metrics)."""
+    from evals.report import paired as paired_tests
+
+    baseline = [index for index, result in enumerate(results) if _same_run(paired, result)]
+    if not baseline:
+        runs = ", ".join(dict.fromkeys(str(result.get("_run", result.get("_path"))) for result in results))
+        raise ValueError(f"--paired {paired!r} is none of the runs given ({runs})")
+    entries = paired_tests.paired_entries(results, rows, names, baseline, resamples=resamples or paired_tests.RESAMPLES)
+    shown = {(column.group, column.metric) for column in comparison.columns}
+    comparison.paired = [
+        entry
+        for entry in entries
+        if entry.row in comparison.rows
+        and entry.group in comparison.groups
+        and (entry.metric is None or not chosen or (entry.group, entry.metric) in shown)
+    ]
+    comparison.baseline = rows[baseline[0]]
+
+
+def _bolded(comparison: Comparison) -> set[tuple[str, Column]]:
+    """The cells to bold: a column's best value, when its difference from the baseline is significant (the
+    baseline's own best: when it is significantly better than every other run with a value there)."""
+    tested = {(e.row, e.group, e.metric): e for e in comparison.paired if e.stat is not None}
+    bold = set()
+    for column in comparison.columns:
+        values = {
+            row: float(entry["value"])
+            for row in comparison.rows
+            if _finite((entry := comparison.cells.get((row, column)) or {}).get("value"))
+        }
+        if len(values) < 2:
+            continue
+        pick = max if column.direction == "higher" else min
+        best = pick(values, key=lambda row: values[row])
+        if sum(value == values[best] for value in values.values()) > 1:
+            continue  # a tie has no best
+        if best == comparison.baseline:
+            others = [tested.get((row, column.group, column.metric)) for row in values if row != best]
+            significant = all(entry is not None and entry.significant for entry in others)
+        else:
+            entry = tested.get((best, column.group, column.metric))
+            significant = entry is not None and entry.significant
+        if significant:
+            bold.add((best, column))
+    return bold
 
 
 def _notes(
@@ -435,14 +506,20 @@ def _latex_escape(text: str) -> str:
 
 
 def _display_frame(comparison: Comparison, precision: Sequence[str], fmt: str) -> pd.DataFrame:
-    """Rows x (group, metric with its arrow) of formatted cells; the row labels are the index."""
+    """Rows x (group, metric with its arrow) of formatted cells; the row labels are the index. In Markdown, the
+    cells of :func:`_bolded` are bold."""
     decimals = _display_decimals(comparison, precision)
+    bold = _bolded(comparison) if fmt == "md" and comparison.paired else set()
     arrows = TEX_ARROWS if fmt == "tex" else ARROWS
     header = pd.MultiIndex.from_tuples(
         [(c.group, f"{c.metric} {arrows[c.direction]}") for c in comparison.columns], names=["", "model"]
     )
     body = [
-        [_cell_text(comparison.cells.get((row, c)), decimals[c], fmt) for c in comparison.columns]
+        [
+            f"**{text}**" if (row, c) in bold else text
+            for c in comparison.columns
+            for text in [_cell_text(comparison.cells.get((row, c)), decimals[c], fmt)]
+        ]
         for row in comparison.rows
     ]
     return pd.DataFrame(body, index=pd.Index(comparison.rows), columns=header)
@@ -468,6 +545,20 @@ def numeric_frame(comparison: Comparison, precision: Sequence[str] = ()) -> pd.D
             counts = [comparison.coverage.get((row, group), {}).get(key) for row in comparison.rows]
             data[f"{group}:coverage_{key}"] = pd.array([c if _finite(c) else None for c in counts], dtype="Int64")
     return pd.DataFrame(data)
+
+
+def _with_paired(frame: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
+    """The CSV's numbers plus ``GROUP:METRIC:paired_diff`` and ``:paired_p`` per tested column (empty for the
+    baseline and where there is no test)."""
+    tested = {(e.row, e.group, e.metric): e for e in comparison.paired if e.stat is not None}
+    extra: dict[str, list[float]] = {}
+    for group, metric in dict.fromkeys((e.group, e.metric) for e in tested.values()):
+        entries = [tested.get((row, group, metric)) for row in comparison.rows]
+        extra[f"{group}:{metric}:paired_diff"] = [
+            e.stat.difference * e.scale if e is not None else math.nan for e in entries
+        ]
+        extra[f"{group}:{metric}:paired_p"] = [e.stat.p_value if e is not None else math.nan for e in entries]
+    return pd.concat([frame, pd.DataFrame(extra, index=frame.index)], axis=1) if extra else frame
 
 
 def _markdown(frame: pd.DataFrame, notes: list[str]) -> str:
@@ -497,6 +588,8 @@ def render(
     labels: Sequence[str] = (),
     metrics: str | Sequence[str] | None = None,
     precision: Sequence[str] = (),
+    paired: str | None = None,
+    resamples: int | None = None,
 ) -> str:
     """The comparison as Markdown, CSV, LaTeX (booktabs) or a self-contained HTML page.
 
@@ -508,18 +601,29 @@ def render(
         precision: ``N`` (digits after the point for every column) and ``METRIC=N`` items (one metric,
             ``bench@variant:metric`` allowed); default 3 significant digits for values, 2 for standard
             errors, on each column's smallest magnitude. The CSV keeps full precision unless given.
+        paired: a baseline run given, to test every other run against (see :func:`build_comparison`).
+        resamples: the paired bootstrap's resamples (see :func:`build_comparison`).
 
     Raises:
-        ValueError: an unknown format, label run, metric or a malformed precision.
+        ValueError: an unknown format, label or paired run, metric or a malformed precision.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    comparison = build_comparison(results, labels=labels, metrics=metrics)
+    comparison = build_comparison(results, labels=labels, metrics=metrics, paired=paired, resamples=resamples)
     if fmt == "csv":
-        return numeric_frame(comparison, precision).to_csv(index=False)
+        return _with_paired(numeric_frame(comparison, precision), comparison).to_csv(index=False)
     frame = _display_frame(comparison, precision, fmt)
     if fmt == "md":
-        return _markdown(frame, comparison.notes)
+        text = _markdown(frame, comparison.notes)
+        if paired is None:
+            return text
+        from evals.report.paired import markdown_section
+
+        return text + "\n" + markdown_section(comparison.paired, str(comparison.baseline))
+    if paired is not None:
+        from evals.report.paired import entry_note
+
+        comparison.notes += [entry_note(entry, str(comparison.baseline)) for entry in comparison.paired]
     styler = frame.style.format(escape="html" if fmt == "html" else None)
     if fmt == "tex":
         styler = styler.format_index(escape="latex", axis=0).format_index(escape="latex-math", axis=1)

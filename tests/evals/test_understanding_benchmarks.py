@@ -690,3 +690,27 @@ def test_eval_plan_counts_only_the_answers_the_rules_cannot_read(tmp_path):
         assert (cold["cached"], cold["calls"], cold["judge_calls"], cold["judge_calls_at_most"]) == (0, 1, 1, 6)
     with pytest.raises(ValueError, match="uses no judge"):
         plan(["mmbench@dev-en"], tmp_path / "run", {"data": str(tsv.parent)}, cache)
+
+
+# ---------------------------------------------------------------------- paired comparisons
+def test_a_paired_compare_of_two_models_counts_units_both_answered_and_detects_a_real_gap(tmp_path, monkeypatch):
+    """AI2D, 40 questions: the baseline is right on all, the other wrong on the first 12 (McNemar: b = 0, c = 12)."""
+    from evals.report.compare import render
+    from evals.report.results import load_results
+
+    tsv = write_plain_mcq(tmp_path / "data", "AI2D_TEST", ("physics",) * 40)
+    gold = {index: "ABCD"[index % 4] for index in range(40)}
+    worse = {index: ("B" if gold[index] == "A" else "A") if index < 12 else gold[index] for index in range(40)}
+    good = scripted(tmp_path / "good", tsv, "AI2D_TEST", gold)
+    bad = scripted(tmp_path / "bad", tsv, "AI2D_TEST", worse)
+    assert value(headline(run(tmp_path, good, "ai2d@default", tsv.parent, out="good"), "overall")) == 100.0
+    assert value(headline(run(tmp_path, bad, "ai2d@default", tsv.parent, out="bad"), "overall")) == 70.0
+    text = render(load_results([tmp_path / "good", tmp_path / "bad"]), "md", paired=str(tmp_path / "good"))
+    section = text[text.index("Paired tests") :]
+    # 12 discordant units all one way: p = 2 x 0.5^12 = 0.000488 (shown 0.0005); 40 units; difference -30 points.
+    assert "| -30.0 |" in section and "| 0.0005 | 40 rows |" in section
+    assert "McNemar exact (0 vs 12 discordant)" in section
+    # The data file moved away from where the run read it: no pairing on wrong answers, and it says so.
+    tsv.rename(tmp_path / "moved.tsv")
+    text = render(load_results([tmp_path / "good", tmp_path / "bad"]), "md", paired=str(tmp_path / "good"))
+    assert "paired test not available for ai2d@default" in text

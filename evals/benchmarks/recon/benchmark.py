@@ -32,6 +32,7 @@ from evals.benchmark import (
     ResolvedBenchmark,
     StageContext,
     StageResult,
+    UnitValues,
     option,
     register_benchmark,
 )
@@ -350,6 +351,21 @@ class ReconstructionBenchmark(Benchmark):
 
         metrics.update(inception_metrics(list(records), bench_dir, resolved.stages[1], fid_knobs["inception_score"]))
         return metrics
+
+    # ------------------------------------------------------------------ paired values
+    def unit_values(self, bench_dir: Path, manifest_ids: list[str]) -> UnitValues | None:
+        """Per-image PSNR, SSIM and LPIPS from the score records (rFID and IS are set-level: no paired values)."""
+        from evals.runtime.runner import load_record
+
+        values: dict[str, dict[str, float]] = {}
+        for item_id in manifest_ids:
+            record = load_record(bench_dir, self.stages[1], item_id)
+            if record is None or record["status"] != "ok":
+                continue
+            for name in ("psnr", "ssim", *(f"lpips_{net}" for net in LPIPS_NETS)):
+                if isinstance(record.get(name), (int, float)):
+                    values.setdefault(name, {})[item_id] = float(record[name])
+        return UnitValues(values=values, kinds=dict.fromkeys(values, "continuous"), unit="image")
 
 
 def _source_inputs(item: Item, raw: bytes) -> dict[str, str]:
