@@ -39,3 +39,31 @@ def chromium():
         if found is None:
             pytest.fail(f"could not install Debian's chromium for the report test:\n{result.stderr[-2000:]}")
     return found
+
+
+@pytest.fixture(autouse=True)
+def _results_follow_the_schema(tmp_path):
+    """Every results.json a test writes is checked against evals/report/results.schema.json (all writers, in
+    every test), so a change to what runs record cannot drift from the published schema unnoticed."""
+    yield
+    found = sorted(tmp_path.rglob("results.json"))
+    if not found:
+        return
+    import json
+
+    import jsonschema
+
+    from evals.report.results import SCHEMA_FILE
+
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    for path in found:
+        try:
+            document = json.loads(path.read_text())
+        except ValueError:
+            continue  # a test's deliberately broken file (an unreadable-results case)
+        if not isinstance(document, dict) or str(document.get("schema_version", "")).split(".")[0] != "1":
+            continue  # hand-written fixtures: older results, another major version (refused by readers), non-results
+        errors = sorted(validator.iter_errors(document), key=lambda error: list(error.absolute_path))
+        assert not errors, f"{path} breaks the results schema: " + "; ".join(
+            f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}" for error in errors[:5]
+        )

@@ -6,7 +6,27 @@ from pathlib import Path
 from typing import Any
 
 from evals.files import read_json
-from evals.runtime.runner import RESULTS
+from evals.runtime.runner import RESULTS, RESULTS_SCHEMA_VERSION
+
+SCHEMA_FILE = Path(__file__).with_name("results.schema.json")
+
+
+def check_schema_version(result: Any, path: str | Path) -> None:
+    """Refuse a results.json of another major schema version (or not a JSON object at all), naming the fix.
+
+    One without ``schema_version`` was written before it was recorded (version 0): read as before.
+    """
+    if not isinstance(result, dict):
+        raise ValueError(f"{path} is not a results.json (it holds a JSON {type(result).__name__}, not an object)")
+    version = result.get("schema_version")
+    if version is None:
+        return
+    major = str(version).split(".", 1)[0]
+    if major != RESULTS_SCHEMA_VERSION.split(".", 1)[0]:
+        raise ValueError(
+            f"{path} has results schema {version}; this unilip reads {RESULTS_SCHEMA_VERSION.split('.')[0]}.x "
+            f"(schema {SCHEMA_FILE.name}): read it with the unilip version that wrote it, or upgrade"
+        )
 
 
 def find_results(path: str | Path) -> list[Path]:
@@ -31,6 +51,7 @@ def load_results(paths: list[str | Path]) -> list[dict[str, Any]]:
     for path in paths:
         for file in find_results(path):
             result = read_json(file)
+            check_schema_version(result, file)
             result["_path"] = str(file)
             result["_run"] = str(path)
             results.append(result)

@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
+# results.json's layout (evals/report/results.schema.json): MAJOR.MINOR. A reader refuses another MAJOR; a MINOR
+# only adds optional fields. Bump MINOR for an added field, MAJOR for a renamed or removed one.
+RESULTS_SCHEMA_VERSION = "1.0"
 
 __all__ = [
     "MANIFEST",
@@ -418,6 +421,7 @@ def aggregate_run(
     if "timings_s" in extra:  # wall time of this invocation's stages (work resumed from disk is not counted)
         extra = {**extra, "timings_s": {**extra["timings_s"], "aggregate": time.perf_counter() - started}}
     results = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
         "benchmark": spec.name,
         "spec": spec.to_dict(),
         "model": model,

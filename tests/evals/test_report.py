@@ -252,7 +252,7 @@ def test_results_json_keeps_the_benchmarks_order_and_directions(tmp_path):
             return {"psnr": {"value": 1.0}, "fid": {"value": 2.0}, "is": {"value": 3.0}}
 
     resolved = ResolvedBenchmark(Distances(), BenchmarkSpec("distances", "v", "1", {}), ())
-    aggregate_run(resolved, [], tmp_path, {"model": "m"}, {})
+    aggregate_run(resolved, [], tmp_path, {"adapter": "fake", "model": "m", "weights_sha256": "0" * 64}, {})
     saved = read_json(tmp_path / RESULTS)
     assert list(saved["metrics"]) == ["fid", "is", "psnr"]  # written with sorted keys
     assert saved["metric_order"] == ["psnr", "fid", "is"]
