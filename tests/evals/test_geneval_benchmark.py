@@ -2,6 +2,7 @@
 layout, records, aggregate and resume, and the official-scorer runtime with a fake scorer script."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -478,3 +479,17 @@ def test_official_scorer_failure_fails_the_items_and_retry_recovers(fake_officia
     results, *_ = run("geneval@official", tmp_path / "run", retry_failed=True, **options)
     assert results["coverage"]["ok"] == 3 and len(calls.read_text().splitlines()) == 2
     assert results["metrics"]["overall"]["value"] == pytest.approx(2 / 6)
+
+
+def test_the_run_page_shows_genevals_images_and_the_failed_ones_with_the_rules_reason(fake_official, tmp_path):
+    from evals.report.run_report import build_page
+
+    options, _ = fake_official
+    run("geneval@official", tmp_path / "run", **options)
+    page = build_page([tmp_path / "run"])
+    # Three prompts x two images, each embedded; the scorer marked image 0 of prompts 0 and 2 right, the rest wrong.
+    assert page.count("data:image/png;base64,") >= 6 and "src='http" not in page and 'src="http' not in page
+    failed = page[page.index("reason</th>") :]
+    assert failed.count("fake") == 4  # the fake scorer's reason, once per wrong image
+    for link in set(re.findall(r"href='#([^']+)'", page)):
+        assert f"id='{link}'" in page or f'id="{link}"' in page, link

@@ -112,3 +112,23 @@ def test_page_renders_with_its_images_in_headless_chromium(runs, chromium, tmp_p
     assert changed.sum() > MAX_ITEMS * 2 * 64 * 64  # ten 128 px thumbnails drawn, at least a quarter each
     colours = {tuple(pixel) for pixel in full[changed].astype(int)[::7]}
     assert len(colours) > 50  # photographs and reconstructions, not a flat placeholder
+
+
+def test_a_recon_run_whose_data_moved_shows_its_reconstructions_and_says_the_references_are_gone(
+    photo_folder, tmp_path
+):
+    import shutil
+
+    import evals
+    from evals.report.run_report import build_page
+
+    data = tmp_path / "data"
+    shutil.copytree(photo_folder, data)
+    evals.run("tiny", "recon@standard", tmp_path / "run", data=str(data), no_progress=True)
+    complete = build_page([tmp_path / "run"])
+    assert "unavailable" not in complete and complete.count("data:image/png;base64,") == 12  # 6 pairs
+    data.rename(tmp_path / "moved")
+    page = build_page([tmp_path / "run"])
+    assert "cannot be listed now" in page and "those items show the reconstruction alone" in page
+    assert page.count("[reference unavailable]") == 6
+    assert page.count("data:image/png;base64,") == 6  # the reconstructions alone
