@@ -7,9 +7,11 @@ package never imports the harness.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from evals.benchmark import option_flags
@@ -21,10 +23,7 @@ logger = logging.getLogger("evals")
 def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse._SubParsersAction) -> None:
     """Add the ``eval`` command and its subcommands to the ``unilip`` parser (the ``unilip.cli`` entry point;
     the studies register through their own, ``evals.studies.cli:register``)."""
-    from unilip.references import set_external_resolver
-
-    # ADAPTER:MODEL references in the model-side commands (unilip reconstruct/generate/edit) resolve here.
-    set_external_resolver(_load_for_command)
+    _take_adapter_references(subparsers)
     parser = subparsers.add_parser("eval", help="evaluate models on benchmarks; compare and gate runs")
     sub = parser.add_subparsers(dest="eval_command", required=True)
 
@@ -34,10 +33,33 @@ def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse.
     _register_queries(sub)
 
 
-def _load_for_command(reference: str, capability: str, **options: object) -> object:
-    from evals.registry import load_for_command  # imported only when a command meets an ADAPTER: reference
+# The model-side commands that take ADAPTER:MODEL references, and the capability each needs.
+MODEL_COMMANDS = {"reconstruct": "reconstruct", "generate": "generate", "edit": "edit"}
+# Their run settings an adapter may take (evals.registry refuses one given that it does not).
+_MODEL_SETTINGS = ("weights", "random_init", "seed", "dtype", "steps", "guidance", "flow_shift")
 
-    return load_for_command(reference, capability, **options)
+
+def _take_adapter_references(subparsers: argparse._SubParsersAction) -> None:
+    """Make ``unilip reconstruct``/``generate``/``edit`` take ``ADAPTER:MODEL`` references, as ``eval run`` does: the
+    harness wraps their functions (the model package knows nothing of adapters; it takes a loader)."""
+    for name, capability in MODEL_COMMANDS.items():
+        parser = subparsers.choices.get(name)
+        own = parser.get_default("func") if parser is not None else None
+        if own is not None:
+            parser.set_defaults(func=functools.partial(_model_command, own, capability))
+
+
+def _model_command(own: Callable[..., int], capability: str, args: argparse.Namespace) -> int:
+    """Run a model-side command: UniLIP's own references as before, an ``ADAPTER:MODEL`` through the registry."""
+    if ":" not in args.model or Path(args.model).exists():
+        return own(args)
+    from evals.registry import load_for_command, parse_reference
+
+    parsed = parse_reference(args.model)  # an unknown prefix: the registry's error, with "did you mean"
+    if parsed.entry.name == "unilip":  # unilip:MODEL is UniLIP's own reference
+        return own(argparse.Namespace(**{**vars(args), "model": parsed.model}))
+    options = {name: getattr(args, name) for name in _MODEL_SETTINGS if getattr(args, name, None) is not None}
+    return own(args, load_external=lambda device: load_for_command(args.model, capability, device=device, **options))
 
 
 def _register_queries(sub: argparse._SubParsersAction) -> None:

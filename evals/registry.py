@@ -303,7 +303,7 @@ def load_adapter(reference: str, info: ModelInfo | None = None, **options: Any) 
 
 def load_for_command(reference: str, capability: str, **options: Any) -> ModelAdapter:
     """The adapter of an ``ADAPTER:MODEL`` reference for a model-side command (``unilip reconstruct`` ...):
-    probed, checked for ``capability`` before the load, then loaded (``unilip.references`` calls this)."""
+    probed, checked for ``capability`` before the load, then loaded (``evals.cli`` wraps those commands with it)."""
     if parse_reference(reference).entry.keyed_outputs:
         raise ValueError(
             f"{reference} holds outputs made elsewhere, matched to a benchmark's items: score it with "

@@ -8,9 +8,13 @@ import logging
 import os
 import sys
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from unilip.devices import DEVICE_HELP
 from unilip.outdir import OVERWRITE_HELP
+
+if TYPE_CHECKING:
+    from unilip.generation_cli import ExternalLoader
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -43,7 +47,10 @@ def _cmd_variants(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_reconstruct(args: argparse.Namespace) -> int:
+def _cmd_reconstruct(args: argparse.Namespace, load_external: ExternalLoader | None = None) -> int:
+    """``unilip reconstruct``. ``load_external``: for a model reference another package resolves (the evaluation
+    harness wraps this command for ``ADAPTER:MODEL``), called with the device once the output folder is claimed;
+    it returns an object with ``describe()`` and ``reconstruct(images)``."""
     from collections import Counter
 
     import torch
@@ -54,7 +61,6 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from unilip.outdir import claim_output_dir, invocation_of, write_run
     from unilip.pipelines import reconstruct_files
     from unilip.provenance import environment_report
-    from unilip.references import resolve_model_reference
     from unilip.variants import load_tokenizer
 
     if not args.images and not args.builtin:
@@ -63,18 +69,10 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     invocation = invocation_of(vars(args))
     claim_output_dir(out_dir, invocation, args.overwrite)
-    adapter, reference = resolve_model_reference(
-        args.model,
-        "reconstruct",
-        weights=args.weights,
-        random_init=args.random_init,
-        seed=args.seed,
-        device=device,
-        dtype=args.dtype,
-    )
+    adapter = load_external(device) if load_external is not None else None
     if adapter is None:
         model = load_tokenizer(
-            reference,
+            args.model,
             weights=args.weights,
             random_init=args.random_init,
             seed=args.seed,

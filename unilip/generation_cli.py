@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from unilip.devices import DEVICE_HELP
 from unilip.outdir import OVERWRITE_HELP
@@ -17,6 +19,10 @@ GENERATOR_MODEL_HELP = (
     "in the local Hugging Face cache), a variant name with --random-init, or ADAPTER:MODEL (diffusers-pipe:DIR ...; "
     "`unilip eval adapters`)"
 )
+# A model another package resolves for a model-side command (the evaluation harness wraps ``reconstruct``,
+# ``generate`` and ``edit`` for ``ADAPTER:MODEL`` references): device -> the loaded model, called once the output
+# folder is claimed. The model has ``describe()`` and the method of its command.
+ExternalLoader = Callable[[str], Any]
 # UniLIP's sampler defaults (upstream's); an ADAPTER:MODEL uses its own unless --steps/--guidance are given.
 SAMPLER_DEFAULTS = {"steps": 20, "guidance": 4.5, "flow_shift": 3.0}
 
@@ -50,15 +56,13 @@ class _Sampler:
     """What ``unilip generate`` / ``unilip edit`` sample with: a UniLIP pipeline with its sampler settings, or an
     ``ADAPTER:MODEL``'s ``generate`` / ``edit``; and what run.json records of it."""
 
-    def __init__(self, args: argparse.Namespace, device: str, capability: str) -> None:
+    def __init__(self, args: argparse.Namespace, device: str, load_external: ExternalLoader | None) -> None:
         import torch
 
         from unilip.pipelines import load_pipeline
-        from unilip.references import resolve_model_reference
 
         given = {"steps": args.steps, "guidance": args.guidance, "flow_shift": args.flow_shift}
-        common = {"weights": args.weights, "random_init": args.random_init, "seed": args.seed, "dtype": args.dtype}
-        self.adapter, reference = resolve_model_reference(args.model, capability, device=device, **common, **given)
+        self.adapter = load_external(device) if load_external is not None else None
         self.progress = not args.no_progress
         if self.adapter is not None:
             described = self.adapter.describe()
@@ -67,7 +71,7 @@ class _Sampler:
             return
         # The loader keeps the pixel decoder in float32 whatever the rest runs in, as upstream decodes.
         self.pipeline = load_pipeline(
-            reference,
+            args.model,
             args.weights,
             random_init=args.random_init,
             seed=args.seed,
@@ -122,14 +126,15 @@ def _write_run(
     )
 
 
-def _cmd_generate(args: argparse.Namespace) -> int:
+def _cmd_generate(args: argparse.Namespace, load_external: ExternalLoader | None = None) -> int:
+    """``unilip generate``; ``load_external`` as for ``unilip reconstruct`` (an object with ``generate``)."""
     prompts = list(args.prompt or [])
     if args.prompts_file:
         prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
     if not prompts:
         raise ValueError("give --prompt TEXT (repeatable) or --prompts-file FILE")
     device, invocation = _prepare(args)
-    sampler = _Sampler(args, device, "generate")
+    sampler = _Sampler(args, device, load_external)
     images = sampler.generate(prompts, args.n, args.seed)
     out = Path(args.out)
     outputs = []
@@ -145,12 +150,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_edit(args: argparse.Namespace) -> int:
+def _cmd_edit(args: argparse.Namespace, load_external: ExternalLoader | None = None) -> int:
+    """``unilip edit``; ``load_external`` as for ``unilip reconstruct`` (an object with ``edit``)."""
     from unilip.data import read_image
 
     image = read_image(Path(args.image))
     device, invocation = _prepare(args)
-    sampler = _Sampler(args, device, "edit")
+    sampler = _Sampler(args, device, load_external)
     edited = sampler.edit(image, args.instruction, args.seed)
     out = Path(args.out)
     path = out / f"{Path(args.image).stem}-edited.png"
