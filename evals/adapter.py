@@ -99,6 +99,7 @@ class ModelAdapter(ABC):
             ``capabilities``). The unilip adapter reconstructs with any UniLIP model and generates only
             with a generator.
         summary: one line for ``unilip eval adapters``.
+        weights_changed: what a changed weights digest means, said when a run directory refuses the model.
         keyed_outputs: the adapter reads outputs made elsewhere (``folder:``): benchmarks pass each item's
             output key (``keys=``, see :func:`keyed`) and the runtime asks :meth:`check_outputs` before producing.
     """
@@ -107,6 +108,9 @@ class ModelAdapter(ABC):
     offers: ClassVar[frozenset[str] | None] = None
     summary: ClassVar[str] = ""
     keyed_outputs: ClassVar[bool] = False
+    # What a changed weights digest means for this adapter, for the refusal of a run directory holding the
+    # earlier one ("" for models: another checkpoint is simply another model).
+    weights_changed: ClassVar[str] = ""
 
     @classmethod
     def load(cls, model: str, **options: Any) -> ModelAdapter:

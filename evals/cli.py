@@ -260,12 +260,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from evals.report.compare import _same_run, render
+    from evals.report.compare import render, same_run
     from evals.report.results import load_results
 
     results = load_results(args.runs)
     baseline = getattr(args, "paired", None)
-    if baseline is not None and not any(_same_run(baseline, result) for result in results):
+    if baseline is not None and not any(same_run(baseline, result) for result in results):
         results += load_results([baseline])  # the baseline gets its row, as if given among the runs
     text = render(
         results, args.format, labels=args.label, metrics=args.metrics, precision=args.precision, paired=baseline

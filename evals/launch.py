@@ -203,7 +203,9 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
                 for benchmark in resolved:
                     shutil.rmtree(out / benchmark.name, ignore_errors=True)
             else:
-                check_identity(out, identity, model_ref=args.model)
+                check_identity(
+                    out, identity, model_ref=args.model, weights_changed=getattr(adapter, "weights_changed", "")
+                )
             remove_stale_temporaries(out)
             write_run_json(
                 out,

@@ -86,6 +86,7 @@ class FolderAdapter(ModelAdapter):
     capabilities = frozenset({"reconstruct", "generate", "edit"})
     summary = "outputs made elsewhere: reconstructions by relative path, generations (GenEval layout), edits by id"
     keyed_outputs = True
+    weights_changed = "the folder's files changed since that run: added, removed or edited"
 
     def __init__(self, root: Path, model_ref: str) -> None:
         self.root = root

@@ -105,7 +105,7 @@ def _declared_directions(benchmark: str) -> dict[str, str]:
     return {name: "lower" for name in getattr(cls, "lower_is_better", ())}
 
 
-def _same_run(given: str, result: dict[str, Any]) -> bool:
+def same_run(given: str, result: dict[str, Any]) -> bool:
     """Whether ``given`` (a ``--label`` RUN) names the run directory or results.json ``result`` came from."""
     named = [result.get("_run"), result.get("_path")]
     if given in named:
@@ -123,7 +123,7 @@ def _parse_labels(labels: Sequence[str], results: list[dict[str, Any]]) -> dict[
         # RUN or NAME may hold "=": take the first split whose left side names a run given.
         for position in [i for i, char in enumerate(item) if char == "="]:
             run, name = item[:position], item[position + 1 :]
-            matched = [index for index, result in enumerate(results) if _same_run(run, result)]
+            matched = [index for index, result in enumerate(results) if same_run(run, result)]
             if matched:
                 break
         else:
@@ -309,7 +309,7 @@ def _add_paired(
     with ``--metrics``, its metrics)."""
     from evals.report import paired as paired_tests
 
-    baseline = [index for index, result in enumerate(results) if _same_run(paired, result)]
+    baseline = [index for index, result in enumerate(results) if same_run(paired, result)]
     if not baseline:
         runs = ", ".join(dict.fromkeys(str(result.get("_run", result.get("_path"))) for result in results))
         raise ValueError(f"--paired {paired!r} is none of the runs given ({runs})")

@@ -199,9 +199,16 @@ def _describe(identity: dict[str, Any], model_ref: str | None = None) -> str:
 
 
 def check_identity(
-    run_dir: Path, wanted: dict[str, Any], fields: tuple[str, ...] = IDENTITY_FIELDS, model_ref: str | None = None
+    run_dir: Path,
+    wanted: dict[str, Any],
+    fields: tuple[str, ...] = IDENTITY_FIELDS,
+    model_ref: str | None = None,
+    weights_changed: str = "",
 ) -> bool:
     """Raise ``RunDirectoryError`` when ``run_dir`` holds another run than ``wanted`` (compared on ``fields``).
+
+    ``weights_changed``: what it means, for this adapter, that only the weights digest differs (the adapter's
+    ``weights_changed``: a folder of outputs whose files changed), said in the refusal.
 
     Returns whether the directory already holds runs (False for a new or empty directory). A directory
     holding files but no ``run.json`` is not a run directory and is refused too.
@@ -222,11 +229,7 @@ def check_identity(
     if changed:
         held = existing.get("model_ref")
         # A folder of outputs is identified by its content: files added, removed or edited make another model.
-        why = (
-            " (the folder's files changed since that run: added, removed or edited)"
-            if changed == ["weights_sha256"] and existing.get("adapter") == wanted.get("adapter") == "folder"
-            else ""
-        )
+        why = f" ({weights_changed})" if weights_changed and changed == ["weights_sha256"] else ""
         raise RunDirectoryError(
             f"{run_dir} holds the run of another model or seed ({', '.join(changed)} "
             f"differ{'s' if len(changed) == 1 else ''}{why}): it holds "
