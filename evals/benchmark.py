@@ -28,7 +28,7 @@ import pkgutil
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -203,12 +203,67 @@ class UnitValues:
         unit: what a unit is, for the report (``image``, ``question``, ``question group``).
         scale: metric -> the factor from the mean of the unit values to the metric's scale (100 for an accuracy
             reported in percent); 1 when absent.
+        strata: metric -> its :class:`Strata`, for a metric that weighs the means of strata (GenEval's overall, the
+            mean of its task means; MME's perception, the sum of its subtask scores): its ``values`` are then the
+            units' raw values, and :meth:`contributions` reweighs them.
     """
 
     values: Mapping[str, Mapping[str, float]]
     kinds: Mapping[str, str]
     unit: str = "item"
     scale: Mapping[str, float] = field(default_factory=dict)
+    strata: Mapping[str, Strata] = field(default_factory=dict)
+
+    def contributions(self, metric: str, units: Iterable[str] | None = None) -> dict[str, float]:
+        """Unit -> what ``metric`` averages over ``units`` (every unit of the metric by default).
+
+        A plain metric averages the units' values. A metric with :attr:`strata` weighs stratum means, so each unit
+        contributes its value reweighted over the given units alone (:func:`stratified_unit_values`): the mean of
+        the contributions is the metric restricted to those units, and two runs restricted to the units both
+        scored are compared on the same footing.
+
+        Raises:
+            KeyError: a unit without a value of ``metric``.
+        """
+        raw = self.values[metric]
+        chosen = {unit: float(raw[unit]) for unit in (raw if units is None else units)}
+        strata = self.strata.get(metric)
+        return chosen if strata is None else stratified_unit_values(chosen, strata.of_unit, strata.weights)
+
+
+@dataclass(frozen=True)
+class Strata:
+    """How a metric weighs the means of strata (:func:`stratified_unit_values`): each unit's stratum, and each
+    stratum's weight (a stratum without a weight is not in the metric)."""
+
+    of_unit: Mapping[str, str]
+    weights: Mapping[str, float]
+
+
+def stratified_unit_values(
+    values: Mapping[str, float], stratum: Mapping[str, str], weights: Mapping[str, float]
+) -> dict[str, float]:
+    """Per-unit contributions to a metric that weighs the means of strata: ``sum_s weights[s] * mean_s(values)``.
+
+    GenEval's overall (the mean of its task means), WISE's (fixed category weights), ImgEdit's (the mean of its
+    type means) and MME's perception (the sum of its subtask scores) are such metrics: a unit's raw value does not
+    count the same in every stratum. Unit ``u`` of stratum ``s`` (``n_s`` units of the ``N`` given) contributes
+    ``values[u] * weights[s] * N / n_s``, so that the mean of the contributions is the metric, and the mean of the
+    paired differences of two runs scored on the same units is the difference of their metrics. Units whose
+    stratum has no weight are left out (they are not in the metric).
+
+    Raises:
+        ValueError: a unit without a stratum.
+    """
+    missing = [unit for unit in values if unit not in stratum]
+    if missing:
+        raise ValueError(f"unit {missing[0]!r} has no stratum ({len(missing)} in all)")
+    kept = [unit for unit in values if stratum[unit] in weights]
+    counts: dict[str, int] = {}
+    for unit in kept:
+        counts[stratum[unit]] = counts.get(stratum[unit], 0) + 1
+    total = len(kept)
+    return {unit: float(values[unit]) * weights[stratum[unit]] * total / counts[stratum[unit]] for unit in kept}
 
 
 # ---------------------------------------------------------------------------------------- benchmarks

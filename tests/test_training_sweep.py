@@ -44,6 +44,21 @@ def test_sweep_writes_table_plot_and_report_and_resumes(study, capsys):
     assert control["metrics"]["token_cosine"]["mean"] < 0.99  # its encoder really is damaged
     assert sweep["seeds"] == [0, 1] and sweep["environment"]["packages"]["torch"] and "git" in sweep["environment"]
     assert "MCQ circular accuracy" in (out / "report" / "findings.txt").read_text()
+    # λ=1 against λ=0 on the same units: with every unit scored, the mean paired difference is the difference of
+    # the two rows' means (each seed's metric is its mean over units); token cosine is not a harness benchmark.
+    paired = {entry["column"]: entry for entry in sweep["paired"]}
+    assert sorted(paired) == ["mcq", "pairs", "psnr", "ssim", "yes_no"]
+    for column in ("mcq", "pairs", "psnr", "ssim"):
+        entry = paired[column]
+        assert entry["distill_weight"] == 1.0 and entry["baseline"] == 0.0, entry
+        expected = rows[("stage 2", 1.0)]["metrics"][column]["mean"] - rows[("stage 2", 0.0)]["metrics"][column]["mean"]
+        assert entry["difference"] == pytest.approx(expected, abs=1e-9), column
+        assert entry["ci"][0] <= entry["difference"] <= entry["ci"][1] and 0 < entry["p"] <= 1
+        assert "2 vs 2 seeds averaged per unit" in entry["test"]
+    assert paired["mcq"]["unit"] == "question" and paired["psnr"]["unit"] == "image"
+    assert paired["psnr"]["n"] == int(sweep["heldout"].split()[0])  # every held-out digit, in both arms
+    report = (out / "report" / "report.md").read_text()
+    assert "## Paired against λ = 0" in report and "1 vs 0" in report
     grid = Image.open(files["grid"])
     assert grid.size == (4 + 10 * (112 + 4), 4 + 5 * (112 + 4))  # 10 digits x (original + 4 models), 2x
     logs = {p: p.read_text() for p in out.glob("stage*/log.jsonl")}
@@ -66,7 +81,10 @@ def test_html_report_renders_in_headless_chromium(study, chromium, tmp_path):
     url = files["html"].resolve().as_uri()
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     assert 'data-images-rendered="2/2"' in dom  # both embedded images decoded in the browser
-    assert dom.count("<tr>") == 1 + 5 and "positive control" in dom
+    results = dom[dom.index('<table id="results"') : dom.index("</table>")]
+    assert results.count("<tr>") == 1 + 5 and "positive control" in dom
+    paired = dom[dom.index('<table id="paired"') :]
+    assert paired[: paired.index("</table>")].count("<tr>") == 1 + 5  # λ=1 vs λ=0: 5 columns
     shot = tmp_path / "report.png"
     subprocess.run(
         [*flags, "--window-size=1200,2000", f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True

@@ -47,6 +47,7 @@ from evals.benchmark import (
     ResolvedBenchmark,
     StageContext,
     StageResult,
+    Strata,
     UnitValues,
     model_identity,
     option,
@@ -140,6 +141,38 @@ class VlmScorers:
     cache_dir: Path | None = None
 
 
+PAIRED_KINDS: Final = ("binary", "continuous")
+
+
+@dataclass(frozen=True)
+class PairedMetric:
+    """How a headline metric is compared unit by unit in paired tests (:meth:`VlmBenchmark.unit_values`).
+
+    Attributes:
+        kind: ``"binary"`` (a unit right or wrong: McNemar's test) or ``"continuous"`` (a paired bootstrap).
+        scale: the factor from the mean of the units' values to the metric (100 for a percentage of units right).
+        weights: for a metric that weighs the means of strata (MME's perception: the sum of its subtask scores),
+            stratum -> weight, and each unit's score names its stratum (:class:`~evals.benchmark.Strata`: the
+            paired test reweighs the units both runs scored); None for a plain mean over units.
+    """
+
+    kind: str
+    scale: float = 100.0
+    weights: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in PAIRED_KINDS:
+            raise ValueError(f"paired kind {self.kind!r} is not one of {PAIRED_KINDS}")
+
+
+@dataclass(frozen=True)
+class UnitScore:
+    """One unit's raw value of one paired metric, and its stratum when the metric weighs strata."""
+
+    value: float
+    stratum: str | None = None
+
+
 def judge_variants(
     base: Mapping[str, str], judge: Mapping[str, Any], *, split: str | None = None
 ) -> dict[str, VlmProtocol]:
@@ -178,7 +211,8 @@ class VlmBenchmark(Benchmark):
 
     Subclasses set ``version``, ``variants`` (:class:`VlmProtocol` values) and ``headlines``, implement
     :meth:`extract` and :meth:`score_rows`, and :meth:`units` when rows are scored together; multiple-choice
-    benchmarks get extraction, the judge's template and parser from :class:`ChoiceBenchmark`.
+    benchmarks get extraction, the judge's template and parser from :class:`ChoiceBenchmark`. Paired tests
+    (:meth:`unit_values`) take the metrics of :meth:`paired_metrics`, each unit's values from :meth:`unit_scores`.
     """
 
     capability: ClassVar[str] = "answer"
@@ -249,23 +283,90 @@ class VlmBenchmark(Benchmark):
             raise ValueError(f"{self.name}: answer_is_rule is a multiple-choice extraction rule; {self.name} has none")
         return {}
 
-    def row_hit(self, row: VlmRow, payload: Mapping[str, Any], protocol: VlmProtocol) -> bool | None:
-        """Whether a scored row is right, for paired tests (a unit is right when all its rows are); None (the
-        default) when the benchmark has no per-row correctness to pair."""
-        return None
+    def paired_metrics(self, protocol: VlmProtocol) -> dict[str, PairedMetric]:
+        """The headline metrics of ``protocol`` that paired tests can compare unit by unit (their names as results.json
+        has them) and how; empty (the default) when the benchmark has no per-unit values, which the paired report
+        says."""
+        return {}
+
+    def paired_unit(self, protocol: VlmProtocol) -> str:
+        """What one unit of ``protocol`` is, for the paired report (``image``, ``question``, ``pair``)."""
+        return self.unit_noun.removesuffix("s")
+
+    def unit_scores(
+        self, scored: Sequence[tuple[VlmRow, Mapping[str, Any]]], protocol: VlmProtocol
+    ) -> dict[str, UnitScore]:
+        """One whole unit's values per metric of :meth:`paired_metrics`, from its rows (file order) and their ``ok``
+        score records, exactly as :meth:`score_rows` counts them; a metric left out leaves the unit out of that
+        metric (as its aggregate leaves it out of the mean: an MM-Vet grade that failed)."""
+        return {}
 
     def unit_values(self, bench_dir: Path, manifest_ids: list[str]) -> UnitValues | None:
-        """Per-unit correctness (1 when every row of the unit is right: a question, a CircularEval group, an MMVP
-        pair) of the headline metric, for paired tests. The run directory holds no gold answers, so the data file
-        is read again: from the ``--data`` the run recorded, else where a run finds it by default (``$LMUData``);
-        None when the benchmark has no :meth:`row_hit`, or the file is absent or is not the one the run scored."""
+        """Per-unit values of the headline metrics of :meth:`paired_metrics` (a question, a CircularEval group, an
+        MMVP pair, an MME image ...), for paired tests: :meth:`unit_scores` of each unit whose rows are all scored
+        ``ok`` (a unit with a row not scored is left out, as the aggregate leaves it out); a metric that weighs strata
+        keeps the raw values with its :class:`~evals.benchmark.Strata` (:meth:`UnitValues.contributions` reweighs
+        them), and has no values at all when one of its strata has no unit (its headline is not computed then).
+
+        The run directory holds no gold answers, so the data file is read again: from the ``--data`` the run
+        recorded, else where a run finds it by default (``$LMUData``). None when the benchmark pairs no metric, or
+        the file is absent or is not the one the run scored.
+
+        Raises:
+            ValueError: a unit score of a metric not paired, or without the stratum its metric weighs.
+        """
         from evals.files import read_json
-        from evals.runtime.runner import MANIFEST, RESULTS, load_record
+        from evals.runtime.runner import MANIFEST
 
         spec = read_json(bench_dir / MANIFEST)["spec"]
         protocol: VlmProtocol | None = self.variants.get(spec["variant"])
-        if protocol is None or protocol.fallback == "grade":
+        if protocol is None:
             return None
+        metrics = self.paired_metrics(protocol)
+        if not metrics:
+            return None
+        units = self._scored_units(bench_dir, spec, protocol, manifest_ids)
+        if units is None:
+            return None
+        scores: dict[str, dict[str, UnitScore]] = {metric: {} for metric in metrics}
+        for key, scored in units.items():
+            for metric, score in self.unit_scores(scored, protocol).items():
+                if metric not in scores:
+                    raise ValueError(f"{self.name}: unit {key!r} has a value of {metric!r}, which is not paired")
+                scores[metric][key] = score
+        values: dict[str, dict[str, float]] = {}
+        strata: dict[str, Strata] = {}
+        for metric, how in metrics.items():
+            raw = {key: score.value for key, score in scores[metric].items()}
+            if how.weights is None:
+                values[metric] = raw
+                continue
+            stratum: dict[str, str] = {}
+            for key, score in scores[metric].items():
+                if score.stratum is None:
+                    raise ValueError(f"{self.name}: unit {key!r} of {metric!r} has no stratum; {metric} weighs strata")
+                stratum[key] = score.stratum
+            if set(how.weights) - set(stratum.values()):
+                continue  # a stratum without a scored unit: the headline is not computed, so nothing is paired
+            values[metric] = raw
+            strata[metric] = Strata(stratum, how.weights)
+        return UnitValues(
+            values,
+            {metric: metrics[metric].kind for metric in values},
+            self.paired_unit(protocol),
+            {metric: metrics[metric].scale for metric in values},
+            strata,
+        )
+
+    def _scored_units(
+        self, bench_dir: Path, spec: Mapping[str, Any], protocol: VlmProtocol, manifest_ids: list[str]
+    ) -> dict[str, list[tuple[VlmRow, dict[str, Any]]]] | None:
+        """The run's whole units (unit id -> its rows, in file order, with their ``ok`` score records); a unit with a
+        row not scored ``ok`` is left out. None when the data file the run scored is not found, or holds none of
+        the manifest's items."""
+        from evals.files import read_json
+        from evals.runtime.runner import RESULTS, counted_records_of
+
         recorded = read_json(bench_dir / RESULTS).get("data_path") if (bench_dir / RESULTS).is_file() else None
         found = None
         for options in ([VlmOptions(data=str(recorded))] if recorded else []) + [VlmOptions()]:
@@ -278,28 +379,26 @@ class VlmBenchmark(Benchmark):
                 break
         if found is None:
             return None
-        path = found
-        rows = [row for row in read_tsv(path) if row.images_b64]
+        rows = [row for row in read_tsv(found) if row.images_b64]
         wanted = set(manifest_ids)
         unit_rows: dict[str, list[VlmRow]] = {}
         for row, key in zip(rows, self.units(rows, protocol), strict=True):
             if str(row.index) in wanted and (protocol.split is None or row.fields.get("split") == protocol.split):
                 unit_rows.setdefault(str(key), []).append(row)
-        hits: dict[str, float] = {}
-        for key, members in unit_rows.items():
-            right = []
-            for row in members:
-                record = load_record(bench_dir, self.stages[1], str(row.index))
-                hit = None if record is None or record["status"] != "ok" else self.row_hit(row, record, protocol)
-                if hit is None:
-                    break  # a unit with a row not scored (or not pairable) is left out, as the aggregate does
-                right.append(hit)
-            else:
-                hits[key] = float(all(right))
-        if not hits and not unit_rows:
+        if not unit_rows:
             return None
-        metric = self.headlines_for(protocol)[0]
-        return UnitValues({metric: hits}, {metric: "binary"}, self.unit_noun.removesuffix("s"), {metric: 100.0})
+        counted = counted_records_of(bench_dir, self.stages, manifest_ids)
+        units: dict[str, list[tuple[VlmRow, dict[str, Any]]]] = {}
+        for key, members in unit_rows.items():
+            scored = []
+            for row in members:
+                record = counted.get(str(row.index))
+                if record is None:
+                    break  # a unit with a row not counted is left out, as the aggregate leaves it out
+                scored.append((row, record))
+            else:
+                units[key] = scored
+        return units
 
     @abstractmethod
     def score_rows(
@@ -694,10 +793,21 @@ class ChoiceBenchmark(VlmBenchmark):
         pool = letters + ["Z"] if "Z" not in letters else letters
         return {"answer": random.Random(seed).choice(pool), "by": BY_RANDOM}
 
-    def row_hit(self, row: VlmRow, payload: Mapping[str, Any], protocol: VlmProtocol) -> bool | None:
+    def row_hit(self, row: VlmRow, payload: Mapping[str, Any], protocol: VlmProtocol) -> bool:
         """Right when the answer is the gold option (as :class:`~evals.benchmarks.vlm_scoring.Outcome` scores it)."""
         gold = scoring_choices(row, protocol.dataset)[1]
         return Outcome(index=row.index, answer=str(payload["answer"]), gold=gold).hit
+
+    def paired_metrics(self, protocol: VlmProtocol) -> dict[str, PairedMetric]:
+        """The first headline (plain, circular or pair accuracy): a unit right or wrong, in percent."""
+        return {self.headlines_for(protocol)[0]: PairedMetric("binary")}
+
+    def unit_scores(
+        self, scored: Sequence[tuple[VlmRow, Mapping[str, Any]]], protocol: VlmProtocol
+    ) -> dict[str, UnitScore]:
+        """1 when every row of the unit (a question, a CircularEval group, an MMVP pair) is right, else 0."""
+        right = all(self.row_hit(row, payload, protocol) for row, payload in scored)
+        return {self.headlines_for(protocol)[0]: UnitScore(float(right))}
 
     def score_rows(
         self, resolved: ResolvedBenchmark, scored: Sequence[tuple[VlmRow, dict[str, Any]]]
@@ -764,6 +874,20 @@ def yes_no_outcome(row: VlmRow, payload: Mapping[str, Any]) -> Outcome:
     )
 
 
+def yes_no_pair_hits(scored: Sequence[tuple[VlmRow, Mapping[str, Any]]]) -> tuple[float, float]:
+    """The hits (1.0 right, 0.0 wrong or unresolved) of the two questions of one image, as
+    :func:`evals.benchmarks.vlm_scoring.score_mme` scores them (acc and acc+ pair them).
+
+    Raises:
+        ValueError: an image with other than exactly two questions (``score_mme`` refuses it too).
+    """
+    hits = [float(yes_no_outcome(row, payload).hit) for row, payload in scored]
+    if len(hits) != 2:
+        indices = ", ".join(str(row.index) for row, _ in scored)
+        raise ValueError(f"image with {len(hits)} questions (index {indices}); acc+ needs exactly two per image")
+    return hits[0], hits[1]
+
+
 def graded(row: VlmRow, payload: Mapping[str, Any]) -> Graded:
     """An MM-Vet row and its score record as :func:`evals.benchmarks.vlm_scoring.score_mmvet` takes them."""
     return Graded(index=row.index, category=str(row.fields.get("category") or ""), grade=payload.get("grade"))
@@ -772,6 +896,8 @@ def graded(row: VlmRow, payload: Mapping[str, Any]) -> Graded:
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",
     "ChoiceBenchmark",
+    "PairedMetric",
+    "UnitScore",
     "VlmBenchmark",
     "VlmOptions",
     "VlmProtocol",
@@ -782,5 +908,6 @@ __all__ = [
     "judge_variants",
     "parse_yes_no_reply",
     "yes_no_outcome",
+    "yes_no_pair_hits",
     "yes_no_template",
 ]

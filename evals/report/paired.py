@@ -157,6 +157,61 @@ def load_unit_values(result: Mapping[str, Any]) -> Any:
     return bench.unit_values(bench_dir, _manifest_ids(bench_dir))
 
 
+def unit_values_in(bench_dir: Path) -> Any:
+    """The :class:`evals.benchmark.UnitValues` of the benchmark run in ``bench_dir`` (it holds a results.json),
+    None when its benchmark has no per-unit values.
+
+    Raises:
+        FileNotFoundError: ``bench_dir`` holds no results.json.
+        ValueError: the benchmark is not registered.
+    """
+    from evals.files import read_json
+    from evals.runtime.runner import RESULTS
+
+    path = Path(bench_dir) / RESULTS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {bench_dir} is not a finished benchmark run")
+    return load_unit_values({**read_json(path), "_path": str(path)})
+
+
+def paired_over_seeds(
+    baseline: Sequence[Any],
+    run: Sequence[Any],
+    metric: str,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> PairedStat:
+    """A paired test of ``metric`` between two arms of seeded runs (a λ against λ = 0), on the units every run
+    scored (each run's :class:`evals.benchmark.UnitValues`; a metric that weighs strata reweighed on those units).
+
+    Each arm's per-unit value is its mean over the arm's seeds. With one seed in each arm this is
+    :func:`paired_test` of the metric's kind; with more, a unit's averaged correctness is no longer 0 or 1, so the
+    test is the paired bootstrap over units of the seed-averaged differences: its interval covers the sampling of
+    the units at these seeds, not the spread between seeds (a study reports that beside it).
+
+    Raises:
+        ValueError: an arm without a run, or no unit scored by every run.
+    """
+    if not baseline or not run:
+        raise ValueError("each arm needs at least one run")
+    runs = [*baseline, *run]
+    shared = [unit for unit in runs[0].values[metric] if all(unit in values.values[metric] for values in runs[1:])]
+    if not shared:
+        raise ValueError("no unit was scored by every run")
+
+    def averaged(arm: Sequence[Any]) -> list[float]:
+        contributions = [values.contributions(metric, shared) for values in arm]
+        return [sum(each[unit] for each in contributions) / len(arm) for unit in shared]
+
+    kind = runs[0].kinds[metric]
+    if len(baseline) == 1 and len(run) == 1:
+        return paired_test(kind, averaged(baseline), averaged(run), resamples=resamples, seed=seed)
+    stat = paired_bootstrap(averaged(baseline), averaged(run), resamples=resamples, seed=seed)
+    seeds = f"{len(run)} vs {len(baseline)} seeds averaged per unit"
+    return PairedStat(stat.difference, stat.ci_low, stat.ci_high, stat.p_value, stat.n, f"{stat.test}, {seeds}")
+
+
 def paired_entries(
     results: list[dict[str, Any]],
     rows: Sequence[str],
@@ -214,10 +269,12 @@ def paired_entries(
             if not shared:
                 entries.append(PairedEntry(row, bench, group, metric, unit=mine.unit, note="no unit scored in both"))
                 continue
+            # Both runs on the shared units only: a metric that weighs strata is reweighed on them alike.
+            theirs_shared, mine_shared = theirs.contributions(metric, shared), mine.contributions(metric, shared)
             stat = paired_test(
                 mine.kinds[metric],
-                [theirs.values[metric][unit] for unit in shared],
-                [mine.values[metric][unit] for unit in shared],
+                [theirs_shared[unit] for unit in shared],
+                [mine_shared[unit] for unit in shared],
                 resamples=resamples,
                 seed=seed,
             )

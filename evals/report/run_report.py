@@ -42,7 +42,7 @@ STYLE = (
     "font-size:13px}.card img{width:128px;height:128px;object-fit:contain;image-rendering:pixelated;"
     "background:#eee}.pair{display:flex;gap:4px}.failed{color:#a00}.muted{color:#666}"
     "pre{white-space:pre-wrap;max-width:60em;font-size:12px;background:#f6f6f6;padding:4px}"
-    "td.q{max-width:30em}.hit{color:#070}.miss{color:#a00}"
+    "td.q{max-width:30em}.hit{color:#070}.miss{color:#a00}.ok{color:#070}"
 )
 
 
@@ -93,6 +93,13 @@ def _img(uri: str | None, alt: str) -> str:
 def _number(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
+    if isinstance(value, (list, tuple)):  # ImgEdit's axes: [["Axis One", 4], ...] -> "Axis One 4; ..."
+        return "; ".join(
+            " ".join(_number(part, digits) for part in entry)
+            if isinstance(entry, (list, tuple))
+            else _number(entry, digits)
+            for entry in value
+        )
     return _esc(value)  # ints (judge scores, grades) as they are
 
 
@@ -131,13 +138,30 @@ class RunView:
         return failed
 
 
+def _stage_order(result: dict[str, Any]) -> list[str]:
+    """The run's stages in pipeline order (``produce`` before ``judge``): results.json keeps them sorted by
+    name, which puts WISE's ``judge`` first; the benchmark's own ``stages`` give the order, and a stage it
+    does not name (a benchmark no longer registered here) follows in the results' order."""
+    from evals.benchmark import get_benchmark
+
+    recorded = list(result.get("stages") or {})
+    try:
+        declared = list(get_benchmark(result["benchmark"])[0].stages)
+    except (KeyError, ValueError) as error:
+        logger.warning(
+            "%s: benchmark unknown here (%s); its stages keep the results' order", result["benchmark"], error
+        )
+        declared = []
+    return [stage for stage in declared if stage in recorded] + [stage for stage in recorded if stage not in declared]
+
+
 def _load_view(result: dict[str, Any], anchor: str) -> RunView:
     """The run's manifest and records (a benchmark directory whose manifest is gone shows no items)."""
     from evals.files import read_json
     from evals.runtime.runner import MANIFEST, load_record
 
     bench_dir = Path(result["_path"]).parent
-    stages = list(result.get("stages") or {})
+    stages = _stage_order(result)
     try:
         item_ids = [str(item) for item in read_json(bench_dir / MANIFEST)["items"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -296,56 +320,102 @@ def _geneval_prompt(bench_dir: Path, item_id: str) -> str | None:
 
 
 def _judgement(record: dict[str, Any]) -> str:
-    """A judge record: its state, scores and rationale (the raw reply), all escaped."""
-    state = record.get("state") or record.get("status")
+    """A judge record: its state (with the error when it failed), scores and rationale (the raw reply), escaped.
+
+    A failed judgement may still hold a reply (one that did not parse): both its error and the reply show."""
+    state = record.get("state") or record.get("status") or "unknown"
+    failed = record.get("status") == "failed"
     scores = record.get("scores") or {}
     known = {"state", "scores", "raw", "error", "cached", "http_calls", "attempts", "cache_key", "response_model"}
     known |= {"finish_reason", "usage", "id", "stage", "status", "fingerprint", "outputs", "inputs", "by"}
+    known |= {"image", "image_sha256", "seed", "rationale"}
     extra = {k: v for k, v in record.items() if k not in known and isinstance(v, (int, float, str, bool))}
     shown = ", ".join(f"{_esc(k)}={_number(v)}" for k, v in {**scores, **extra}.items())
-    rationale = record.get("raw") or record.get("rationale") or record.get("error") or ""
-    css = "failed" if record.get("status") == "failed" else ""
-    return f"<div class='{css}'>state: <b>{_esc(state)}</b> {shown}</div>" + (
-        f"<pre>{_esc(_cut(rationale, REPLY_CHARS))}</pre>" if rationale else ""
-    )
+    css = "failed" if failed else "ok"
+    parts = [f"<div class='judge-state {css}'>state: <b>{_esc(state)}</b> {shown}</div>"]
+    if failed:
+        parts.append(
+            f"<div class='failed'>error: {_esc(_cut(record.get('error') or 'no reason recorded', REPLY_CHARS))}</div>"
+        )
+    rationale = record.get("raw") or record.get("rationale")
+    if rationale:
+        parts.append(f"<pre class='rationale'>{_esc(_cut(rationale, REPLY_CHARS))}</pre>")
+    elif failed:
+        parts.append("<div class='muted'>no reply</div>")
+    return "".join(parts)
+
+
+def _item_text(source: Any) -> str:
+    """The text a judged item's image was made from: a WISE prompt, an ImgEdit instruction ("" when unknown)."""
+    for holder in (source, getattr(source, "edit", None)):
+        for name in ("prompt", "instruction"):
+            text = getattr(holder, name, None)
+            if isinstance(text, str):
+                return text
+    return ""
 
 
 def _judged_items(view: RunView, shown: list[str]) -> str:
     produce, judge = (view.stages + ["produce", "judge"])[:2]
+    sources, reason = _source_items(view)
     cards = []
     for item_id in shown:
         made = view.record(produce, item_id) or {}
         judged = view.record(judge, item_id)
         image = made.get("image")
-        uri = _file_uri(view.bench_dir / image) if image else None
-        prompt = made.get("prompt") or made.get("instruction") or ""
+        uri = _file_uri(view.bench_dir / image) if made.get("status") == "ok" and image else None
+        # An edit's source image, as the produce record names it (absolute path), shown before the edited one.
+        inputs = [Path(path) for path in made.get("inputs") or {}]
+        pair = "".join(_img(_file_uri(path), f"{item_id} source") for path in inputs[:1])
+        pair += _img(uri, f"{item_id} {'edited' if inputs else 'generated'} image")
+        made_failed = ""
+        if made.get("status") == "failed":
+            made_failed = f"<div class='failed'>{_esc(produce)} failed: {_esc(made.get('error') or 'no reason')}</div>"
+        text = _item_text(sources.get(item_id))
         cards.append(
-            f"<div class='card' id='{view.item_anchor(item_id)}' style='max-width:460px'>{_img(uri, str(image))}"
-            f"<div><b>{_esc(item_id)}</b> {_esc(_cut(prompt, QUESTION_CHARS))}</div>"
+            f"<div class='card' id='{view.item_anchor(item_id)}' style='max-width:460px'><div class='pair'>{pair}</div>"
+            f"<div><b>{_esc(item_id)}</b> {_esc(_cut(text, QUESTION_CHARS))}</div>{made_failed}"
             + (_judgement(judged) if judged else "<div class='muted'>not judged</div>")
             + "</div>"
         )
-    return f"<div class='grid'>{''.join(cards)}</div>"
+    note = f"<p class='muted'>prompts unavailable ({_esc(reason)})</p>" if reason else ""
+    return f"{note}<div class='grid'>{''.join(cards)}</div>"
 
 
 # ---------------------------------------------------------------------------------------- understanding
-def _gold_rows(view: RunView) -> tuple[dict[str, Any], str | None]:
-    """Item id -> its TSV row (for the question and gold answer), read again from the run's data; and why
-    not, when the data cannot be read now (moved, or a judge option the run had and this resolution lacks)."""
-    from evals.benchmark import get_benchmark, select_options
+def _run_options(view: RunView) -> dict[str, Any]:
+    """The benchmark options the run was given: its data, then the ``--opt`` pairs of the run directory's
+    run.json (``imgedit_images``, ``limit``, a judge variant's options) that this benchmark takes."""
+    from evals.benchmark import get_benchmark, parse_opts, select_options
+    from evals.files import read_json
+
+    given: dict[str, Any] = {"data": view.result.get("data_path")}
+    run_json = view.bench_dir.parent / "run.json"
+    try:
+        pairs = read_json(run_json).get("options", {}).get("opt") or []
+        given.update(parse_opts([str(pair) for pair in pairs]))
+    except (OSError, ValueError, AttributeError) as error:
+        logger.warning("%s: options unreadable (%s); items are looked up with the run's data alone", run_json, error)
+    return select_options(get_benchmark(view.result["benchmark"])[0], given)
+
+
+def _source_items(view: RunView) -> tuple[dict[str, Any], str | None]:
+    """Item id -> the item's source (a TSV row: question and gold answer; a WISE prompt; an ImgEdit edit), read
+    again from the run's data with the run's options; and why not, when the data cannot be read now (moved)."""
+    from evals.benchmark import get_benchmark
 
     try:
         bench, variant = get_benchmark(view.result["benchmark"])
-        options = select_options(bench, {"data": view.result.get("data_path")})
-        resolved = bench.resolve(variant, options, None)
-    except Exception as error:  # noqa: BLE001 - any refusal only costs the gold column, said on the page
-        return {}, f"gold answers unavailable ({type(error).__name__}: {_cut(error, 300)})"
+        resolved = bench.resolve(variant, _run_options(view), None)
+    except Exception as error:  # noqa: BLE001 - any refusal only costs the data's texts, said on the page
+        return {}, f"{type(error).__name__}: {_cut(error, 300)}"
     return {item.id: item.source for item in resolved.items}, None
 
 
 def _understanding_items(view: RunView, shown: list[str]) -> str:
     answer_stage, score_stage = (view.stages + ["answer", "score"])[:2]
-    rows_by_id, reason = _gold_rows(view)
+    rows_by_id, reason = _source_items(view)
+    reason = reason and f"gold answers unavailable ({reason})"
     lines = []
     for item_id in shown:
         answered = view.record(answer_stage, item_id) or {}
@@ -364,9 +434,10 @@ def _understanding_items(view: RunView, shown: list[str]) -> str:
         else:
             ok = str(extracted).strip().lower() == str(gold).strip().lower()
             hit = f"<span class='{'hit' if ok else 'miss'}'>{'yes' if ok else 'no'}</span>"
-        by = _esc(scored.get("by") or scored.get("state") or scored.get("status") or "not scored")
-        if scored.get("raw"):
-            by += f"<pre>{_esc(_cut(scored['raw'], REPLY_CHARS))}</pre>"
+        if "raw" in scored or scored.get("state"):  # a judge's answer: its state, error and rationale
+            by = (_esc(scored["by"]) if scored.get("by") else "") + _judgement(scored)
+        else:
+            by = _esc(scored.get("by") or scored.get("status") or "not scored")
         lines.append(
             f"<tr id='{view.item_anchor(item_id)}'><td>{_esc(item_id)}</td>"
             f"<td class='q'>{_esc(_cut(question, QUESTION_CHARS))}</td>"
@@ -406,8 +477,15 @@ def _run_section(view: RunView, max_items: int) -> str:
     failures = view.failures()
     failed = ""
     if failures:
+        listed = set(shown)
+
+        def item_cell(item_id: str) -> str:  # a link to the item's card when the page shows it
+            if item_id in listed:
+                return f"<a href='#{view.item_anchor(item_id)}'>{_esc(item_id)}</a>"
+            return _esc(item_id)
+
         rows = "".join(
-            f"<tr><td>{_esc(item_id)}</td><td>{_esc(stage)}</td><td>{_esc(reason)}</td></tr>"
+            f"<tr><td>{item_cell(item_id)}</td><td>{_esc(stage)}</td><td>{_esc(reason)}</td></tr>"
             for item_id, stage, reason in failures
         )
         failed = (
@@ -419,6 +497,25 @@ def _run_section(view: RunView, max_items: int) -> str:
         f"<span class='muted'>{_esc(view.bench_dir)}</span></h3><p class='muted'>{_esc(count)}</p>"
         f"{items}{failed}</section>"
     )
+
+
+def _named_runs(labels: Sequence[str], results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Each ``RUN=NAME`` label with the RUN it names (the first split at "=" whose left side is a run given).
+
+    Raises:
+        ValueError: a label that names none of the runs given.
+    """
+    from evals.report.compare import same_run
+
+    named = []
+    for label in labels:
+        runs = [label[:at] for at, char in enumerate(label) if char == "="]
+        run = next((run for run in runs if any(same_run(run, result) for result in results)), None)
+        if run is None:
+            given = ", ".join(dict.fromkeys(str(result.get("_run")) for result in results))
+            raise ValueError(f"--label {label!r}: names none of the runs given ({given})")
+        named.append((run, label))
+    return named
 
 
 def build_page(runs: Sequence[str | Path], *, max_items: int = DEFAULT_MAX_ITEMS, labels: Sequence[str] = ()) -> str:
@@ -435,16 +532,20 @@ def build_page(runs: Sequence[str | Path], *, max_items: int = DEFAULT_MAX_ITEMS
     """
     if max_items < 0:
         raise ValueError(f"--max-items {max_items}: give 0 or more")
+    from evals.report.compare import same_run
     from evals.report.results import load_results
 
     results = load_results(list(runs))
+    named = _named_runs(labels, results)
     benchmarks = list(dict.fromkeys(result["benchmark"] for result in results))
     sections, contents = [], []
     for benchmark in benchmarks:
         anchor = f"bench-{_slug(benchmark)}"
         chosen = [result for result in results if result["benchmark"] == benchmark]
         views = [_load_view(result, f"{anchor}-run{number}") for number, result in enumerate(chosen, start=1)]
-        table = _table(chosen, views, anchor, labels)
+        # Each table gets the labels of its own runs (a label of a run without this benchmark is no error here).
+        own = [label for run, label in named if any(same_run(run, result) for result in chosen)]
+        table = _table(chosen, views, anchor, own)
         runs_html = "".join(_run_section(view, max_items) for view in views)
         contents.append(f"<li><a href='#{anchor}'>{_esc(benchmark)}</a></li>")
         sections.append(f"<section id='{anchor}'><h2>{_esc(benchmark)}</h2>{table}{runs_html}</section>")

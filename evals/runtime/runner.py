@@ -39,7 +39,7 @@ MANIFEST = "manifest.json"
 RESULTS = "results.json"
 # results.json's layout (evals/report/results.schema.json): MAJOR.MINOR. A reader refuses another MAJOR; a MINOR
 # only adds optional fields. Bump MINOR for an added field, MAJOR for a renamed or removed one.
-RESULTS_SCHEMA_VERSION = "1.0"
+RESULTS_SCHEMA_VERSION = "1.1"
 
 __all__ = [
     "MANIFEST",
@@ -380,6 +380,37 @@ def _run_stage(
             logger.warning("%s: item %s failed in %s: %s", spec.name, item.id, stage, result.error)
 
 
+def counted_records(
+    bench_dir: Path, stages: tuple[str, ...], ids: list[str], final_fingerprint: str | None
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The records an aggregate counts, and the failures: item id -> the final stage's record, for each item (in
+    ``ids`` order) that failed no stage and whose final record is ``ok`` and made with ``final_fingerprint`` (any,
+    when None); item id -> ``"stage: error"`` for each item a stage failed."""
+    records: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    for item_id in ids:
+        for stage in stages:
+            record = load_record(bench_dir, stage, item_id)
+            if record is not None and record["status"] == "failed":
+                failures[item_id] = f"{stage}: {record.get('error', 'failed')}"
+                break
+        else:
+            record = load_record(bench_dir, stages[-1], item_id)
+            if record is not None and record["status"] == "ok":
+                if final_fingerprint is None or record["fingerprint"] == final_fingerprint:
+                    records[item_id] = record
+    return records, failures
+
+
+def counted_records_of(bench_dir: Path, stages: tuple[str, ...], ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The final stage's records that the finished run in ``bench_dir`` counted in its results.json (per-unit values
+    for paired tests must be those): :func:`counted_records` with the fingerprint results.json recorded (results
+    written before it was recorded: any fingerprint)."""
+    path = bench_dir / RESULTS
+    recorded = read_json(path).get("stage_fingerprints", {}) if path.is_file() else {}
+    return counted_records(bench_dir, stages, ids, recorded.get(stages[-1]))[0]
+
+
 def aggregate_run(
     resolved: ResolvedBenchmark,
     items: list[Item] | list[str],
@@ -396,19 +427,7 @@ def aggregate_run(
     ids = [item if isinstance(item, str) else item.id for item in items]
     fingerprints = {stage: resolved.stage_fingerprint(stage, model) for stage in stages}
     status = stage_status(bench_dir, stages, ids, fingerprints)
-    final = stages[-1]
-    records: dict[str, dict[str, Any]] = {}
-    failures: dict[str, str] = {}
-    for item_id in ids:
-        for stage in stages:
-            record = load_record(bench_dir, stage, item_id)
-            if record is not None and record["status"] == "failed":
-                failures[item_id] = f"{stage}: {record.get('error', 'failed')}"
-                break
-        else:
-            record = load_record(bench_dir, final, item_id)
-            if record is not None and record["status"] == "ok" and record["fingerprint"] == fingerprints[final]:
-                records[item_id] = record
+    records, failures = counted_records(bench_dir, stages, ids, fingerprints[stages[-1]])
     coverage = {
         "expected": len(ids),
         "ok": len(records),
@@ -429,6 +448,9 @@ def aggregate_run(
         "stages": status,
         "failures": failures,
         "metrics": metrics,
+        # What the records the metrics count were made with, so that a later reader of the records (paired tests)
+        # counts exactly those (counted_records_of).
+        "stage_fingerprints": fingerprints,
         # results.json is written with sorted keys: keep the benchmark's own order (headline first) and
         # each metric's direction for the tables (``unilip eval compare``).
         "metric_order": list(metrics),

@@ -23,6 +23,8 @@ from PIL import Image
 from evals.studies.report import (
     CONTROL_MARK,
     NOT_COMPUTED,
+    PAIRED_HEADERS,
+    PAIRED_LEGEND,
     PLOT_HEADING,
     STUDY_METRICS,
     MetricSpec,
@@ -31,6 +33,8 @@ from evals.studies.report import (
     markdown_table,
     not_computed_notes,
     ordered_rows,
+    paired_cells,
+    paired_markdown,
     plot_caption,
     table_legend,
     validate_rows,
@@ -124,6 +128,21 @@ def _html_table(rows: list[dict[str, Any]], metrics: Sequence[MetricSpec]) -> st
     return f'<table id="results"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _paired_html(paired: Sequence[dict[str, Any]], metrics: Sequence[MetricSpec]) -> str:
+    """The paired tests' table and legend, or nothing when the sweep has none."""
+    if not paired:
+        return ""
+    head = "".join(f"<th>{html.escape(text)}</th>" for text in PAIRED_HEADERS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in paired_cells(paired, metrics)
+    )
+    return (
+        f'<h2>Paired against λ = 0</h2>\n<table id="paired"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        f'\n<p class="small">{html.escape(PAIRED_LEGEND)}</p>'
+    )
+
+
 def _table_markdown_part(table_markdown: str | None, rows: list[dict[str, Any]], metrics: Sequence[MetricSpec]) -> str:
     """The table part of ``table_markdown`` (its own title and figure section dropped), or a fresh table."""
     if not table_markdown or not table_markdown.strip():
@@ -148,6 +167,7 @@ def write_study_report(
     findings: str,
     metrics: Sequence[MetricSpec] = STUDY_METRICS,
     title: str = DEFAULT_TITLE,
+    paired: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Path]:
     """Write ``report.html`` (self-contained) and ``report.md`` beside the table, CSV and plot.
 
@@ -164,6 +184,8 @@ def write_study_report(
         findings: the "What it found" section, plain text (escaped; each line kept as a line).
         metrics: the table's columns, as for ``write_sweep_report``.
         title: the page's one title.
+        paired: the paired tests of each λ against λ = 0
+            (:func:`evals.studies.sweep.paired_against_baseline`), shown under the table; none: no section.
 
     Returns:
         ``{"html": report.html, "report_markdown": report.md, "grid": reconstructions.png}``.
@@ -197,6 +219,7 @@ def write_study_report(
 {_html_table(rows, metrics)}
 <p class="small">{html.escape(table_legend(rows))}</p>
 {notes_html}
+{_paired_html(paired, metrics)}
 <h2>Metrics against λ</h2>
 <img id="plot" alt="metrics against the distillation weight λ" src="{_png_data_uri(Path(plot))}">
 <p class="small">{html.escape(plot_caption(metrics))}</p>
@@ -224,7 +247,8 @@ window.addEventListener("load", () => {{
     markdown = (
         f"# {title}\n\n> **What this is.**\n>\n{quoted}\n\n## What it found\n\n{findings_md}\n\n"
         f"## Results\n\n{_table_markdown_part(table_markdown, rows, metrics)}\n\n"
-        f"{PLOT_HEADING}\n\n![metrics against λ]({plot_name})\n\n{plot_caption(metrics)}\n\n"
+        + (f"## Paired against λ = 0\n\n{paired_markdown(paired, metrics)}\n\n" if paired else "")
+        + f"{PLOT_HEADING}\n\n![metrics against λ]({plot_name})\n\n{plot_caption(metrics)}\n\n"
         f"## Reconstructions of held-out digits\n\nRows, top to bottom: {' | '.join(grid_titles)}.\n\n"
         f"![reconstructions]({grid_path.name})\n\n## Provenance\n\n```json\n{provenance_json}\n```\n"
     )

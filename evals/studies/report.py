@@ -277,6 +277,55 @@ def markdown_table(rows: Sequence[dict[str, Any]], metrics: Sequence[MetricSpec]
     return "\n".join(lines)
 
 
+PAIRED_HEADERS = ("λ", "metric", "difference", "95% CI", "p", "units", "test")
+
+
+def paired_cells(paired: Sequence[dict[str, Any]], metrics: Sequence[MetricSpec] = STUDY_METRICS) -> list[list[str]]:
+    """The paired tests' rows as text cells (:data:`PAIRED_HEADERS`): differences and intervals with one decimal
+    more than the metric's, a p-value, the units both arms scored and the test; a row without a test says why."""
+    by_key = {spec.key: spec for spec in metrics}
+    cells = []
+    for entry in paired:
+        spec = by_key.get(entry["column"])
+        label = spec.heading if spec is not None else entry["column"]
+        lam = f"{entry['distill_weight']:g} vs {entry['baseline']:g}"
+        if "note" in entry:
+            cells.append([lam, label, "", "", "", "", entry["note"]])
+            continue
+        decimals = (spec.decimals if spec is not None else 3) + 1
+        low, high = entry["ci"]
+        p_value = "<0.0001" if entry["p"] < 1e-4 else f"{entry['p']:.4f}"
+        cells.append(
+            [
+                lam,
+                label,
+                f"{entry['difference']:+.{decimals}f}",
+                f"[{low:+.{decimals}f}, {high:+.{decimals}f}]",
+                p_value,
+                f"{entry['n']} {entry['unit']}s",
+                entry["test"],
+            ]
+        )
+    return cells
+
+
+PAIRED_LEGEND = (
+    "Each λ against λ = 0 (no distillation) on the same held-out units: difference = λ minus λ = 0 on the metric's "
+    "scale, its 95% interval and two-sided p. Several seeds: each unit's value averaged over the seeds of each λ "
+    "(seed k of every λ starts from the same stage-1 checkpoint and data order), then a paired bootstrap over units; "
+    "the interval covers the sampling of the units, not the spread between seeds (the results table's ±)."
+)
+
+
+def paired_markdown(paired: Sequence[dict[str, Any]], metrics: Sequence[MetricSpec] = STUDY_METRICS) -> str:
+    """The paired tests as a Markdown table with its legend (no heading); empty when there are none."""
+    if not paired:
+        return ""
+    lines = ["| " + " | ".join(PAIRED_HEADERS) + " |", "|:---|:---|---:|---:|---:|---:|:---|"]
+    lines += ["| " + " | ".join(_markdown_cell(cell) for cell in row) + " |" for row in paired_cells(paired, metrics)]
+    return "\n".join([*lines, "", PAIRED_LEGEND])
+
+
 def table_legend(rows: Sequence[dict[str, Any]]) -> str:
     text = (
         "Each cell is mean ± standard error with the metric's decimals (a value without ± has no standard error); "

@@ -27,6 +27,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -202,13 +203,16 @@ def run_sweep(
             # Stage 1 froze the encoder: the MLLM reads the very same tokens (checked tensor by tensor), so its
             # answers are the teacher's; asking again would only cost time.
             measured["digits"] = teacher_digits
+            measured["digits_run"] = out / "eval" / teacher_dir.name / "digits"
         else:
             measured["digits"] = evaluate_understanding(mllm_dir, directory, digits_dir, eval_dir / "digits")
+            measured["digits_run"] = eval_dir / "digits"
         if directory == teacher_dir:
             teacher_digits.update(measured["digits"])
         if reconstruct:
             results = evaluate_reconstruction(directory, heldout, eval_dir / "recon")
             measured["recon"] = results
+            measured["recon_run"] = eval_dir / "recon" / results["benchmark"]
         return measured
 
     references = [
@@ -224,8 +228,10 @@ def run_sweep(
         rows.append({"name": name, "role": role, "distill_weight": None, "seeds": 1, "metrics": _metrics(measured)})
         if reconstruct:
             eval_dirs[name] = out / "eval" / key / "recon" / measured["recon"]["benchmark"]
+    measured_runs: dict[float, list[dict[str, Any]]] = {}
     for weight, directories in stage2_dirs.items():
         runs = [measure(directory.parent.name, directory, True) for directory in directories]
+        measured_runs[weight] = runs
         per_seed = [_metrics(run) for run in runs]
         metrics = {key: mean_se([metric[key]["mean"] for metric in per_seed]) for key in (m.key for m in STUDY_METRICS)}
         rows.append(
@@ -234,6 +240,7 @@ def run_sweep(
         eval_dirs[f"stage 2, λ={weight:g}"] = (
             out / "eval" / directories[0].parent.name / "recon" / runs[0]["recon"]["benchmark"]
         )
+    paired = paired_against_baseline(measured_runs)
     timings["evaluation"] = time.perf_counter() - started
     say(f"evaluation: {len(rows)} rows on {len(labels)} held-out digits ({timings['evaluation']:.1f} s)")
 
@@ -259,9 +266,11 @@ def run_sweep(
         "timings_s": timings,
         "environment": environment_report(),
     }
-    (out / "report" / "sweep.json").write_text(json.dumps({**provenance, "rows": rows}, indent=2, default=str))
+    (out / "report" / "sweep.json").write_text(
+        json.dumps({**provenance, "rows": rows, "paired": paired}, indent=2, default=str)
+    )
     grid = _reconstruction_grid(heldout, eval_dirs)
-    findings = describe_findings(rows)
+    findings = describe_findings(rows, paired)
     files.update(
         write_study_report(
             out / "report",
@@ -273,6 +282,7 @@ def run_sweep(
             what_this_is=WHAT_THIS_IS,
             findings=findings,
             title=STUDY_TITLE,
+            paired=paired,
         )
     )
     (out / "report" / "findings.txt").write_text(findings + "\n")
@@ -324,8 +334,91 @@ def _metrics(measured: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return metrics
 
 
-def describe_findings(rows: list[dict[str, Any]]) -> str:
-    """What the study showed, in numbers with their standard errors, whichever way they fall."""
+# The harness run and the metric of its results.json behind each study column a paired test can read (token cosine
+# is measured in the study itself, not by a harness benchmark, so it has no stored per-unit values).
+PAIRED_COLUMNS = {
+    "mcq": ("digits_run", DIGITS_COLUMNS["mcq"]),
+    "yes_no": ("digits_run", DIGITS_COLUMNS["yes_no"]),
+    "pairs": ("digits_run", DIGITS_COLUMNS["pairs"]),
+    "psnr": ("recon_run", "psnr"),
+    "ssim": ("recon_run", "ssim"),
+}
+
+
+def _benchmark_run_with(run_dir: Path, metric: str) -> Path:
+    """The benchmark directory under ``run_dir`` (or ``run_dir`` itself) whose results.json reports ``metric``."""
+    from evals.runtime.runner import RESULTS
+
+    for results in [run_dir / RESULTS, *sorted(run_dir.glob(f"*/{RESULTS}"))]:
+        if results.is_file() and metric in json.loads(results.read_text()).get("metrics", {}):
+            return results.parent
+    raise FileNotFoundError(f"no benchmark run under {run_dir} reports {metric}")
+
+
+def paired_against_baseline(
+    measured_runs: dict[float, list[dict[str, Any]]], baseline_weight: float = 0.0
+) -> list[dict[str, Any]]:
+    """Each λ's runs against the baseline λ's (λ = 0: no distillation), column by column, on the same units.
+
+    Args:
+        measured_runs: λ -> its runs, one per seed (seeds in the same order in every λ: seed k of each λ starts
+            from the same stage-1 checkpoint with the same data order), each with the harness runs it was
+            measured by (``digits_run``, ``recon_run``).
+        baseline_weight: the λ the others are tested against.
+
+    Returns:
+        One dict per λ and column: ``distill_weight``, ``baseline``, ``column``, ``metric`` and either the test
+        (``difference``, ``ci`` on the metric's scale, ``p``, ``n``, ``unit``, ``test``) or ``note`` (why there is
+        none). Empty when the sweep has no baseline λ.
+    """
+    from evals.report.paired import paired_over_seeds, unit_values_in
+
+    if baseline_weight not in measured_runs:
+        return []
+    cache: dict[Path, Any] = {}
+
+    def values_of(measured: dict[str, Any], run_key: str, metric: str) -> Any:
+        bench_dir = _benchmark_run_with(Path(measured[run_key]), metric)
+        if bench_dir not in cache:
+            cache[bench_dir] = unit_values_in(bench_dir)
+        unit_values = cache[bench_dir]
+        return None if unit_values is None or metric not in unit_values.values else unit_values
+
+    entries: list[dict[str, Any]] = []
+    for weight in sorted(measured_runs):
+        if weight == baseline_weight:
+            continue
+        for column, (run_key, metric) in PAIRED_COLUMNS.items():
+            entry: dict[str, Any] = {
+                "distill_weight": weight,
+                "baseline": baseline_weight,
+                "column": column,
+                "metric": metric,
+            }
+            base = [values_of(measured, run_key, metric) for measured in measured_runs[baseline_weight]]
+            mine = [values_of(measured, run_key, metric) for measured in measured_runs[weight]]
+            if any(values is None for values in base + mine):
+                entries.append({**entry, "note": f"{metric} has no per-unit values to pair"})
+                continue
+            scale = float(mine[0].scale.get(metric, 1.0))
+            stat = paired_over_seeds(base, mine, metric)
+            entries.append(
+                {
+                    **entry,
+                    "difference": stat.difference * scale,
+                    "ci": [stat.ci_low * scale, stat.ci_high * scale],
+                    "p": stat.p_value,
+                    "n": stat.n,
+                    "unit": mine[0].unit,
+                    "test": stat.test,
+                }
+            )
+    return entries
+
+
+def describe_findings(rows: list[dict[str, Any]], paired: Sequence[dict[str, Any]] = ()) -> str:
+    """What the study showed, in numbers with their standard errors, whichever way they fall; with ``paired``
+    (:func:`paired_against_baseline`), each λ's understanding against λ = 0 on the same questions too."""
     teacher = next(row for row in rows if row["name"] == "teacher")
     control = next(row for row in rows if row["role"] == "control")
     variants = sorted((row for row in rows if row["role"] == "variant"), key=lambda row: row["distill_weight"])
@@ -352,6 +445,17 @@ def describe_findings(rows: list[dict[str, Any]]) -> str:
                 f"{label}, λ={high['distill_weight']:g} minus λ={low['distill_weight']:g}: {difference:+.4g} "
                 f"± {se:.2g} ({verdict})."
             )
+    labels = {"mcq": "MCQ circular accuracy", "yes_no": "yes/no acc+", "pairs": "pair accuracy"}
+    for entry in paired:
+        if entry["column"] not in labels or "note" in entry:
+            continue
+        low, high = entry["ci"]
+        verdict = "significant" if entry["p"] < 0.05 else "not significant"
+        lines.append(
+            f"{labels[entry['column']]}, λ={entry['distill_weight']:g} minus λ={entry['baseline']:g} on the same "
+            f"{entry['n']} {entry['unit']}s: {entry['difference']:+.1f} points, 95% CI [{low:+.1f}, {high:+.1f}], "
+            f"p = {entry['p']:.4f} ({verdict} at 0.05)."
+        )
     for key, label in (("mcq", "MCQ circular accuracy"), ("yes_no", "yes/no acc+"), ("pairs", "pair accuracy")):
         t, c = teacher["metrics"][key], control["metrics"][key]
         if t["mean"] is None or c["mean"] is None:

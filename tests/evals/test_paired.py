@@ -142,6 +142,39 @@ def test_paired_section_on_synthetic_runs(tmp_path: Path) -> None:
     assert "paired: bbbb vs aaaa, recon@standard (1) psnr: difference" in notes
 
 
+def test_paired_values_are_the_records_the_results_counted(tmp_path: Path) -> None:
+    """A record left from another model (another fingerprint than results.json's) is not paired: the aggregate did
+    not count it either."""
+    from evals.report.paired import unit_values_in
+
+    run = _write_run(tmp_path / "run", "aaaa", {"img0": 20.0, "img1": 22.0, "img2": 30.0})
+    bench_dir = run / "recon@standard"
+    results = json.loads((bench_dir / "results.json").read_text())
+    (bench_dir / "results.json").write_text(json.dumps({**results, "stage_fingerprints": {"score": "x"}}))
+    stale = json.loads(record_path(bench_dir, "score", "img2").read_text())
+    record_path(bench_dir, "score", "img2").write_text(json.dumps({**stale, "fingerprint": "another model"}))
+    assert set(unit_values_in(bench_dir).values["psnr"]) == {"img0", "img1"}
+
+
+def test_stratified_contributions_are_reweighed_on_the_units_given() -> None:
+    """A metric that weighs strata (the mean of two task means): on every unit the mean of the contributions is
+    the metric; on a subset it is the metric of that subset, so two runs compared on shared units agree."""
+    from evals.benchmark import Strata, UnitValues
+
+    values = {"a1": 1.0, "a2": 0.0, "a3": 1.0, "b1": 0.0}  # task a: 2/3, task b: 0
+    unit_values = UnitValues(
+        {"overall": values},
+        {"overall": "continuous"},
+        strata={"overall": Strata({"a1": "a", "a2": "a", "a3": "a", "b1": "b"}, {"a": 0.5, "b": 0.5})},
+    )
+    everything = unit_values.contributions("overall")
+    assert np.mean(list(everything.values())) == pytest.approx((2 / 3 + 0) / 2)
+    subset = unit_values.contributions("overall", ["a1", "a2", "b1"])  # task a: 1/2 on these units
+    assert set(subset) == {"a1", "a2", "b1"} and np.mean(list(subset.values())) == pytest.approx((1 / 2 + 0) / 2)
+    plain = UnitValues({"psnr": {"x": 1.0, "y": 3.0}}, {"psnr": "continuous"})
+    assert plain.contributions("psnr", ["y"]) == {"y": 3.0}
+
+
 def test_paired_reports_what_it_cannot_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from evals.benchmarks.recon.benchmark import ReconstructionBenchmark
 
@@ -153,3 +186,29 @@ def test_paired_reports_what_it_cannot_test(tmp_path: Path, monkeypatch: pytest.
     assert "**" not in text
     with pytest.raises(ValueError, match="--paired"):
         render(load_results([run]), "md", paired=str(base))
+
+
+def test_paired_over_seeds_averages_each_arm_on_the_units_every_run_scored() -> None:
+    from evals.benchmark import UnitValues
+    from evals.report.paired import paired_over_seeds, paired_test
+
+    rng = np.random.default_rng(3)
+    units = [f"u{k}" for k in range(200)]
+    base = [{unit: float(rng.random() < 0.5) for unit in units} for _ in range(2)]
+    run = [{unit: float(rng.random() < 0.7) for unit in units} for _ in range(2)]
+    del run[1]["u0"]  # a unit one run did not score is left out of every arm
+
+    def arm(values: list[dict[str, float]]) -> list[UnitValues]:
+        return [UnitValues({"acc": each}, {"acc": "binary"}, "question") for each in values]
+
+    stat = paired_over_seeds(arm(base), arm(run), "acc", resamples=2000)
+    shared = units[1:]
+    expected = np.mean([(run[0][u] + run[1][u]) / 2 - (base[0][u] + base[1][u]) / 2 for u in shared])
+    assert stat.n == len(shared) and stat.difference == pytest.approx(expected)
+    assert "2 vs 2 seeds averaged per unit" in stat.test and "bootstrap" in stat.test
+    assert stat.p_value < 0.05  # a 20-point effect on 199 units
+    # One seed in each arm: the kind's own test (McNemar for correctness).
+    single = paired_over_seeds(arm(base[:1]), arm(run[:1]), "acc", resamples=2000)
+    assert single == paired_test("binary", [base[0][u] for u in units], [run[0][u] for u in units], resamples=2000)
+    with pytest.raises(ValueError, match="no unit"):
+        paired_over_seeds(arm([{"a": 1.0}]), arm([{"b": 1.0}]), "acc")

@@ -132,3 +132,16 @@ def test_a_recon_run_whose_data_moved_shows_its_reconstructions_and_says_the_ref
     assert "cannot be listed now" in page and "those items show the reconstruction alone" in page
     assert page.count("[reference unavailable]") == 6
     assert page.count("data:image/png;base64,") == 6  # the reconstructions alone
+
+
+def test_labels_name_the_rows_of_every_benchmark_table(runs):
+    """One --label per run directory, each of another benchmark: each table takes its own runs' labels."""
+    folder = runs.parent
+    recon, vqa = folder / "recon", folder / "vqa"
+    page = run_report.build_page([recon, vqa], max_items=0, labels=[f"{recon}=recon label", f"{vqa}=vqa label"])
+    recon_table = page.split("<h2>recon@standard</h2>", 1)[1].split("</table>", 1)[0]
+    vqa_table = page.split("<h2>digits-vqa@mcq</h2>", 1)[1].split("</table>", 1)[0]
+    assert "recon label" in recon_table and "vqa label" not in recon_table
+    assert "vqa label" in vqa_table and "recon label" not in vqa_table
+    with pytest.raises(ValueError, match="names none of the runs given"):
+        run_report.build_page([recon], labels=[f"{folder / 'elsewhere'}=x"])

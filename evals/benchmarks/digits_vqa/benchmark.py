@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,15 @@ from evals.benchmark import ResolvedBenchmark, register_benchmark
 
 from ..kit import not_computed
 from ..vlm import MME_SUFFIX, VlmRow, extract_yes_no, file_md5, mcq_prompt
-from ..vlm_benchmark import ChoiceBenchmark, VlmOptions, VlmProtocol, yes_no_outcome
+from ..vlm_benchmark import (
+    ChoiceBenchmark,
+    PairedMetric,
+    UnitScore,
+    VlmOptions,
+    VlmProtocol,
+    yes_no_outcome,
+    yes_no_pair_hits,
+)
 from ..vlm_scoring import circular_index, score_circular, score_mme, score_mmvp
 from .data import DATA_VERSION, PARTS, write_part
 
@@ -56,6 +64,27 @@ class DigitsVQABenchmark(ChoiceBenchmark):
         if dataset == PARTS["yes-no"]:
             return [row.fields["image_path"] for row in rows]
         return [row.index // 2 for row in rows]  # pairs: rows 2j and 2j+1
+
+    def paired_metrics(self, protocol: VlmProtocol) -> dict[str, PairedMetric]:
+        """yes-no: both headlines per image, ``acc_plus`` right or wrong (both questions right), ``acc`` the share of
+        its two questions right (continuous); the other parts: their first headline (:class:`ChoiceBenchmark`)."""
+        if protocol.dataset == PARTS["yes-no"]:
+            return {"acc_plus": PairedMetric("binary"), "acc": PairedMetric("continuous")}
+        return super().paired_metrics(protocol)
+
+    def paired_unit(self, protocol: VlmProtocol) -> str:
+        """A CircularEval question (mcq), an image (yes-no), a pair (pairs): the units :meth:`units` groups."""
+        return {PARTS["mcq"]: "question", PARTS["yes-no"]: "image"}.get(protocol.dataset, "pair")
+
+    def unit_scores(
+        self, scored: Sequence[tuple[VlmRow, Mapping[str, Any]]], protocol: VlmProtocol
+    ) -> dict[str, UnitScore]:
+        """yes-no: an image's acc+ (1 when both questions are right) and acc (the mean of its two hits), as
+        ``score_mme`` scores the one subtask; the other parts: all rows of the unit right (:class:`ChoiceBenchmark`)."""
+        if protocol.dataset == PARTS["yes-no"]:
+            first, second = yes_no_pair_hits(scored)
+            return {"acc_plus": UnitScore(first * second), "acc": UnitScore((first + second) / 2)}
+        return super().unit_scores(scored, protocol)
 
     def extract(self, row: VlmRow, prediction: str, resolved: ResolvedBenchmark) -> str:
         if resolved.protocol.dataset == PARTS["yes-no"]:

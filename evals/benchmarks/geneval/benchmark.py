@@ -37,6 +37,8 @@ from evals.benchmark import (
     ResolvedBenchmark,
     StageContext,
     StageResult,
+    Strata,
+    UnitValues,
     model_identity,
     option,
     register_benchmark,
@@ -378,6 +380,54 @@ class GenEvalBenchmark(Benchmark):
                 )
         atomic_write_bytes(bench_dir / SCORED_IMAGES, "".join(json.dumps(row) + "\n" for row in rows).encode())
         return summarize(outcomes)
+
+    # ------------------------------------------------------------------ paired values
+    def unit_values(self, bench_dir: Path, manifest_ids: list[str]) -> UnitValues | None:
+        """Per-prompt values of ``overall``, each task, ``correct_images`` and ``correct_prompts``, for paired tests.
+
+        The unit is the prompt, not the image: a score record holds a prompt's ``n_samples`` images, which share
+        the prompt (the aggregate's standard errors are clustered by prompt for that reason), so resampling images
+        as if they were independent would overstate the evidence. A prompt's raw value is its correct images
+        divided by the mean image count of its task's prompts (its fraction of correct images, since every scored
+        prompt has ``n_samples`` images), so that a task's mean over prompts is the aggregate's mean over images.
+        ``overall`` weighs each of the T tasks present 1/T (:func:`stratified_unit_values`): the mean of its
+        contributions is the results' ``overall``. A task's own metric holds only its prompts. ``correct_prompts``
+        is binary (1 when a prompt has a correct image). Only prompts the aggregate counts are here: score record
+        ``ok``, no stage failed, at least one image. None when there is none.
+        """
+        from evals.runtime.runner import counted_records_of
+
+        # A prompt without images adds no outcome to the aggregate, so none here either (the score step never
+        # writes one: every one of the n_samples images must be there).
+        records = {
+            item_id: record
+            for item_id, record in counted_records_of(bench_dir, self.stages, manifest_ids).items()
+            if record["images"]
+        }
+        if not records:
+            return None
+        tag = {item_id: str(record["tag"]) for item_id, record in records.items()}
+        correct = {
+            item_id: float(sum(bool(image["correct"]) for image in record["images"]))
+            for item_id, record in records.items()
+        }
+        images: dict[str, int] = {}
+        prompts: dict[str, int] = {}
+        for item_id, record in records.items():
+            images[tag[item_id]] = images.get(tag[item_id], 0) + len(record["images"])
+            prompts[tag[item_id]] = prompts.get(tag[item_id], 0) + 1
+        # correct / (images of the task / prompts of the task): a prompt's share of its task's mean over images.
+        raw = {item_id: correct[item_id] * prompts[tag[item_id]] / images[tag[item_id]] for item_id in records}
+        values: dict[str, dict[str, float]] = {"overall": raw}
+        strata = {"overall": Strata(tag, dict.fromkeys(images, 1.0 / len(images)))}
+        for name in images:
+            values[name] = {item_id: value for item_id, value in raw.items() if tag[item_id] == name}
+        total_images, total_prompts = sum(images.values()), len(records)
+        values["correct_images"] = {item_id: correct[item_id] * total_prompts / total_images for item_id in records}
+        values["correct_prompts"] = {item_id: float(correct[item_id] > 0) for item_id in records}
+        kinds = {name: "continuous" for name in values}
+        kinds["correct_prompts"] = "binary"
+        return UnitValues(values=values, kinds=kinds, unit="prompt", strata=strata)
 
 
 def _local_device(device: str) -> str:

@@ -26,7 +26,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from evals.benchmark import Item, ResolvedBenchmark, StageContext, StageResult, option, register_benchmark
+from evals.benchmark import (
+    Item,
+    ResolvedBenchmark,
+    StageContext,
+    StageResult,
+    Strata,
+    UnitValues,
+    option,
+    register_benchmark,
+)
 from evals.benchmarks.judged import IMAGES_DIR, JudgedBenchmark, JudgeOptions, Prepared, generated_image
 from evals.benchmarks.kit import check_pinned, mean_se, not_computed, take_first, write_png
 from evals.judges.request import JudgeImage, JudgeRequest
@@ -272,3 +281,47 @@ class ImgEditBenchmark(JudgedBenchmark):
         for item_id, record in records.items():
             by_type.setdefault(items[item_id].source.edit.edit_type, []).append(float(record["scores"]["score"]))
         return aggregate_types(by_type, types)
+
+    def unit_values(self, bench_dir: Path, manifest_ids: list[str]) -> UnitValues | None:
+        """Per-edit values of ``overall`` (and, under ``basic``, each edit type), for paired tests.
+
+        An edit's raw value is its sample score (the judge record's ``scores.score``, as the aggregate reads it).
+        ``uge``: ``overall`` is the plain mean over edits, so the raw values are its unit values. ``basic``:
+        ``overall`` is the unweighted mean of the type means over the edit types of the data (the judge templates
+        the run's spec recorded, one per type), so each edit contributes with weight 1/T for its type
+        (:func:`stratified_unit_values`) and the mean over edits is the results' ``overall``; it is left out when a
+        type has no judged edit, as the aggregate then computes no overall. A type's own metric holds its edits'
+        raw values. Only edits the aggregate counts are here: judge record ``ok``, no stage failed. None when no
+        edit was judged ``ok``.
+
+        Raises:
+            ValueError: an ``ok`` basic judge record that does not name its edit type.
+        """
+        from evals.files import read_json
+        from evals.runtime.runner import MANIFEST, counted_records_of, record_path
+
+        spec = read_json(bench_dir / MANIFEST)["spec"]
+        records = counted_records_of(bench_dir, self.stages, manifest_ids)
+        if not records:
+            return None
+        raw = {item_id: float(record["scores"]["score"]) for item_id, record in records.items()}
+        if spec["variant"] == "uge":
+            return UnitValues(values={"overall": raw}, kinds={"overall": "continuous"}, unit="edit")
+        untyped = [item_id for item_id, record in records.items() if not record.get("edit_type")]
+        if untyped:
+            raise ValueError(
+                f"{record_path(bench_dir, self.stages[-1], untyped[0])}: an ok imgedit@basic judge record "
+                f"without its edit_type ({len(untyped)} in all)"
+            )
+        edit_type = {item_id: str(record["edit_type"]) for item_id, record in records.items()}
+        types = sorted(spec["knobs"]["judge"]["templates"])
+        values: dict[str, dict[str, float]] = {}
+        strata: dict[str, Strata] = {}
+        if set(types) <= set(edit_type.values()):
+            values["overall"] = raw
+            strata["overall"] = Strata(edit_type, dict.fromkeys(types, 1.0 / len(types)))
+        for name in types:
+            members = {item_id: value for item_id, value in raw.items() if edit_type[item_id] == name}
+            if members:
+                values[name] = members
+        return UnitValues(values=values, kinds=dict.fromkeys(values, "continuous"), unit="edit", strata=strata)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from evals.benchmark import ResolvedBenchmark, register_benchmark
@@ -11,13 +11,19 @@ from evals.benchmark import ResolvedBenchmark, register_benchmark
 from ..vlm import VlmRow, extract_yes_no
 from ..vlm_benchmark import (
     EXTRACTION_JUDGE,
+    PairedMetric,
+    UnitScore,
     VlmBenchmark,
     VlmProtocol,
     parse_yes_no_reply,
     yes_no_outcome,
+    yes_no_pair_hits,
     yes_no_template,
 )
-from ..vlm_scoring import score_mme
+from ..vlm_scoring import MME_COGNITION, MME_PERCEPTION, score_mme
+
+# Each headline is a plain sum of its subtasks' scores: weight 1 a subtask.
+SUBTASKS = {"perception": MME_PERCEPTION, "cognition": MME_COGNITION}
 
 
 @register_benchmark
@@ -76,3 +82,18 @@ class MMEBenchmark(VlmBenchmark):
     ) -> dict[str, Any]:
         outcomes = [yes_no_outcome(row, payload) for row, payload in scored]
         return score_mme(outcomes)
+
+    def paired_metrics(self, protocol: VlmProtocol) -> dict[str, PairedMetric]:
+        """Perception and cognition, per image (continuous, in MME points): sums of subtask means, so each image
+        contributes its score weighted by its subtask's size (:func:`~evals.benchmark.stratified_unit_values`)."""
+        return {name: PairedMetric("continuous", 1.0, dict.fromkeys(tasks, 1.0)) for name, tasks in SUBTASKS.items()}
+
+    def unit_scores(
+        self, scored: Sequence[tuple[VlmRow, Mapping[str, Any]]], protocol: VlmProtocol
+    ) -> dict[str, UnitScore]:
+        """An image's subtask score, as ``score_mme`` averages it: 100 x ((h1 + h2) / 2 + h1 h2) (acc + acc+), in
+        the headline its subtask belongs to (none for a category outside both)."""
+        first, second = yes_no_pair_hits(scored)
+        category = str(scored[0][0].fields["category"])
+        value = 100.0 * (first + second) / 2 + 100.0 * first * second  # acc + acc+, as score_mme adds them
+        return {metric: UnitScore(value, category) for metric, subtasks in SUBTASKS.items() if category in subtasks}

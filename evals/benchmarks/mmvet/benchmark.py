@@ -11,7 +11,7 @@ from evals.benchmark import ResolvedBenchmark, register_benchmark
 from evals.judges.states import ParseError
 
 from ..vlm import VlmRow
-from ..vlm_benchmark import BY_ZERO, VlmBenchmark, VlmProtocol, graded
+from ..vlm_benchmark import BY_ZERO, PairedMetric, UnitScore, VlmBenchmark, VlmProtocol, graded
 from ..vlm_scoring import score_mmvet
 
 # VLMEvalKit's MM-Vet judge: gpt-4-turbo (gpt-4-1106-preview); it asks up to five times (temperatures 0, 0.5 ...).
@@ -69,3 +69,26 @@ class MMVetBenchmark(VlmBenchmark):
     ) -> dict[str, Any]:
         items = [graded(row, payload) for row, payload in scored]
         return score_mmvet(items, missing_as_zero=resolved.protocol.missing_as_zero)
+
+    def paired_metrics(self, protocol: VlmProtocol) -> dict[str, PairedMetric]:
+        """``overall`` per question: the judge's grade (0-1, continuous), in percent."""
+        return {"overall": PairedMetric("continuous")}
+
+    def unit_scores(
+        self, scored: Sequence[tuple[VlmRow, Mapping[str, Any]]], protocol: VlmProtocol
+    ) -> dict[str, UnitScore]:
+        """A question's grade, counted as ``score_mmvet`` counts it: a grading that failed is 0 in
+        ``vlmevalkit-zero`` (``missing_as_zero``) and otherwise left out, exactly as it is left out of ``overall``.
+
+        Raises:
+            ValueError: a unit of several rows, or a grade that is not a number in [0, 1] (``score_mmvet`` refuses
+                it too).
+        """
+        if len(scored) != 1:
+            raise ValueError(f"MM-Vet: a unit of {len(scored)} rows; each question is its own unit")
+        item = graded(*scored[0])
+        if item.grade is None:
+            return {"overall": UnitScore(0.0)} if protocol.missing_as_zero else {}
+        if not (isinstance(item.grade, int | float) and 0.0 <= item.grade <= 1.0):
+            raise ValueError(f"MM-Vet index {item.index}: grade {item.grade!r} is not a number in [0, 1]")
+        return {"overall": UnitScore(float(item.grade))}

@@ -355,13 +355,10 @@ class ReconstructionBenchmark(Benchmark):
     # ------------------------------------------------------------------ paired values
     def unit_values(self, bench_dir: Path, manifest_ids: list[str]) -> UnitValues | None:
         """Per-image PSNR, SSIM and LPIPS from the score records (rFID and IS are set-level: no paired values)."""
-        from evals.runtime.runner import load_record
+        from evals.runtime.runner import counted_records_of
 
         values: dict[str, dict[str, float]] = {}
-        for item_id in manifest_ids:
-            record = load_record(bench_dir, self.stages[1], item_id)
-            if record is None or record["status"] != "ok":
-                continue
+        for item_id, record in counted_records_of(bench_dir, self.stages, manifest_ids).items():
             for name in ("psnr", "ssim", *(f"lpips_{net}" for net in LPIPS_NETS)):
                 if isinstance(record.get(name), (int, float)):
                     values.setdefault(name, {})[item_id] = float(record[name])

@@ -21,7 +21,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from evals.benchmark import Item, ResolvedBenchmark, StageContext, StageResult, option, register_benchmark
+from evals.benchmark import (
+    Item,
+    ResolvedBenchmark,
+    StageContext,
+    StageResult,
+    Strata,
+    UnitValues,
+    option,
+    register_benchmark,
+)
 from evals.benchmarks.judged import IMAGES_DIR, JudgedBenchmark, JudgeOptions, Prepared, generated_image
 from evals.benchmarks.kit import check_pinned, mean_se, take_first, write_png
 from evals.judges.request import JudgeRequest
@@ -240,3 +249,44 @@ class WiseBenchmark(JudgedBenchmark):
                 "note": "answers lacking a score were scored 0 for it, not counted as parse failures",
             }
         return metrics
+
+    def unit_values(self, bench_dir: Path, manifest_ids: list[str]) -> UnitValues | None:
+        """Per-prompt values of ``overall``, each category and (legacy) each raw axis, for paired tests.
+
+        A prompt's raw value is its WiScore (legacy) or its binary score (verified), read from its judge record's
+        scores as the aggregate reads them, with the category ranges and weights the run's spec recorded.
+        ``overall`` gives each prompt its contribution to the weighted sum of category means
+        (:func:`stratified_unit_values`), so the mean over prompts is the results' ``overall``; it is left out when
+        a category has no judged prompt, as the aggregate then computes no overall. A category's own metric holds
+        its prompts' raw values. Only prompts the aggregate counts are here: judge record ``ok``, no stage failed.
+        Under ``wise@legacy-missing-zero`` an answer lacking a score was recorded ``ok`` with that score 0, and the
+        aggregate counted it so: these values do the same (unparsed answers are 0 here too); under the other
+        variants such an answer is a failed record and is left out of both. None when no prompt was judged ``ok``.
+        """
+        from evals.files import read_json
+        from evals.runtime.runner import MANIFEST, counted_records_of
+
+        spec = read_json(bench_dir / MANIFEST)["spec"]
+        protocol: WiseProtocol = PROTOCOLS[spec["variant"]]
+        ranges = tuple(
+            (str(name), int(first), int(last)) for name, first, last in spec["knobs"]["score"]["category_ranges"]
+        )
+        weights = {str(name): float(weight) for name, weight in spec["knobs"]["score"]["category_weights"].items()}
+        records = counted_records_of(bench_dir, self.stages, manifest_ids)
+        if not records:
+            return None
+        raw = {item_id: self._item_score(protocol, record["scores"]) for item_id, record in records.items()}
+        category = {item_id: category_of(int(item_id), ranges) for item_id in records}
+        values: dict[str, dict[str, float]] = {}
+        strata: dict[str, Strata] = {}
+        if {name for name, _, _ in ranges} <= set(category.values()):
+            values["overall"] = raw
+            strata["overall"] = Strata(category, weights)
+        for name, _, _ in ranges:
+            members = {item_id: value for item_id, value in raw.items() if category[item_id] == name}
+            if members:
+                values[name] = members
+        if protocol.three_axes:
+            for axis in WISCORE_WEIGHTS:
+                values[axis] = {item_id: float(record["scores"][axis]) for item_id, record in records.items()}
+        return UnitValues(values=values, kinds=dict.fromkeys(values, "continuous"), unit="prompt", strata=strata)
