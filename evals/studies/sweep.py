@@ -42,19 +42,28 @@ def _lambda_name(value: float) -> str:
     return f"lambda-{value:g}"
 
 
-def evaluate_reconstruction(model_dir: Path, data: Path, out: Path, batch_size: int = 32) -> dict[str, Any]:
-    """The harness's reconstruction benchmark on a saved tokenizer (``evals.run``); returns its results."""
+def evaluate_reconstruction(
+    model_dir: Path, data: Path, out: Path, batch_size: int = 32, limit: int | None = None
+) -> dict[str, Any]:
+    """The harness's reconstruction benchmark on a saved tokenizer (``evals.run``; the first ``limit`` images
+    when given); returns its results."""
     import evals
 
-    (results,) = evals.run(str(model_dir), RECON_BENCH, out, data=str(data), batch_size=batch_size, no_progress=True)
+    opt = [f"num_images={limit}"] if limit is not None else []
+    (results,) = evals.run(
+        str(model_dir), RECON_BENCH, out, data=str(data), batch_size=batch_size, no_progress=True, opt=opt
+    )
     return results
 
 
-def evaluate_understanding(mllm_dir: Path, model_dir: Path, data: Path, out: Path) -> dict[str, dict[str, Any]]:
-    """The encoder of ``model_dir`` in the frozen MLLM, answering digits-vqa: column -> metric cell."""
+def evaluate_understanding(
+    mllm_dir: Path, model_dir: Path, data: Path, out: Path, limit: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """The encoder of ``model_dir`` in the frozen MLLM, answering digits-vqa (the first ``limit`` units of each
+    part when given): column -> metric cell."""
     from evals.studies.tiny_mllm import score_digits_vqa
 
-    scores = score_digits_vqa(mllm_dir, model_dir, data, out)
+    scores = score_digits_vqa(mllm_dir, model_dir, data, out, limit=limit)
     return {column: scores[measure] for column, measure in DIGITS_COLUMNS.items()}
 
 
@@ -89,8 +98,12 @@ def run_sweep(
     mllm_steps: int | None = None,
     fresh: bool = False,
     progress: bool = True,
+    eval_limit: int | None = None,
 ) -> dict[str, Path]:
     """Teacher, frozen MLLM, stage 1, the control, stage 2 per lambda and seed, evaluation and report.
+
+    ``eval_limit`` evaluates digits-vqa and reconstruction on the first N held-out units only (a smoke test's
+    budget: the reconstruction folder's first N images are all zeros; the study's numbers need all 360).
 
     Returns the report's files (``markdown``, ``csv``, ``plot``, ``html``, ``report_markdown``, ``grid``).
     """
@@ -205,12 +218,14 @@ def run_sweep(
             measured["digits"] = teacher_digits
             measured["digits_run"] = out / "eval" / teacher_dir.name / "digits"
         else:
-            measured["digits"] = evaluate_understanding(mllm_dir, directory, digits_dir, eval_dir / "digits")
+            measured["digits"] = evaluate_understanding(
+                mllm_dir, directory, digits_dir, eval_dir / "digits", limit=eval_limit
+            )
             measured["digits_run"] = eval_dir / "digits"
         if directory == teacher_dir:
             teacher_digits.update(measured["digits"])
         if reconstruct:
-            results = evaluate_reconstruction(directory, heldout, eval_dir / "recon")
+            results = evaluate_reconstruction(directory, heldout, eval_dir / "recon", limit=eval_limit)
             measured["recon"] = results
             measured["recon_run"] = eval_dir / "recon" / results["benchmark"]
         return measured
@@ -262,7 +277,8 @@ def run_sweep(
         },
         "positive control": f"stage 1's encoder and mlp1, each weight matrix + N(0, ({CONTROL_RELATIVE_NOISE:g} x "
         "its std)^2), fixed before any λ result",
-        "heldout": f"{len(labels)} digits (scikit-learn load_digits, stratified 20% test split, seed 0, {size} px)",
+        "heldout": f"{len(labels)} digits (scikit-learn load_digits, stratified 20% test split, seed 0, {size} px)"
+        + (f"; digits-vqa and reconstruction on the first {eval_limit} units only" if eval_limit is not None else ""),
         "timings_s": timings,
         "environment": environment_report(),
     }
@@ -487,11 +503,17 @@ def _pm(cell: dict[str, Any]) -> str:
 
 
 def _reconstruction_grid(heldout: Path, eval_dirs: dict[str, Path]):
-    """Originals (the first held-out image of each digit) beside each model's reconstructions."""
+    """Originals (the first held-out image of each digit that every model reconstructed: all of them, unless the
+    evaluation was limited) beside each model's reconstructions."""
     from evals.runtime.runner import load_record
     from evals.studies.html_report import reconstruction_grid
 
-    chosen = [sorted((heldout / str(label)).glob("*.png"))[0] for label in range(10)]
+    def reconstructed(path: Path) -> bool:
+        item_id = path.relative_to(heldout).as_posix()
+        return all(load_record(bench_dir, "produce", item_id) is not None for bench_dir in eval_dirs.values())
+
+    firsts = [next(filter(reconstructed, sorted((heldout / str(label)).glob("*.png"))), None) for label in range(10)]
+    chosen = [path for path in firsts if path is not None]
     ids = [p.relative_to(heldout).as_posix() for p in chosen]
     columns = [("original", chosen)]
     for name, bench_dir in eval_dirs.items():

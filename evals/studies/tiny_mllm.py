@@ -378,8 +378,10 @@ def score_digits_vqa(
     out: str | Path | None = None,
     *,
     batch_size: int = 64,
+    limit: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The held-out digits-vqa headline measures of ``mllm_dir`` with ``tokenizer_dir``'s encoder swapped in.
+    """The held-out digits-vqa headline measures of ``mllm_dir`` with ``tokenizer_dir``'s encoder swapped in
+    (on the first ``limit`` units of each part when given: a smoke test's budget).
 
     Runs the benchmark (``evals.run("internvl:MLLM", DIGITS_VQA_BENCH, ..., encoder=TOKENIZER)``) into ``out``
     (a temporary directory, deleted, when ``None``) and returns ``{measure: cell}`` for ``circular_accuracy``
@@ -394,7 +396,7 @@ def score_digits_vqa(
             directory,
             encoder=str(tokenizer_dir),
             data=str(data_dir),
-            opt=["max_new_tokens=4"],
+            opt=["max_new_tokens=4", *([f"limit={limit}"] if limit is not None else [])],
             no_progress=True,
             batch_size=batch_size,
         )
