@@ -102,6 +102,12 @@ class ModelAdapter(ABC):
         weights_changed: what a changed weights digest means, said when a run directory refuses the model.
         keyed_outputs: the adapter reads outputs made elsewhere (``folder:``): benchmarks pass each item's
             output key (``keys=``, see :func:`keyed`) and the runtime asks :meth:`check_outputs` before producing.
+
+    Batching across items (optional): an adapter that defines ``generate_batch(prompts, n, seeds)`` (image k
+    of prompt i seeded by ``seeds[i] + k``) or ``edit_batch(images, instructions, seeds)`` is given up to
+    ``--batch-size`` items per call, each with its own seed; it must return for each item what a call with
+    that item alone returns, bit for bit. Benchmarks reach both through :func:`generate_items` and
+    :func:`edit_items`, which call ``generate`` / ``edit`` once per item for an adapter without them.
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
@@ -182,6 +188,63 @@ def keyed(adapter: Any, keys: Sequence[str]) -> dict[str, Any]:
     """The keyword a benchmark adds to a produce call: ``{"keys": keys}`` for adapters that read outputs made
     elsewhere (``keyed_outputs``), nothing for models (whose protocol methods take no keys)."""
     return {"keys": list(keys)} if getattr(adapter, "keyed_outputs", False) else {}
+
+
+def generate_items(
+    adapter: Any, prompts: Sequence[str], n: int, seeds: Sequence[int], keys: Sequence[str]
+) -> list[Any]:
+    """For each prompt, what ``adapter.generate([prompt], n, seed)`` returns (``[[n images]]`` when well
+    formed): from one ``generate_batch`` call when the adapter has it, else from one ``generate`` call per
+    prompt (with its output key for a ``keyed_outputs`` adapter). Each benchmark checks the shape per item.
+
+    Raises:
+        ValueError: ``generate_batch`` answered with other than one list of images per prompt.
+    """
+    if len({len(prompts), len(seeds), len(keys)}) != 1:
+        raise ValueError(f"{len(prompts)} prompts, {len(seeds)} seeds and {len(keys)} keys: give one of each")
+    batch = getattr(adapter, "generate_batch", None)
+    if batch is None or getattr(adapter, "keyed_outputs", False):
+        return [
+            adapter.generate([prompt], n, seed, **keyed(adapter, [key]))
+            for prompt, seed, key in zip(prompts, seeds, keys, strict=True)
+        ]
+    images = batch(list(prompts), n, [int(seed) for seed in seeds])
+    if not isinstance(images, list) or len(images) != len(prompts):
+        raise ValueError(
+            f"{type(adapter).__name__}.generate_batch returned {type(images).__name__} "
+            f"for {len(prompts)} prompts; want one list of images per prompt"
+        )
+    return [[row] for row in images]
+
+
+def edit_items(
+    adapter: Any, images: Sequence[Any], instructions: Sequence[str], seeds: Sequence[int], keys: Sequence[str]
+) -> list[Any]:
+    """For each edit, what ``adapter.edit(image, instruction, seed)`` returns: from one ``edit_batch`` call when
+    the adapter has it, else from one ``edit`` call per edit (with its output key for a ``keyed_outputs``
+    adapter).
+
+    Raises:
+        ValueError: ``edit_batch`` answered with other than one image per edit.
+    """
+    if len({len(images), len(instructions), len(seeds), len(keys)}) != 1:
+        raise ValueError(
+            f"{len(images)} images, {len(instructions)} instructions, {len(seeds)} seeds and {len(keys)} keys: "
+            "give one of each"
+        )
+    batch = getattr(adapter, "edit_batch", None)
+    if batch is None or getattr(adapter, "keyed_outputs", False):
+        return [
+            adapter.edit(image, instruction, seed, **keyed(adapter, [key]))
+            for image, instruction, seed, key in zip(images, instructions, seeds, keys, strict=True)
+        ]
+    edited = batch(list(images), list(instructions), [int(seed) for seed in seeds])
+    if not isinstance(edited, list) or len(edited) != len(images):
+        raise ValueError(
+            f"{type(adapter).__name__}.edit_batch returned {type(edited).__name__} "
+            f"for {len(images)} edits; want one image per edit"
+        )
+    return edited
 
 
 def answer_by_budget(

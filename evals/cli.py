@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from evals.benchmark import option_flags
-from evals.launch import add_run_arguments, execute_run
+from evals.launch import add_run_arguments, execute_aggregate, execute_run
 
 logger = logging.getLogger("evals")
 
@@ -30,6 +30,14 @@ def register(subparsers: argparse._SubParsersAction, train_subparsers: argparse.
     run = sub.add_parser("run", help="run benchmarks into a run directory (resumes if it exists)")
     add_run_arguments(run)
     run.set_defaults(func=_cmd_run)
+    aggregate = sub.add_parser(
+        "aggregate",
+        help="join the shards of a run (`eval run --shard I/N`): write results.json once every item is finished; "
+        "exit 1 naming the shards with unfinished items (no model loads)",
+    )
+    aggregate.add_argument("run", help="run directory (the --out of the shards)")
+    aggregate.add_argument("--bench", help="comma-separated NAME@VARIANT (default: every benchmark started in RUN)")
+    aggregate.set_defaults(func=_cmd_aggregate)
     _register_queries(sub)
 
 
@@ -222,7 +230,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """``unilip eval run``: one JSON line per benchmark on stdout; exit 1 when an item is not ok."""
-    status, results = execute_run(args)
+    status, results, pending = execute_run(args)
+    for result in results:
+        print(
+            json.dumps(
+                {"benchmark": result["benchmark"], "coverage": result["coverage"], "metrics": result["metrics"]}
+            ),
+            flush=True,
+        )
+    for shard in pending:  # a --shard that did not aggregate: its own items' coverage
+        print(json.dumps(shard), flush=True)
+    return status
+
+
+def _cmd_aggregate(args: argparse.Namespace) -> int:
+    """``unilip eval aggregate``: one JSON line per benchmark aggregated; exit 1 when one is incomplete or has
+    items not ok."""
+    status, results = execute_aggregate(Path(args.run), args.bench)
     for result in results:
         print(
             json.dumps(

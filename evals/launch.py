@@ -76,6 +76,15 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         "(all of its runs when it holds another model or seed)",
     )
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        default=None,
+        help="run only shard I of N (0-based: 0/N ... N-1/N), the items manifest[I::N], as an independent process "
+        "with no process group (Slurm array jobs, any scheduler); shards of one run may run side by side into "
+        "one --out; when all are done, `unilip eval aggregate OUT` writes results.json (the last shard to "
+        "finish does it itself when it finds every item finished). Not with torchrun, whose ranks already split",
+    )
     for flag, (_, text) in benchmark_flags().items():
         run.add_argument(flag, default=None, help=text)
 
@@ -112,14 +121,15 @@ def _flag_dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
-    """Run ``unilip eval run``'s request: (exit status, each benchmark's results on the main process).
+def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run ``unilip eval run``'s request: (exit status, each benchmark's results on the main process, and for a
+    ``--shard`` that did not aggregate, what the shard holds of each benchmark: its items' coverage).
 
     Everything is checked before the model loads (see the README's order).
     """
-    from evals.benchmark import check_option_names, get_benchmark, parse_opts, select_options
+    from evals.benchmark import check_option_names
     from evals.registry import load_adapter, probe_adapter
-    from evals.runtime.distributed import init_world
+    from evals.runtime.distributed import init_world, parse_shard
     from evals.runtime.records import canonical_hash
     from evals.runtime.rundir import (
         RunLock,
@@ -128,6 +138,7 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
         recorded_identity,
         remove_stale_temporaries,
         run_identity,
+        serialized,
         write_run_json,
     )
     from evals.runtime.runner import run_benchmark
@@ -138,25 +149,7 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
 
     # 1. What is asked: benchmarks, variants, options, device (no file is touched, no model loads).
     device = resolve_device(args.device)
-    benches = [get_benchmark(reference.strip()) for reference in args.bench.split(",") if reference.strip()]
-    if not benches:
-        raise ValueError("--bench names no benchmark (see `unilip eval list`)")
-    # The options: benchmark-declared flags, then --opt (which wins); each benchmark parses those it takes.
-    flags = {flag: option_name for flag, (option_name, _) in benchmark_flags().items()}
-    flagged = {
-        name: getattr(args, _flag_dest(flag))
-        for flag, name in flags.items()
-        if getattr(args, _flag_dest(flag), None) is not None
-    }
-    opts = parse_opts(args.opt)
-    check_option_names(opts, benches)
-    given = {**flagged, **opts}
-    parsed = []
-    for bench, _ in benches:
-        chosen = select_options(bench, given)
-        if "seed" in bench.options_help():
-            chosen.setdefault("seed", args.seed)  # the run seed, unless --opt seed= says otherwise
-        parsed.append(bench.parse_options(chosen))
+    benches, parsed, flagged, flags = _requested_benchmarks(args)
     sampler = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance}.items() if v is not None}
     model_options = {
         "weights": args.weights,
@@ -167,10 +160,22 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
         **sampler,
         **({"encoder": args.encoder} if getattr(args, "encoder", None) else {}),
     }
+    part = parse_shard(args.shard) if getattr(args, "shard", None) else None
+    if part is not None and args.fresh:
+        raise ValueError(
+            "--fresh with --shard would let each shard discard the others' work: delete --out once (or run "
+            "without --shard with --fresh), then start the shards without --fresh"
+        )
     world = init_world()
+    if part is not None and world.size > 1:
+        raise ValueError(
+            f"--shard {part} asks for an independent process, but this one is rank {world.rank} of a "
+            f"{world.size}-process group (torchrun/accelerate), whose ranks already split the run: drop --shard"
+        )
     out = Path(args.out)
     world.on_main(lambda: ensure_writable(out, what="run directory"))
-    with RunLock(out, world):
+    lock = RunLock(out, world, part=part)
+    with lock:
         # 2. The model reference, what it can do, and every spec: data, metric weights, judge keys.
         info = probe_adapter(args.model, **model_options)
         for bench, _ in benches:
@@ -195,6 +200,13 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
         identity = run_identity(adapter.describe(), args.seed)
 
         def claim() -> None:
+            if part is not None:  # shards starting together: one checks and writes run.json at a time
+                with serialized(out):
+                    settle()
+            else:
+                settle()
+
+        def settle() -> None:
             if args.fresh:
                 if held is not None and any(
                     canonical_hash(held.get(k)) != canonical_hash(v) for k, v in identity.items()
@@ -206,7 +218,8 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
                 check_identity(
                     out, identity, model_ref=args.model, weights_changed=getattr(adapter, "weights_changed", "")
                 )
-            remove_stale_temporaries(out)
+            if lock.alone:  # beside other shards, a temporary file may be a write in progress
+                remove_stale_temporaries(out)
             write_run_json(
                 out,
                 identity,
@@ -223,9 +236,12 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
         # 4. The benchmarks.
         cache_dir = Path(args.cache_dir) if args.cache_dir else Path.home() / ".cache" / "unilip"
         environment = environment_report()
-        environment["world_size"] = world.size
+        environment["world_size"] = world.size if part is None else part.count
+        if part is not None:
+            environment["shard"] = str(part)
         status = EXIT_OK
         finished: list[dict[str, Any]] = []
+        pending: list[dict[str, Any]] = []
         for benchmark in resolved:
             results = run_benchmark(
                 benchmark,
@@ -237,6 +253,7 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
                 progress=not args.no_progress,
                 retry_failed=args.retry_failed,
                 rescore=args.rescore,
+                part=part,
                 extra_results={
                     "seed": args.seed,
                     "batch_size": args.batch_size,
@@ -250,4 +267,175 @@ def execute_run(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
                 finished.append(results)
                 if results["coverage"]["ok"] < results["coverage"]["expected"]:
                     status = EXIT_FAILED
-    return status, finished
+            elif part is not None:
+                summary = _shard_summary(benchmark, out / benchmark.name, part)
+                pending.append(summary)
+                if summary["coverage"]["ok"] < summary["coverage"]["expected"]:
+                    status = EXIT_FAILED
+    if pending:
+        logger.info(
+            "shard %s done; other shards still have items to finish: when every shard is done, run "
+            "`unilip eval aggregate %s` to write results.json",
+            part,
+            out,
+        )
+    return status, finished, pending
+
+
+def _shard_summary(benchmark: Any, bench_dir: Path, part: Any) -> dict[str, Any]:
+    """What shard ``part`` holds of ``benchmark``'s run: its items' final-stage coverage (its own items only)."""
+    from evals.runtime.distributed import shard_items
+    from evals.runtime.records import read_json
+    from evals.runtime.runner import MANIFEST, stage_status
+
+    ids = shard_items(list(read_json(bench_dir / MANIFEST)["items"]), part.index, part.count)
+    final = stage_status(bench_dir, benchmark.stages, ids)[benchmark.stages[-1]]
+    coverage = {"expected": len(ids), "ok": final["done"], "failed": final["failed"], "missing": final["missing"]}
+    return {"benchmark": benchmark.name, "shard": str(part), "coverage": coverage, "aggregated": False}
+
+
+def _requested_benchmarks(args: argparse.Namespace) -> tuple[list[Any], list[Any], dict[str, Any], dict[str, str]]:
+    """The benchmarks ``args`` asks for: (``(benchmark, variant)`` pairs, their parsed options, the options given by
+    benchmark flags, flag -> option name). Touches no file and loads no model."""
+    from evals.benchmark import check_option_names, get_benchmark, parse_opts, select_options
+
+    benches = [get_benchmark(reference.strip()) for reference in args.bench.split(",") if reference.strip()]
+    if not benches:
+        raise ValueError("--bench names no benchmark (see `unilip eval list`)")
+    # The options: benchmark-declared flags, then --opt (which wins); each benchmark parses those it takes.
+    flags = {flag: option_name for flag, (option_name, _) in benchmark_flags().items()}
+    flagged = {
+        name: getattr(args, _flag_dest(flag))
+        for flag, name in flags.items()
+        if getattr(args, _flag_dest(flag), None) is not None
+    }
+    opts = parse_opts(args.opt)
+    check_option_names(opts, benches)
+    given = {**flagged, **opts}
+    parsed = []
+    for bench, _ in benches:
+        chosen = select_options(bench, given)
+        if "seed" in bench.options_help():
+            chosen.setdefault("seed", args.seed)  # the run seed, unless --opt seed= says otherwise
+        parsed.append(bench.parse_options(chosen))
+    return benches, parsed, flagged, flags
+
+
+def execute_aggregate(run_dir: Path, bench: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """``unilip eval aggregate RUN``: join the shards of a run. Returns (exit status, the results written).
+
+    For each benchmark of the run (or of ``bench``, comma-separated): when every item of its manifest is
+    finished, write ``results.json`` with :func:`evals.runtime.runner.aggregate_run`, the code path of a run's
+    own aggregate (so the numbers are those of a single-process run); otherwise say which shards have
+    unfinished items, write nothing, and return exit 1 (incomplete).
+
+    No model loads: the benchmark is rebuilt from the options and the model description the run recorded in
+    ``run.json`` (and its data, read again: an aggregate may need the items, e.g. the VLM benchmarks' rows),
+    and checked against the manifest's spec. A model whose adapter has no cheap probe is stood in for by what
+    ``run.json`` recorded of it (its native size).
+
+    Raises:
+        RunDirectoryError: ``run_dir`` is not a run directory, has no such benchmark, or its manifest's spec is
+            not what the recorded options give now (all exit 2).
+    """
+    from evals.adapter import ModelInfo
+    from evals.registry import parse_reference, probe_adapter
+    from evals.runtime.distributed import parse_shard
+    from evals.runtime.records import read_json
+    from evals.runtime.rundir import RUN_JSON, RunDirectoryError, serialized
+    from evals.runtime.runner import MANIFEST, aggregate_run, unfinished_by_shard, unfinished_items, write_manifest
+    from unilip.errors import EXIT_FAILED, EXIT_OK
+    from unilip.provenance import environment_report
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_JSON).is_file():
+        raise RunDirectoryError(
+            f"{run_dir} is not a run directory (no {RUN_JSON}); give the --out of `unilip eval run`"
+        )
+    run = read_json(run_dir / RUN_JSON)
+    recorded = dict(run.get("options") or {})
+    if bench is not None:
+        recorded["bench"] = bench
+    else:
+        names = sorted(path.parent.name for path in run_dir.glob(f"*/{MANIFEST}"))
+        if not names:
+            raise RunDirectoryError(
+                f"{run_dir}: no benchmark started here (no */{MANIFEST}); run `unilip eval run` first"
+            )
+        recorded["bench"] = ",".join(names)
+    # The run's own options, with the defaults of options added since it was recorded.
+    parser = argparse.ArgumentParser(add_help=False)
+    add_run_arguments(parser)
+    args = parser.parse_args(
+        ["--model", str(recorded.get("model")), "--bench", recorded["bench"], "--out", str(run_dir)]
+    )
+    for name, value in recorded.items():
+        if hasattr(args, name) and name != "func":
+            setattr(args, name, value)
+    benches, parsed, _, _ = _requested_benchmarks(args)
+    model = run.get("model") or {}
+    entry = parse_reference(args.model).entry
+    if entry.probe is not None:  # cheap by contract: configs and file headers, never the weights
+        sampler = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance}.items() if v is not None}
+        info = probe_adapter(
+            args.model,
+            weights=args.weights,
+            random_init=args.random_init,
+            seed=args.seed,
+            device=run.get("device") or "cpu",  # as recorded: a probe reads configs, it places nothing
+            dtype=args.dtype,
+            **sampler,
+            **({"encoder": args.encoder} if getattr(args, "encoder", None) else {}),
+        )
+    else:
+        info = ModelInfo(model.get("adapter") or entry.name, args.model, frozenset(), model.get("native_size"))
+    shards = parse_shard(args.shard).count if args.shard else None
+    status = EXIT_OK
+    written: list[dict[str, Any]] = []
+    for (benchmark, variant), options in zip(benches, parsed, strict=True):
+        name = f"{benchmark.name}@{variant}"
+        bench_dir = run_dir / name
+        if not (bench_dir / MANIFEST).is_file():
+            raise RunDirectoryError(
+                f"{run_dir} holds no run of {name} (no {name}/{MANIFEST}); see `unilip eval status`"
+            )
+        resolved = benchmark.resolve(variant, options, info)
+        # The manifest exists: this only checks it (and takes the run's own spec when only the data listing changed).
+        resolved, expected = write_manifest(resolved, bench_dir)
+        fingerprints = {stage: resolved.stage_fingerprint(stage, model) for stage in resolved.stages}
+        unfinished = unfinished_items(bench_dir, resolved.stages, expected, fingerprints)
+        if unfinished:
+            status = EXIT_FAILED
+            items = [item.id for item in resolved.items]
+            where = unfinished_by_shard(unfinished, items, shards or 1)
+            said = ", ".join(
+                f"shard {key}: {count}" if key != "gone" else f"no longer in the data: {count}"
+                for key, count in where.items()
+            )
+            logger.error(
+                "%s: %d of %d item(s) not finished (%s); run those shards again (the same command resumes them), "
+                "then `unilip eval aggregate %s`",
+                name,
+                len(unfinished),
+                len(expected),
+                said if shards else f"the run was not sharded with --shard: {said}",
+                run_dir,
+            )
+            continue
+        environment = environment_report()
+        environment["world_size"] = shards or 1
+        extra = {
+            "seed": args.seed,
+            "batch_size": args.batch_size,
+            "device": (run.get("device") or args.device),
+            "dtype": args.dtype,
+            "data_path": getattr(args, "data", None),
+            "environment": environment,
+            "aggregated_by": "unilip eval aggregate",
+        }
+        with serialized(run_dir):  # not beside a shard that aggregates as it finishes
+            results = aggregate_run(resolved, expected, bench_dir, model, extra)
+        written.append(results)
+        if results["coverage"]["ok"] < results["coverage"]["expected"]:
+            status = EXIT_FAILED
+    return status, written

@@ -225,6 +225,32 @@ def test_eval_status_compare_gate_plan(capsys, tmp_path, blocker):
     assert code == 0 and "PASS" in out
 
 
+def test_eval_aggregate_joins_shards_or_names_the_missing_ones(capsys, caplog, tmp_path, blocker):
+    """``eval aggregate``: 0 once every shard is done, 1 (incomplete) naming the shards with items to do, 2 for
+    what is not a run directory."""
+    out = tmp_path / "run"
+
+    def shard(index):
+        return cli(
+            capsys, "eval", "run", "--model", "tiny-digits", "--bench", "recon@standard", "--data", "builtin",
+            "--num-images", "2", "--no-progress", "--out", out, "--cache-dir", tmp_path / "cache",
+            "--shard", f"{index}/2",
+        )  # fmt: skip
+
+    assert shard(0)[0] == 0
+    code, printed, err = cli(capsys, "eval", "aggregate", out)
+    assert code == 1 and printed == "" and "Traceback" not in err
+    assert "1 of 2 item(s) not finished (shard 1/2: 1)" in caplog.text
+    assert not (out / "recon@standard" / "results.json").exists()
+    assert shard(1)[0] == 0
+    code, printed, _ = cli(capsys, "eval", "aggregate", out, "--bench", "recon@standard")
+    assert code == 0 and json.loads(printed)["coverage"]["ok"] == 2
+    one_line_usage_error(*cli(capsys, "eval", "aggregate", tmp_path / "nowhere")[::2], "not a run directory")
+    one_line_usage_error(*cli(capsys, "eval", "aggregate", out, "--bench", "wise@legacy")[::2], "holds no run of")
+    one_line_usage_error(*cli(capsys, "eval", "run", "--model", "tiny", "--bench", "recon", "--out", blocker,
+                              "--shard", "2/2")[::2], "--shard 2/2")  # fmt: skip
+
+
 def test_a_failing_gate_exits_1(capsys, tmp_path):
     baseline = ROOT / "leaderboards" / "baselines" / "tiny-digits-recon-standard.json"
     worse = json.loads(baseline.read_text())

@@ -4,7 +4,8 @@
 code   meaning
 =====  =====================================================================================
 0      success
-1      the work was done, but items failed (``eval run``), or the gate says FAIL (``eval gate``)
+1      the work was done, but items failed (``eval run``), the run is incomplete (``eval status``,
+       ``eval aggregate``: shards with unfinished items), or the gate says FAIL (``eval gate``)
 2      usage error, refused request (another run's directory, a locked directory ...), or I/O
        error (a missing or unreadable file, a full disk): one line on stderr naming the problem
        and the fix

@@ -261,7 +261,16 @@ class UniLIPPipeline:
 
     Every argument is honoured (upstream fixes the step count at 20 and drops some guidance scales and
     generators). Each image has its own seed: image ``k`` of a prompt uses ``seed + k`` for its initial
-    noise, shared by the conditional and null branches, so it is the same whatever the batch.
+    noise (a generator of its own), shared by the conditional and null branches.
+
+    An image is bit-identical whatever else is generated with it, because every model call has one shape
+    whatever the request: CPU and GPU kernels pick their blocking by shape (a 1-row GEMM is a GEMV), so the
+    same row computed in batches of 1, 3 or 8 differs in the last float bits, and now and then by a grey
+    level in the PNG. So (1) images are batched only with images whose prompt pair (conditional, null) has
+    the same padded token length, which each row has alone (right padding changes the LLM's and the DiT's
+    attention sums at float rounding), and (2) every batch is filled up to ``batch_size`` rows by repeating
+    its last row, whose outputs are dropped. The price is the filler rows of a short batch; ``batch_size=1``
+    never pays it (and never batches). Images depend on ``batch_size`` at float rounding, never on the call.
     """
 
     def __init__(self, model: UniLIPGenerator, text_tokenizer, batch_size: int = 8) -> None:
@@ -334,9 +343,47 @@ class UniLIPPipeline:
         )
         return self.model.latent_to_image(latents)
 
-    def _batches(self, count: int):
-        for start in range(0, count, self.batch_size):
-            yield slice(start, min(count, start + self.batch_size))
+    def _pair_length(self, user_text: str, null_text: str) -> int:
+        """The padded token length of one (conditional, null) prompt pair, as tokenised alone."""
+        from unilip.prompts import generation_prompt
+
+        tokens = self.model.config.image_tokens
+        return max(
+            len(self.text_tokenizer(generation_prompt(text, tokens), add_special_tokens=False)["input_ids"])
+            for text in (user_text, null_text)
+        )
+
+    def _sample_rows(
+        self,
+        user_texts: list[str],
+        null_texts: list[str],
+        images: list[torch.Tensor] | None,
+        seeds: list[int],
+        settings: SamplerSettings,
+        progress: bool = False,
+    ) -> list[torch.Tensor]:
+        """One ``3 x H x W`` image per row, each computed in a batch of exactly ``batch_size`` rows of its
+        own padded length (see the class docstring), so that it does not depend on the other rows."""
+        out: list[torch.Tensor | None] = [None] * len(seeds)
+        groups: dict[int, list[int]] = {}
+        for row, (user, null) in enumerate(zip(user_texts, null_texts, strict=True)):
+            groups.setdefault(self._pair_length(user, null), []).append(row)
+        for rows in groups.values():
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                # Filler rows repeat the last one: the call's shape is the same for every chunk.
+                filled = chunk + [chunk[-1]] * (self.batch_size - len(chunk))
+                pixels = self._sample(
+                    [user_texts[row] for row in filled],
+                    [null_texts[row] for row in filled],
+                    None if images is None else torch.cat([images[row] for row in filled]),
+                    [seeds[row] for row in filled],
+                    settings,
+                    progress,
+                )
+                for row, image in zip(chunk, pixels[: len(chunk)], strict=True):
+                    out[row] = image
+        return [image for image in out if image is not None]
 
     # ------------------------------------------------------------------ public
     def generate(
@@ -354,23 +401,43 @@ class UniLIPPipeline:
         Prompts are captions; the pipeline writes ``"Generate an image: {caption}"`` and the null
         prompt ``"Generate an image."`` around them.
         """
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of strings (got one string)")
+        return self.generate_many(prompts, [seed] * len(prompts), n, steps, guidance, flow_shift, progress)
+
+    def generate_many(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        n: int = 1,
+        steps: int = 20,
+        guidance: float = 4.5,
+        flow_shift: float = 3.0,
+        progress: bool = False,
+    ) -> list[list[Image.Image]]:
+        """:meth:`generate` with a seed per prompt: image ``k`` of prompt ``i`` uses ``seeds[i] + k``, and is
+        the same bit for bit whatever the other prompts of the call (the harness batches its items so)."""
         from unilip.prompts import NULL_T2I_PROMPT, t2i_text
 
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of strings (got one string)")
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts and {len(seeds)} seeds: give one seed per prompt")
         if n < 1:
             raise ValueError(f"n must be >= 1; got {n}")
         settings = SamplerSettings(steps, guidance, flow_shift)
         jobs = [(index, k) for index in range(len(prompts)) for k in range(n)]
+        pixels = self._sample_rows(
+            [t2i_text(prompts[index]) for index, _ in jobs],
+            [NULL_T2I_PROMPT] * len(jobs),
+            None,
+            [int(seeds[index]) + k for index, k in jobs],
+            settings,
+            progress,
+        )
         out: list[list[Image.Image]] = [[] for _ in prompts]
-        for part in self._batches(len(jobs)):
-            chunk = jobs[part]
-            texts = [t2i_text(prompts[index]) for index, _ in chunk]
-            pixels = self._sample(
-                texts, [NULL_T2I_PROMPT] * len(chunk), None, [seed + k for _, k in chunk], settings, progress
-            )
-            for (index, _), image in zip(chunk, tensor_to_pil(pixels), strict=True):
-                out[index].append(image)
+        for (index, _), image in zip(jobs, pixels, strict=True):
+            out[index].extend(tensor_to_pil(image[None]))
         return out
 
     def edit(
@@ -398,7 +465,8 @@ class UniLIPPipeline:
         flow_shift: float = 3.0,
         progress: bool = False,
     ) -> list[Image.Image]:
-        """Batched :meth:`edit`: one output per (image, instruction, seed)."""
+        """Batched :meth:`edit`: one output per (image, instruction, seed), each the same bit for bit
+        whatever the other edits of the call."""
         from unilip.prompts import NULL_EDIT_PROMPT, edit_text
 
         if not (len(images) == len(instructions) == len(seeds)):
@@ -407,19 +475,15 @@ class UniLIPPipeline:
                 "give one of each per edit"
             )
         settings = SamplerSettings(steps, guidance, flow_shift)
-        out: list[Image.Image] = []
-        for part in self._batches(len(images)):
-            pixels = torch.cat([pil_to_tensor(image, self.image_size) for image in images[part]])
-            edited = self._sample(
-                [edit_text(text) for text in instructions[part]],
-                [NULL_EDIT_PROMPT] * len(pixels),
-                pixels,
-                list(seeds[part]),
-                settings,
-                progress,
-            )
-            out.extend(tensor_to_pil(edited))
-        return out
+        edited = self._sample_rows(
+            [edit_text(text) for text in instructions],
+            [NULL_EDIT_PROMPT] * len(images),
+            [pil_to_tensor(image, self.image_size) for image in images],
+            [int(seed) for seed in seeds],
+            settings,
+            progress,
+        )
+        return [tensor_to_pil(image[None])[0] for image in edited]
 
     @torch.no_grad()
     def answer(self, image: Image.Image | None, question: str, max_new_tokens: int = 64) -> str:

@@ -138,8 +138,16 @@ class UniLIPGeneratorAdapter(UniLIPAdapter):
     def generate(self, prompts: list[str], n: int, seed: int) -> list[list[Any]]:
         return self.pipeline.generate(prompts, n=n, seed=seed, **self.sampler)
 
+    def generate_batch(self, prompts: list[str], n: int, seeds: list[int]) -> list[list[Any]]:
+        """``n`` images per prompt, image k of prompt i seeded ``seeds[i] + k``; each as generated alone."""
+        return self.pipeline.generate_many(prompts, seeds, n=n, **self.sampler)
+
     def edit(self, image: Any, instruction: str, seed: int) -> Any:
         return self.pipeline.edit(image, instruction, seed=seed, **self.sampler)
+
+    def edit_batch(self, images: list[Any], instructions: list[str], seeds: list[int]) -> list[Any]:
+        """One edited image per (image, instruction, seed); each as edited alone."""
+        return self.pipeline.edit_many(images, instructions, seeds, **self.sampler)
 
     def answer(self, requests: Sequence[AnswerRequest]) -> list[str]:
         from evals.adapters.internvl import answer_with_chat

@@ -147,6 +147,14 @@ class JudgedBenchmark(Benchmark):
     def produce_one(self, resolved: ResolvedBenchmark, item: Item, ctx: StageContext, seed: int) -> StageResult:
         """Make this item's image with ``ctx.adapter`` and save it under ``ctx.bench_dir / images``."""
 
+    def produce_batch(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext, seeds: list[int]
+    ) -> list[StageResult]:
+        """Make the images of up to ``--batch-size`` items, each with its own seed, in order. Default: one
+        :meth:`produce_one` per item; a benchmark whose adapter call can take several items overrides it, and
+        each item's image must be what :meth:`produce_one` makes for it."""
+        return [self.produce_one(resolved, item, ctx, seed) for item, seed in zip(items, seeds, strict=True)]
+
     @abstractmethod
     def build_request(self, resolved: ResolvedBenchmark, item: Item, bench_dir: Path) -> JudgeRequest:
         """The judge request for a produced item; raise ``MissingImage`` when an image is absent."""
@@ -222,8 +230,15 @@ class JudgedBenchmark(Benchmark):
         from evals.runtime.records import item_seed
 
         seed = resolved.spec.knobs["produce"]["seed"]
-        for item in tqdm(items, desc=f"{resolved.name} produce", unit="item", disable=not ctx.progress):
-            yield item, self.produce_one(resolved, item, ctx, item_seed(seed, item.id))
+        size = max(1, ctx.batch_size)
+        bar = tqdm(total=len(items), desc=f"{resolved.name} produce", unit="item", disable=not ctx.progress)
+        for start in range(0, len(items), size):
+            batch = items[start : start + size]
+            results = self.produce_batch(resolved, batch, ctx, [item_seed(seed, item.id) for item in batch])
+            for item, result in zip(batch, results, strict=True):
+                bar.update(1)
+                yield item, result
+        bar.close()
 
     def score(
         self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext

@@ -1,4 +1,10 @@
-"""Process group for sharded runs launched by torchrun or accelerate (env://), gloo on CPU."""
+"""Sharded runs: a process group launched by torchrun or accelerate (env://, gloo on CPU), or independent
+``--shard I/N`` processes (Slurm array jobs, any scheduler) that never meet.
+
+Both split the manifest the same way: process ``I`` of ``N`` takes ``items[I::N]``, so the records a shard
+writes are the records rank ``I`` of an ``N``-process torchrun would write, and a run started under one
+layout resumes under any other.
+"""
 
 from __future__ import annotations
 
@@ -67,4 +73,39 @@ def init_world() -> World:
 
 def shard(items: list, world: World) -> list:
     """This process's items: every ``size``-th item of the manifest, starting at ``rank``."""
-    return items[world.rank :: world.size]
+    return shard_items(items, world.rank, world.size)
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Shard ``index`` of ``count`` (0-based) of an independent ``--shard I/N`` process: no process group."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> ShardSpec:
+    """``"I/N"`` (``0 <= I < N``) as a :class:`ShardSpec`.
+
+    Raises:
+        ValueError: not of the form I/N, or I out of range (the message names the fix).
+    """
+    head, slash, tail = str(text).strip().partition("/")
+    if not slash or not head.strip().isdigit() or not tail.strip().isdigit():
+        raise ValueError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. --shard 0/8 (0-based)")
+    index, count = int(head), int(tail)
+    if count < 1 or index >= count:
+        raise ValueError(
+            f"--shard {text}: shard index {index} is not below the shard count {count}; shards are 0-based: "
+            f"0/{max(count, 1)} ... {max(count, 1) - 1}/{max(count, 1)}"
+        )
+    return ShardSpec(index, count)
+
+
+def shard_items(items: list, index: int, count: int) -> list:
+    """Shard ``index`` of ``count``: every ``count``-th item, starting at ``index`` (what rank ``index`` of a
+    ``count``-process world takes, :func:`shard`)."""
+    return items[index::count]

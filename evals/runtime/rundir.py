@@ -5,6 +5,13 @@
   host, command), and each process on ``RUN/.locks/rank-<r>.lock``. A second run into the same
   directory is refused while any of them is held, so killing only torchrun's agent, which leaves its
   workers writing, cannot let a resume start beside them.
+* **Independent shards** (``--shard I/N``, no process group) run side by side: each takes ``RUN/.lock``
+  *shared* (so a whole-run writer, which takes it exclusive, is refused while any shard runs, and the
+  other way round) and ``RUN/.locks/shard-I-of-N.lock`` exclusive (which also names its holder): a second
+  process on the same shard is refused, and so is a shard of another layout (another ``N``) while shards
+  of this one run, since their items overlap. Taking them is serialized by ``RUN/.locks/claim.lock``
+  (:func:`serialized`), which also serializes what the shards write once for the whole run (``run.json``,
+  the manifests). A layout that has finished holds nothing: any layout resumes it.
 * **Whose run.** ``run.json`` records the identity of the model the directory holds (adapter, weights
   digest, configuration, sampler settings, seed). Another model or seed is refused (``--fresh``
   discards the directory's runs); a model moved to another path is the same model.
@@ -20,6 +27,8 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +39,7 @@ logger = logging.getLogger(__name__)
 RUN_JSON = "run.json"
 LOCK_FILE = ".lock"
 RANK_LOCKS = ".locks"
+CLAIM_LOCK = "claim.lock"
 
 
 class RunDirectoryError(ValueError):
@@ -46,16 +56,80 @@ def _holder(path: Path) -> str:
     return f"PID {info.get('pid', '?')} on {info.get('host', '?')} since {info.get('since', '?')}: {command}"
 
 
+def _holder_info() -> str:
+    return (
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "argv": sys.argv,
+                "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+        )
+        + "\n"
+    )
+
+
+def _flock(path: Path, shared: bool = False, wait: bool = False) -> Any | None:
+    """An open handle on ``path`` holding its ``flock`` (exclusive, or ``shared``), or None when another holds it
+    (never None with ``wait``: it waits)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(handle.fileno(), mode)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+@contextmanager
+def serialized(run_dir: Path) -> Iterator[None]:
+    """Hold ``RUN/.locks/claim.lock`` (waiting for it): what independent shards do once for the whole run (take
+    their locks, write ``run.json`` and the manifests, aggregate) happens one shard at a time."""
+    handle = _flock(Path(run_dir) / RANK_LOCKS / CLAIM_LOCK, wait=True)
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def held_shard_locks(run_dir: Path) -> list[str]:
+    """The shard locks (``shard-I-of-N.lock``) some process holds now, described with their holders."""
+    held = []
+    for path in sorted((Path(run_dir) / RANK_LOCKS).glob("shard-*-of-*.lock")):
+        probe = _flock(path)
+        if probe is None:
+            held.append(f"shard {_shard_of(path)} ({_holder(path)})")
+        else:
+            probe.close()
+    return held
+
+
+def _shard_of(path: Path) -> str:
+    """``"I/N"`` of a lock file named ``shard-I-of-N.lock``."""
+    index, _, count = path.name[len("shard-") : -len(".lock")].partition("-of-")
+    return f"{index}/{count}"
+
+
 class RunLock:
-    """The exclusive lock of one run (all its processes) on a run directory; see the module docstring.
+    """The lock of one run (all its processes) on a run directory; see the module docstring.
 
     Use as a context manager around everything a run writes. ``world`` (``evals.runtime.distributed``)
-    carries the main process's verdict to the others, so a refused run stops every process.
+    carries the main process's verdict to the others, so a refused run stops every process. ``part``: the
+    ``ShardSpec`` of an independent ``--shard I/N`` process (``world`` is then that process alone); after
+    :meth:`acquire`, :attr:`alone` says whether no other shard was running (only then may it remove the
+    leftovers of interrupted writes, which could be another shard's writes in progress).
     """
 
-    def __init__(self, run_dir: Path, world: Any) -> None:
+    def __init__(self, run_dir: Path, world: Any, part: Any = None) -> None:
         self.run_dir = Path(run_dir)
         self.world = world
+        self.part = part
+        self.alone = True
         self._handles: list[Any] = []
 
     def __enter__(self) -> RunLock:
@@ -66,19 +140,17 @@ class RunLock:
         self.release()
 
     def _lock(self, path: Path) -> Any | None:
-        import fcntl
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return None
-        return handle
+        return _flock(path)
 
     def acquire(self) -> None:
         """Take the run's locks, or raise ``RunDirectoryError`` naming the process that holds them."""
+        if self.part is not None:
+            with serialized(self.run_dir):
+                failure = self._acquire_shard()
+            if failure is not None:
+                self.release()
+                raise RunDirectoryError(failure)
+            return
         failure = self._acquire_main() if self.world.is_main else None
         failure = self.world.broadcast(failure)
         if failure is not None:
@@ -97,6 +169,12 @@ class RunLock:
         lock_path = self.run_dir / LOCK_FILE
         handle = self._lock(lock_path)
         if handle is None:
+            shards = held_shard_locks(self.run_dir)
+            if shards:
+                return (
+                    f"{self.run_dir} is being written by {len(shards)} --shard process(es) ({'; '.join(shards[:3])}); "
+                    "wait for them to finish (then any layout resumes the run), or choose another --out"
+                )
             return (
                 f"{self.run_dir} is being written by another run ({_holder(lock_path)}); wait for it to "
                 "finish or stop it, or choose another --out"
@@ -113,19 +191,57 @@ class RunLock:
             probe.close()
         handle.seek(0)
         handle.truncate()
-        handle.write(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "argv": sys.argv,
-                    "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                }
-            )
-            + "\n"
-        )
+        handle.write(_holder_info())
         handle.flush()
         self._handles.append(handle)
+        return None
+
+    def _acquire_shard(self) -> str | None:
+        """Shard I of N: ``RUN/.lock`` shared, ``shard-I-of-N.lock`` exclusive (see the module docstring).
+        Called under :func:`serialized`, so two shards never check and take their locks at once."""
+        index, count = self.part.index, self.part.count
+        lock_path = self.run_dir / LOCK_FILE
+        shared = _flock(lock_path, shared=True)
+        if shared is None:
+            return (
+                f"{self.run_dir} is being written by a run that is not sharded with --shard ({_holder(lock_path)}); "
+                "wait for it to finish (then shards resume it), or choose another --out"
+            )
+        self._handles.append(shared)
+        mine = self.run_dir / RANK_LOCKS / f"shard-{index}-of-{count}.lock"
+        others = 0
+        for path in sorted((self.run_dir / RANK_LOCKS).glob("*.lock")):
+            if path.name == CLAIM_LOCK or path == mine:
+                continue
+            probe = _flock(path)
+            if probe is not None:
+                probe.close()
+                continue
+            if path.name.startswith("rank-"):
+                return (
+                    f"{self.run_dir}: a process of an earlier run still holds {path.name} (its launcher may have been "
+                    f"killed, not its workers; last holder: {_holder(lock_path)}); stop it first"
+                )
+            if not path.name.endswith(f"-of-{count}.lock"):
+                running = _shard_of(path)
+                return (
+                    f"{self.run_dir}: shard {running} of another layout is running ({_holder(path)}); shards that "
+                    f"run at the same time must split the run the same way: use --shard I/{running.split('/')[1]}, "
+                    "or wait for them to finish (a finished layout resumes under any other)"
+                )
+            others += 1
+        handle = _flock(mine)
+        if handle is None:
+            return (
+                f"{self.run_dir}: shard {index}/{count} is already being run ({_holder(mine)}); each shard runs in "
+                "one process at a time: wait for it to finish, or stop it"
+            )
+        handle.seek(0)
+        handle.truncate()
+        handle.write(_holder_info())
+        handle.flush()
+        self._handles.append(handle)
+        self.alone = others == 0
         return None
 
     def release(self) -> None:

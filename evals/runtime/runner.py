@@ -20,17 +20,19 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import time
 import zipfile
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evals.benchmark import BenchmarkSpec, Item, ResolvedBenchmark, StageContext, StageResult
-from evals.runtime.distributed import World, shard
+from evals.runtime.distributed import ShardSpec, World, shard, shard_items
 from evals.runtime.records import atomic_write_json, atomic_write_npz, read_json, safe_item_name
-from evals.runtime.rundir import RunDirectoryError
+from evals.runtime.rundir import RunDirectoryError, serialized
 from unilip.errors import Interrupted
 
 logger = logging.getLogger(__name__)
@@ -48,9 +50,12 @@ __all__ = [
     "aggregate_run",
     "load_arrays",
     "load_record",
+    "RecordReader",
     "record_path",
     "run_benchmark",
     "stage_status",
+    "unfinished_by_shard",
+    "unfinished_items",
     "write_manifest",
 ]
 
@@ -66,9 +71,13 @@ def load_record(bench_dir: Path, stage: str, item_id: str) -> dict[str, Any] | N
         RunDirectoryError: the record file is not a record (not JSON, or truncated by something other
             than this harness, whose writes are atomic); the message names the file and the fix.
     """
-    path = record_path(bench_dir, stage, item_id)
+    return _read_record(record_path(bench_dir, stage, item_id))
+
+
+def _read_record(path: Path | str) -> dict[str, Any] | None:
     try:
-        record = json.loads(path.read_text())
+        with open(path, "rb") as handle:
+            record = json.loads(handle.read().decode("utf-8"))  # decoded here: json's own sniffing costs more
     except FileNotFoundError:
         return None
     except (ValueError, UnicodeDecodeError) as error:
@@ -82,6 +91,56 @@ def load_record(bench_dir: Path, stage: str, item_id: str) -> dict[str, Any] | N
             "redo that item, then run the same command"
         )
     return record
+
+
+class RecordReader:
+    """The records of one benchmark directory, each read at most once (a resume of 50,000 finished items reads
+    each record once, not once per question asked of it).
+
+    Each stage's folder is listed once, so an item with no record costs no ``open``. Only for a span in which
+    no other process writes what it reads: the records this process writes go through :meth:`wrote` and
+    :meth:`dropped`; after a barrier (other ranks wrote theirs), read through a new reader.
+    """
+
+    def __init__(self, bench_dir: Path) -> None:
+        self.bench_dir = bench_dir
+        self._records: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._listings: dict[str, set[str]] = {}
+        self._names: dict[str, str] = {}
+        self._folders: dict[str, str] = {}
+
+    def _name(self, item_id: str) -> str:
+        name = self._names.get(item_id)
+        if name is None:
+            name = self._names[item_id] = f"{safe_item_name(item_id)}.json"
+        return name
+
+    def get(self, stage: str, item_id: str) -> dict[str, Any] | None:
+        """:func:`load_record`, read once."""
+        key = (stage, item_id)
+        if key in self._records:
+            return self._records[key]
+        listing = self._listings.get(stage)
+        if listing is None:
+            folder = self._folders[stage] = os.path.join(self.bench_dir, stage, "")
+            try:
+                listing = self._listings[stage] = set(os.listdir(folder))
+            except FileNotFoundError:
+                listing = self._listings[stage] = set()
+        name = self._name(item_id)
+        record = _read_record(self._folders[stage] + name) if name in listing else None
+        self._records[key] = record
+        return record
+
+    def wrote(self, stage: str, item_id: str) -> None:
+        """This process wrote the item's record: it is read again when asked for (as the file holds it)."""
+        self._records.pop((stage, item_id), None)
+        if stage in self._listings:
+            self._listings[stage].add(self._name(item_id))
+
+    def dropped(self, stage: str, item_id: str) -> None:
+        """This process deleted the record (if any)."""
+        self._records[(stage, item_id)] = None
 
 
 def load_arrays(bench_dir: Path, stage: str, item_id: str) -> dict[str, np.ndarray]:
@@ -119,14 +178,36 @@ def file_unchanged(path: Path, entry: dict[str, Any]) -> bool:
     return bool(entry.get("sha256")) and file_sha256(path) == entry["sha256"]
 
 
-def record_is_current(record: dict[str, Any], fingerprint: str, bench_dir: Path) -> tuple[bool, str]:
-    """Whether a record may be trusted, and if not, why (for the log)."""
+def record_is_current(
+    record: dict[str, Any], fingerprint: str, bench_dir: Path, sources: dict[str, Any] | None = None
+) -> tuple[bool, str]:
+    """Whether a record may be trusted, and if not, why (for the log).
+
+    ``sources``: a memo of the sources' ``stat`` (source -> stat result, None when gone) shared by the records
+    of one scan: many items read one source (a tar shard of the data), which is then looked at once.
+    """
     if record["fingerprint"] != fingerprint:
         return False, "made with another stage fingerprint"
     for relative, entry in (record.get("outputs") or {}).items():
+        try:  # the common case first, without building a Path: size and mtime as recorded
+            stat = os.stat(os.path.join(bench_dir, relative))
+            if stat.st_size == entry.get("size") and stat.st_mtime_ns == entry.get("mtime_ns"):
+                continue
+        except FileNotFoundError:
+            return False, f"its output {relative} is gone or changed"
         if not file_unchanged(bench_dir / relative, entry):
             return False, f"its output {relative} is gone or changed"
     for source, entry in (record.get("inputs") or {}).items():
+        if sources is not None:
+            if source not in sources:
+                try:
+                    sources[source] = os.stat(source)
+                except FileNotFoundError:
+                    sources[source] = None
+            stat = sources[source]
+            # Size and mtime as recorded: unchanged, as file_unchanged would say without looking again.
+            if stat is None or (stat.st_size == entry.get("size") and stat.st_mtime_ns == entry.get("mtime_ns")):
+                continue
         path = Path(source)
         # A source that is gone cannot be read again: its record, made when it was there, stands.
         if path.exists() and not file_unchanged(path, entry):
@@ -134,11 +215,15 @@ def record_is_current(record: dict[str, Any], fingerprint: str, bench_dir: Path)
     return True, ""
 
 
-def _drop_later_records(bench_dir: Path, stages: tuple[str, ...], index: int, item_id: str) -> None:
+def _drop_later_records(
+    bench_dir: Path, stages: tuple[str, ...], index: int, item_id: str, reader: RecordReader | None = None
+) -> None:
     for stage in stages[index + 1 :]:
         path = record_path(bench_dir, stage, item_id)
         path.unlink(missing_ok=True)
         path.with_suffix(".npz").unlink(missing_ok=True)
+        if reader is not None:
+            reader.dropped(stage, item_id)
 
 
 # ------------------------------------------------------------------------------------ manifest
@@ -211,19 +296,25 @@ def write_manifest(
 
 
 def stage_status(
-    bench_dir: Path, stages: tuple[str, ...], item_ids: list[str], fingerprints: dict[str, str] | None = None
+    bench_dir: Path,
+    stages: tuple[str, ...],
+    item_ids: list[str],
+    fingerprints: dict[str, str] | None = None,
+    reader: RecordReader | None = None,
 ) -> dict[str, dict[str, int]]:
     """Per stage: how many items are done, failed (in this or an earlier stage), stale or missing.
 
     ``stale`` (a record made with another stage fingerprint) is only counted when fingerprints are given.
+    ``reader``: where records are read (one shared with other questions asked of the same records).
     """
+    reader = reader or RecordReader(bench_dir)
     status: dict[str, dict[str, int]] = {}
     failed_before: set[str] = set()
     for stage in stages:
         fingerprint = fingerprints[stage] if fingerprints else None
         counts = {"done": 0, "failed": 0, "stale": 0, "missing": 0}
         for item_id in item_ids:
-            record = load_record(bench_dir, stage, item_id)
+            record = reader.get(stage, item_id)
             if item_id in failed_before:
                 counts["failed"] += 1
             elif record is None:
@@ -237,6 +328,50 @@ def stage_status(
                 counts["done"] += 1
         status[stage] = counts
     return status
+
+
+def unfinished_items(
+    bench_dir: Path, stages: tuple[str, ...], ids: list[str], fingerprints: dict[str, str], first_only: bool = False
+) -> list[str]:
+    """The items of ``ids`` not finished yet: no record of a stage they reached, or one made with another
+    fingerprint (a run would redo it). An item that failed a stage is finished (it counts as failed).
+
+    One directory listing of the first stage finds the items never started without reading a record;
+    ``first_only``: return those alone when there are any (enough to know the run is not finished: the usual
+    answer when a shard finishes before the others), else read the records.
+    """
+    try:
+        started = {entry.name for entry in os.scandir(bench_dir / stages[0])}
+    except FileNotFoundError:
+        started = set()
+    never = {item_id for item_id in ids if f"{safe_item_name(item_id)}.json" not in started}
+    if never and first_only:
+        return [item_id for item_id in ids if item_id in never]
+    unfinished = []
+    for item_id in ids:
+        if item_id in never:
+            unfinished.append(item_id)
+            continue
+        for stage in stages:
+            record = load_record(bench_dir, stage, item_id)
+            if record is None or record["fingerprint"] != fingerprints[stage]:
+                unfinished.append(item_id)
+                break
+            if record["status"] == "failed":
+                break
+    return unfinished
+
+
+def unfinished_by_shard(unfinished: list[str], items: list[str], count: int) -> dict[str, int]:
+    """How many of ``unfinished`` each shard ``"I/N"`` of ``count`` holds (shards with none left out), the
+    shards split as :func:`evals.runtime.distributed.shard_items` splits ``items`` (the run's items, in
+    order); an unfinished id no longer in ``items`` (its data is gone) counts under ``"gone"``."""
+    position = {item_id: index for index, item_id in enumerate(items)}
+    counts: dict[str, int] = {}
+    for item_id in unfinished:
+        key = f"{position[item_id] % count}/{count}" if item_id in position else "gone"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda pair: int(pair[0].split("/")[0]) if pair[0] != "gone" else count))
 
 
 # ------------------------------------------------------------------------------------ running
@@ -269,11 +404,15 @@ def run_benchmark(
     retry_failed: bool = False,
     extra_results: dict[str, Any] | None = None,
     rescore: bool = False,
+    part: ShardSpec | None = None,
 ) -> dict[str, Any] | None:
     """Run the stages of ``resolved`` (produce, then score) for this process's shard, then (main
     process) aggregate.
 
-    Returns the aggregate on the main process, None on the others.
+    ``part``: this process is the independent shard ``part`` (``--shard I/N``; ``world`` is this process
+    alone): it runs ``manifest[I::N]`` and aggregates only when every item of the run is finished.
+
+    Returns the aggregate on the main process (a shard: when it aggregated), None on the others.
 
     Raises:
         Interrupted: on Ctrl-C, saying how many items are finished (all finished work is on disk).
@@ -283,7 +422,11 @@ def run_benchmark(
 
     def start() -> tuple[ResolvedBenchmark, list[str]]:
         bench_dir.mkdir(parents=True, exist_ok=True)
-        return write_manifest(resolved, bench_dir, rescore=rescore)
+        if part is None:
+            return write_manifest(resolved, bench_dir, rescore=rescore)
+        # Shards starting together: the first writes the manifest, the others check theirs against it.
+        with serialized(bench_dir.parent):
+            return write_manifest(resolved, bench_dir, rescore=rescore)
 
     resolved, expected = world.on_main(start)
     ctx = StageContext(
@@ -294,7 +437,7 @@ def run_benchmark(
         progress=progress and world.is_main,
         rank=world.rank,
     )
-    mine = shard(list(resolved.items), world)
+    mine = shard(list(resolved.items), world) if part is None else shard_items(list(resolved.items), *astuple(part))
     # Outputs made elsewhere (folder:): what the adapter lacks fails its item up front, with the missing path.
     unavailable: dict[str, str] = {}
     if getattr(adapter, "keyed_outputs", False):
@@ -311,10 +454,14 @@ def run_benchmark(
         }
     timings: dict[str, float] = {}
     stages = resolved.stages
+    # This process's records, read once for all stages (no other process writes them).
+    reader = RecordReader(bench_dir)
     try:
         for index, stage in enumerate(stages):
             started = time.perf_counter()
-            _run_stage(resolved, model, index, mine, ctx, retry_failed, unavailable if index == 0 else {})
+            _run_stage(
+                resolved, model, index, mine, ctx, retry_failed, unavailable if index == 0 else {}, reader=reader
+            )
             world.barrier()
             timings[stage] = time.perf_counter() - started
     except KeyboardInterrupt:
@@ -323,7 +470,17 @@ def run_benchmark(
         raise Interrupted(f"{resolved.name}: {finished}/{len(expected)} items finished and kept") from None
     if not world.is_main:
         return None
-    return aggregate_run(resolved, expected, bench_dir, model, {**(extra_results or {}), "timings_s": timings})
+    extra = {**(extra_results or {}), "timings_s": timings}
+    if part is None:
+        # One process wrote every record it did not read: what it read stands. Other ranks wrote theirs since.
+        alone = world.size == 1
+        return aggregate_run(resolved, expected, bench_dir, model, extra, reader=reader if alone else None)
+    fingerprints = {stage: resolved.stage_fingerprint(stage, model) for stage in stages}
+    if unfinished_items(bench_dir, stages, expected, fingerprints, first_only=True):
+        return None
+    # The last shard to finish: one aggregate at a time (two finishing together would write the same numbers).
+    with serialized(bench_dir.parent):
+        return aggregate_run(resolved, expected, bench_dir, model, extra)
 
 
 def _run_stage(
@@ -334,10 +491,14 @@ def _run_stage(
     ctx: StageContext,
     retry_failed: bool,
     unavailable: dict[str, str] | None = None,
+    reader: RecordReader | None = None,
 ) -> None:
     """Run one stage for this process's items still to do. ``unavailable``: item id -> why the adapter cannot
-    produce it (outputs made elsewhere that are missing); those items are recorded as failed without asking."""
+    produce it (outputs made elsewhere that are missing); those items are recorded as failed without asking.
+    ``reader``: this process's records (only it writes them), read once across the stages."""
     bench_dir = ctx.bench_dir
+    reader = reader or RecordReader(bench_dir)
+    sources: dict[str, Any] = {}
     spec, stages = resolved.spec, resolved.stages
     stage = stages[index]
     fingerprint = resolved.stage_fingerprint(stage, model)
@@ -346,14 +507,14 @@ def _run_stage(
     failed_earlier = 0
     for item in mine:
         if index > 0:
-            previous = load_record(bench_dir, stages[index - 1], item.id)
+            previous = reader.get(stages[index - 1], item.id)
             if previous is None or previous["status"] != "ok" or previous["fingerprint"] != previous_fingerprint:
                 continue  # failed earlier (kept as failed) or not produced by this process's shard
-        record = load_record(bench_dir, stage, item.id)
+        record = reader.get(stage, item.id)
         if record is None:
             todo.append(item)
             continue
-        current, why = record_is_current(record, fingerprint, bench_dir)
+        current, why = record_is_current(record, fingerprint, bench_dir, sources)
         if not current:
             logger.info("%s: redoing %s of item %s: %s", spec.name, stage, item.id, why)
             todo.append(item)
@@ -375,27 +536,33 @@ def _run_stage(
         if result.arrays:
             atomic_write_npz(path.with_suffix(".npz"), result.arrays)
         atomic_write_json(path, _record_payload(item, stage, fingerprint, result, bench_dir))
-        _drop_later_records(bench_dir, stages, index, item.id)
+        reader.wrote(stage, item.id)
+        _drop_later_records(bench_dir, stages, index, item.id, reader)
         if result.status != "ok":
             logger.warning("%s: item %s failed in %s: %s", spec.name, item.id, stage, result.error)
 
 
 def counted_records(
-    bench_dir: Path, stages: tuple[str, ...], ids: list[str], final_fingerprint: str | None
+    bench_dir: Path,
+    stages: tuple[str, ...],
+    ids: list[str],
+    final_fingerprint: str | None,
+    reader: RecordReader | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """The records an aggregate counts, and the failures: item id -> the final stage's record, for each item (in
     ``ids`` order) that failed no stage and whose final record is ``ok`` and made with ``final_fingerprint`` (any,
     when None); item id -> ``"stage: error"`` for each item a stage failed."""
+    reader = reader or RecordReader(bench_dir)
     records: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     for item_id in ids:
         for stage in stages:
-            record = load_record(bench_dir, stage, item_id)
+            record = reader.get(stage, item_id)
             if record is not None and record["status"] == "failed":
                 failures[item_id] = f"{stage}: {record.get('error', 'failed')}"
                 break
         else:
-            record = load_record(bench_dir, stages[-1], item_id)
+            record = reader.get(stages[-1], item_id)
             if record is not None and record["status"] == "ok":
                 if final_fingerprint is None or record["fingerprint"] == final_fingerprint:
                     records[item_id] = record
@@ -417,17 +584,20 @@ def aggregate_run(
     bench_dir: Path,
     model: dict[str, Any],
     extra: dict[str, Any],
+    reader: RecordReader | None = None,
 ) -> dict[str, Any]:
     """Aggregate the final stage's records in manifest order and write ``results.json``.
 
     ``items``: the run's expected items (or their ids): the manifest's, which includes items whose data
-    has gone since the run started (they count as missing unless they were finished).
+    has gone since the run started (they count as missing unless they were finished). ``reader``: the records
+    as this process read them, when no other process has written since (a single process's own run).
     """
     spec, stages = resolved.spec, resolved.stages
     ids = [item if isinstance(item, str) else item.id for item in items]
     fingerprints = {stage: resolved.stage_fingerprint(stage, model) for stage in stages}
-    status = stage_status(bench_dir, stages, ids, fingerprints)
-    records, failures = counted_records(bench_dir, stages, ids, fingerprints[stages[-1]])
+    reader = reader or RecordReader(bench_dir)
+    status = stage_status(bench_dir, stages, ids, fingerprints, reader=reader)
+    records, failures = counted_records(bench_dir, stages, ids, fingerprints[stages[-1]], reader=reader)
     coverage = {
         "expected": len(ids),
         "ok": len(records),

@@ -119,3 +119,17 @@ def test_input_contract():
         ssim_per_image(x, x, 1.0, win_size=6)
     with pytest.raises(ValueError, match="exceeds"):
         ssim_per_image(x, x, 1.0, win_size=17)
+
+
+def test_the_cpu_and_device_ssim_paths_agree(pairs):
+    """CPU inputs take SciPy's per-image running-sum filter; other devices the batched avg_pool path: the
+    same SSIM up to float64 rounding, whichever runs (the device path is run here on CPU tensors)."""
+    from evals.metrics.pixel import _ssim_cpu, _ssim_torch
+
+    preds, target = (_nchw(a, torch.float32) for a in pairs)
+    for data_range, win_size in ((1.0, 7), (2.0, 7), (1.0, 11)):
+        cpu = _ssim_cpu(preds, target, data_range, win_size)
+        batched = _ssim_torch(preds, target, data_range, win_size)
+        assert cpu.dtype == batched.dtype == torch.float64
+        torch.testing.assert_close(cpu, batched, rtol=0, atol=1e-11)  # running sums vs pooled windows
+    torch.testing.assert_close(ssim_per_image(preds, target, 2.0), _ssim_cpu(preds, target, 2.0, 7), rtol=0, atol=0)

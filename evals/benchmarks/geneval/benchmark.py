@@ -254,38 +254,48 @@ class GenEvalBenchmark(Benchmark):
     ) -> Iterator[tuple[Item, StageResult]]:
         from tqdm.auto import tqdm
 
-        from evals.adapter import keyed
+        from evals.adapter import generate_items
         from evals.runtime.records import item_seed
 
         spec = resolved.spec
         n = spec.knobs["n_samples"]
-        for item in tqdm(items, desc=f"{spec.name} produce", unit="prompt", disable=not ctx.progress):
-            seed = item_seed(spec.knobs["seed"], item.id)
-            images = ctx.adapter.generate([item.source["prompt"]], n, seed, **keyed(ctx.adapter, [item.id]))
-            problem = _check_generated(images, n)
-            if problem:
-                yield item, StageResult.failed(f"the model's generate() {problem}")
-                continue
-            folder = f"{IMAGES_DIR}/{item.id}"
-            # Every file is listed in the record's outputs: one deleted later makes the runner redo the prompt.
-            outputs = dict(
-                [write_output(ctx.bench_dir, f"{folder}/metadata.jsonl", (json.dumps(item.source) + "\n").encode())]
+        # Up to --batch-size prompts per model call, each with its own seed: an adapter that batches
+        # (generate_batch) returns each prompt's images as if alone, so the batch size moves no image.
+        bar = tqdm(total=len(items), desc=f"{spec.name} produce", unit="prompt", disable=not ctx.progress)
+        for start in range(0, len(items), max(1, ctx.batch_size)):
+            batch = items[start : start + max(1, ctx.batch_size)]
+            seeds = [item_seed(spec.knobs["seed"], item.id) for item in batch]
+            answers = generate_items(
+                ctx.adapter, [item.source["prompt"] for item in batch], n, seeds, [item.id for item in batch]
             )
-            samples = []
-            for k, image in enumerate(images[0]):
-                relative, digest = write_output(
-                    ctx.bench_dir, f"{folder}/samples/{sample_name(k)}", png_bytes(image.convert("RGB"))
-                )
-                outputs[relative] = digest
-                samples.append(relative)
-            yield (
-                item,
-                StageResult(
-                    status="ok",
-                    payload={"seed": seed, "samples": samples, "sizes": [list(image.size) for image in images[0]]},
-                    outputs=outputs,
-                ),
+            for item, seed, images in zip(batch, seeds, answers, strict=True):
+                bar.update(1)
+                yield item, self._save_samples(item, seed, images, n, ctx)
+        bar.close()
+
+    @staticmethod
+    def _save_samples(item: Item, seed: int, images: Any, n: int, ctx: StageContext) -> StageResult:
+        """Write one prompt's samples (and its metadata) in GenEval's layout; a malformed answer fails it."""
+        problem = _check_generated(images, n)
+        if problem:
+            return StageResult.failed(f"the model's generate() {problem}")
+        folder = f"{IMAGES_DIR}/{item.id}"
+        # Every file is listed in the record's outputs: one deleted later makes the runner redo the prompt.
+        outputs = dict(
+            [write_output(ctx.bench_dir, f"{folder}/metadata.jsonl", (json.dumps(item.source) + "\n").encode())]
+        )
+        samples = []
+        for k, image in enumerate(images[0]):
+            relative, digest = write_output(
+                ctx.bench_dir, f"{folder}/samples/{sample_name(k)}", png_bytes(image.convert("RGB"))
             )
+            outputs[relative] = digest
+            samples.append(relative)
+        return StageResult(
+            status="ok",
+            payload={"seed": seed, "samples": samples, "sizes": [list(image.size) for image in images[0]]},
+            outputs=outputs,
+        )
 
     def _load_samples(self, spec: BenchmarkSpec, item: Item, bench_dir: Path) -> tuple[list[str], str | None]:
         """The item's expected sample files, and a reason when one is missing."""

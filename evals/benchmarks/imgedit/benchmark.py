@@ -1,6 +1,7 @@
 """ImgEdit-Bench with a judge: ``imgedit@basic`` (737 single-turn edits, 9 types) and ``imgedit@uge``.
 
-Basic: one edited image per edit via ``adapter.edit(image, instruction, seed)``, saved as
+Basic: one edited image per edit via ``adapter.edit(image, instruction, seed)`` (up to ``--batch-size``
+edits per call through ``edit_batch`` when the adapter has one, each as edited alone), saved as
 ``images/<key>.png``; the judge sees the type's prompt from the user's ``prompts.json`` (instruction
 put in place of ``<edit_prompt>``), then the source image, then the edited one, and answers three
 1-5 axes; the sample score is their mean, the type score the mean over its samples, the overall the
@@ -210,12 +211,51 @@ class ImgEditBenchmark(JudgedBenchmark):
         return templates
 
     def produce_one(self, resolved: ResolvedBenchmark, item: Item, ctx: StageContext, seed: int) -> StageResult:
+        return self.produce_batch(resolved, [item], ctx, [seed])[0]
+
+    def produce_batch(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext, seeds: list[int]
+    ) -> list[StageResult]:
         import hashlib
+
+        from evals.adapter import edit_items
+
+        results: list[StageResult | None] = [None] * len(items)
+        todo: list[tuple[int, Any, bytes]] = []  # (position, source image, its bytes) of the edits to make
+        for position, item in enumerate(items):
+            loaded = self._read_source(item)
+            if isinstance(loaded, StageResult):  # an unreadable source fails its item before any model call
+                results[position] = loaded
+            else:
+                todo.append((position, *loaded))
+        edited = edit_items(
+            ctx.adapter,
+            [image for _, image, _ in todo],
+            [items[position].source.edit.instruction for position, _, _ in todo],
+            [seeds[position] for position, _, _ in todo],
+            [items[position].id for position, _, _ in todo],
+        )
+        for (position, _, data), image in zip(todo, edited, strict=True):
+            source: _Source = items[position].source
+            try:
+                _, digest = write_png(ctx.bench_dir, source.output, image)  # the official layout: <key>.png
+            except TypeError as error:
+                results[position] = StageResult.failed(str(error))
+                continue
+            results[position] = StageResult(
+                status="ok",
+                payload={"image": source.output, "seed": seeds[position], "image_sha256": digest},
+                outputs={source.output: digest},
+                inputs={str(source.image.path): hashlib.sha256(data).hexdigest()},
+            )
+        return [result for result in results if result is not None]
+
+    @staticmethod
+    def _read_source(item: Item) -> tuple[Any, bytes] | StageResult:
+        """The item's source image (RGB) and its bytes, or its ``missing_image`` failure."""
         import io
 
         from PIL import Image, UnidentifiedImageError
-
-        from evals.adapter import keyed
 
         source: _Source = item.source
         if source.image.path is None:
@@ -238,17 +278,7 @@ class ImgEditBenchmark(JudgedBenchmark):
                 payload={"state": "missing_image"},
                 error=f"missing_image: source image {source.edit.image} is unreadable ({error})",
             )
-        edited = ctx.adapter.edit(image, source.edit.instruction, seed, **keyed(ctx.adapter, [item.id]))
-        try:
-            _, digest = write_png(ctx.bench_dir, source.output, edited)  # the official layout: <key>.png
-        except TypeError as error:
-            return StageResult.failed(str(error))
-        return StageResult(
-            status="ok",
-            payload={"image": source.output, "seed": seed, "image_sha256": digest},
-            outputs={source.output: digest},
-            inputs={str(source.image.path): hashlib.sha256(data).hexdigest()},
-        )
+        return image, data
 
     def build_request(self, resolved: ResolvedBenchmark, item: Item, bench_dir: Path) -> JudgeRequest:
         source: _Source = item.source

@@ -197,11 +197,22 @@ class WiseBenchmark(JudgedBenchmark):
         )
 
     def produce_one(self, resolved: ResolvedBenchmark, item: Item, ctx: StageContext, seed: int) -> StageResult:
-        prompt: WisePrompt = item.source
-        # The raw prompt: any model-specific prompt convention is the adapter's business.
-        from evals.adapter import keyed
+        return self.produce_batch(resolved, [item], ctx, [seed])[0]
 
-        images = ctx.adapter.generate([prompt.prompt], 1, seed, **keyed(ctx.adapter, [item.id]))
+    def produce_batch(
+        self, resolved: ResolvedBenchmark, items: list[Item], ctx: StageContext, seeds: list[int]
+    ) -> list[StageResult]:
+        # The raw prompts: any model-specific prompt convention is the adapter's business.
+        from evals.adapter import generate_items
+
+        prompts: list[WisePrompt] = [item.source for item in items]
+        answers = generate_items(
+            ctx.adapter, [prompt.prompt for prompt in prompts], 1, seeds, [item.id for item in items]
+        )
+        return [self._save(item, seed, images, ctx) for item, seed, images in zip(items, seeds, answers, strict=True)]
+
+    @staticmethod
+    def _save(item: Item, seed: int, images: Any, ctx: StageContext) -> StageResult:
         if not (isinstance(images, list) and len(images) == 1 and isinstance(images[0], list) and len(images[0]) == 1):
             return StageResult.failed(
                 f"adapter.generate returned {type(images).__name__} of unexpected shape; "
