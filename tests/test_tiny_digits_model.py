@@ -84,3 +84,34 @@ def test_edit_turns_held_out_digits_into_the_requested_ones(tmp_path):
 
 def _read_pil(images):
     return torch.stack([torch.from_numpy(np.asarray(i, np.float32) / 255).permute(2, 0, 1) for i in images])
+
+
+def test_the_commands_compute_only_the_rows_they_ask_for(tmp_path, monkeypatch):
+    """The pipeline fills a short model call with copies of its last row (so that a harness item never depends
+    on its batch); `unilip generate` and `edit` have no other items, so a lone image is a call of one row."""
+    from unilip import cli
+    from unilip.pipelines import UniLIPPipeline
+
+    rows: list[int] = []
+    sample = UniLIPPipeline._sample
+
+    def counting(self, user_texts, *args, **kwargs):
+        rows.append(len(user_texts))
+        return sample(self, user_texts, *args, **kwargs)
+
+    monkeypatch.setattr(UniLIPPipeline, "_sample", counting)
+    common = ["--model", "tiny-digits", "--steps", "2", "--no-progress"]
+    prompt = ["--prompt", "a handwritten digit three"]
+    assert cli.main(["generate", *common, *prompt, "--out", str(tmp_path / "one")]) == 0
+    assert rows == [1]
+    rows.clear()
+    assert cli.main(["generate", *common, *prompt, "-n", "3", "--out", str(tmp_path / "three")]) == 0
+    assert rows == [3]
+    rows.clear()
+    tensor_image = load_digits_split("test", size=56, seed=0)[0][:1]
+    from unilip.pipelines import tensor_to_pil
+
+    tensor_to_pil(tensor_image)[0].save(tmp_path / "digit.png")
+    edit = ["edit", *common, "--image", str(tmp_path / "digit.png"), "--instruction", "make it the digit one"]
+    assert cli.main([*edit, "--out", str(tmp_path / "edit")]) == 0
+    assert rows == [1]

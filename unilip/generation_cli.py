@@ -79,18 +79,28 @@ class _Sampler:
             device=device,
             batch_size=args.batch_size,
         )
+        self.batch_size = args.batch_size
         self.sampler = {name: value if value is not None else SAMPLER_DEFAULTS[name] for name, value in given.items()}
         self.weights_source = self.pipeline.model.weights_source
         self.settings = {"seed": args.seed, **self.sampler, "dtype": args.dtype}
 
+    def _fit_batch(self, rows: int) -> None:
+        """Rows per model call for this command's ``rows`` images: at most ``--batch-size``, and never more than
+        the images asked for. The pipeline fills a short call up to its batch size so that a harness item never
+        depends on the others in its call; a command has no other items, so it pays no filler rows (its images
+        then equal the harness's to float rounding, not bit for bit)."""
+        self.pipeline.batch_size = max(1, min(self.batch_size, rows))
+
     def generate(self, prompts: list[str], n: int, seed: int) -> list[list]:
         if self.adapter is not None:
             return self.adapter.generate(prompts, n, seed)
+        self._fit_batch(len(prompts) * n)
         return self.pipeline.generate(prompts, n=n, seed=seed, progress=self.progress, **self.sampler)
 
     def edit(self, image, instruction: str, seed: int):
         if self.adapter is not None:
             return self.adapter.edit(image, instruction, seed)
+        self._fit_batch(1)
         return self.pipeline.edit(image, instruction, seed=seed, progress=self.progress, **self.sampler)
 
 
