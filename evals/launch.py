@@ -343,7 +343,14 @@ def execute_aggregate(run_dir: Path, bench: str | None = None) -> tuple[int, lis
     from evals.runtime.distributed import parse_shard
     from evals.runtime.records import read_json
     from evals.runtime.rundir import RUN_JSON, RunDirectoryError, serialized
-    from evals.runtime.runner import MANIFEST, aggregate_run, unfinished_by_shard, unfinished_items, write_manifest
+    from evals.runtime.runner import (
+        MANIFEST,
+        RecordReader,
+        aggregate_run,
+        unfinished_by_shard,
+        unfinished_items,
+        write_manifest,
+    )
     from unilip.errors import EXIT_FAILED, EXIT_OK
     from unilip.provenance import environment_report
 
@@ -403,7 +410,9 @@ def execute_aggregate(run_dir: Path, bench: str | None = None) -> tuple[int, lis
         # The manifest exists: this only checks it (and takes the run's own spec when only the data listing changed).
         resolved, expected = write_manifest(resolved, bench_dir)
         fingerprints = {stage: resolved.stage_fingerprint(stage, model) for stage in resolved.stages}
-        unfinished = unfinished_items(bench_dir, resolved.stages, expected, fingerprints)
+        # Read once: with every item finished no shard writes a record, so the aggregate reuses these reads.
+        reader = RecordReader(bench_dir)
+        unfinished = unfinished_items(bench_dir, resolved.stages, expected, fingerprints, reader=reader)
         if unfinished:
             status = EXIT_FAILED
             items = [item.id for item in resolved.items]
@@ -434,7 +443,7 @@ def execute_aggregate(run_dir: Path, bench: str | None = None) -> tuple[int, lis
             "aggregated_by": "unilip eval aggregate",
         }
         with serialized(run_dir):  # not beside a shard that aggregates as it finishes
-            results = aggregate_run(resolved, expected, bench_dir, model, extra)
+            results = aggregate_run(resolved, expected, bench_dir, model, extra, reader=reader)
         written.append(results)
         if results["coverage"]["ok"] < results["coverage"]["expected"]:
             status = EXIT_FAILED

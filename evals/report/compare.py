@@ -114,24 +114,34 @@ def same_run(given: str, result: dict[str, Any]) -> bool:
     return any(name is not None and Path(name).resolve() == target for name in named)
 
 
+def split_label(item: str, results: list[dict[str, Any]]) -> tuple[str, str, list[int]]:
+    """A ``--label RUN=NAME``: its RUN, its NAME and the indices of the results that RUN names. RUN or NAME may
+    hold "=": the first split whose left side names a run given is taken.
+
+    Raises:
+        ValueError: no "=", a RUN that names none of the runs given, or an empty NAME.
+    """
+    if "=" not in item:
+        raise ValueError(f"--label {item!r}: give RUN=NAME (RUN: a run directory or results.json given)")
+    for position in [i for i, char in enumerate(item) if char == "="]:
+        run, name = item[:position], item[position + 1 :]
+        matched = [index for index, result in enumerate(results) if same_run(run, result)]
+        if matched:
+            break
+    else:
+        runs = ", ".join(dict.fromkeys(str(result.get("_run", result.get("_path"))) for result in results))
+        raise ValueError(f"--label {item!r}: {item.split('=', 1)[0]!r} names none of the runs given ({runs})")
+    if not name.strip():
+        raise ValueError(f"--label {item!r}: the NAME after '=' is empty")
+    return run, name.strip(), matched
+
+
 def _parse_labels(labels: Sequence[str], results: list[dict[str, Any]]) -> dict[int, str]:
     """Result index -> the name ``--label RUN=NAME`` gives it; ValueError for a RUN that names no run."""
     chosen: dict[int, str] = {}
     for item in labels:
-        if "=" not in item:
-            raise ValueError(f"--label {item!r}: give RUN=NAME (RUN: a run directory or results.json given)")
-        # RUN or NAME may hold "=": take the first split whose left side names a run given.
-        for position in [i for i, char in enumerate(item) if char == "="]:
-            run, name = item[:position], item[position + 1 :]
-            matched = [index for index, result in enumerate(results) if same_run(run, result)]
-            if matched:
-                break
-        else:
-            runs = ", ".join(dict.fromkeys(str(result.get("_run", result.get("_path"))) for result in results))
-            raise ValueError(f"--label {item!r}: {item.split('=', 1)[0]!r} is none of the runs given ({runs})")
-        if not name.strip():
-            raise ValueError(f"--label {item!r}: the NAME after '=' is empty")
-        chosen.update({index: name.strip() for index in matched})
+        _, name, matched = split_label(item, results)
+        chosen.update(dict.fromkeys(matched, name))
     return chosen
 
 

@@ -500,22 +500,14 @@ def _run_section(view: RunView, max_items: int) -> str:
 
 
 def _named_runs(labels: Sequence[str], results: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Each ``RUN=NAME`` label with the RUN it names (the first split at "=" whose left side is a run given).
+    """Each ``RUN=NAME`` label with the RUN it names (:func:`evals.report.compare.split_label`).
 
     Raises:
         ValueError: a label that names none of the runs given.
     """
-    from evals.report.compare import same_run
+    from evals.report.compare import split_label
 
-    named = []
-    for label in labels:
-        runs = [label[:at] for at, char in enumerate(label) if char == "="]
-        run = next((run for run in runs if any(same_run(run, result) for result in results)), None)
-        if run is None:
-            given = ", ".join(dict.fromkeys(str(result.get("_run")) for result in results))
-            raise ValueError(f"--label {label!r}: names none of the runs given ({given})")
-        named.append((run, label))
-    return named
+    return [(split_label(label, results)[0], label) for label in labels]
 
 
 def build_page(runs: Sequence[str | Path], *, max_items: int = DEFAULT_MAX_ITEMS, labels: Sequence[str] = ()) -> str:

@@ -331,15 +331,22 @@ def stage_status(
 
 
 def unfinished_items(
-    bench_dir: Path, stages: tuple[str, ...], ids: list[str], fingerprints: dict[str, str], first_only: bool = False
+    bench_dir: Path,
+    stages: tuple[str, ...],
+    ids: list[str],
+    fingerprints: dict[str, str],
+    first_only: bool = False,
+    reader: RecordReader | None = None,
 ) -> list[str]:
     """The items of ``ids`` not finished yet: no record of a stage they reached, or one made with another
     fingerprint (a run would redo it). An item that failed a stage is finished (it counts as failed).
 
     One directory listing of the first stage finds the items never started without reading a record;
     ``first_only``: return those alone when there are any (enough to know the run is not finished: the usual
-    answer when a shard finishes before the others), else read the records.
+    answer when a shard finishes before the others), else read the records (through ``reader``, so that the
+    aggregate that follows reads none of them again).
     """
+    reader = reader or RecordReader(bench_dir)
     try:
         started = {entry.name for entry in os.scandir(bench_dir / stages[0])}
     except FileNotFoundError:
@@ -353,7 +360,7 @@ def unfinished_items(
             unfinished.append(item_id)
             continue
         for stage in stages:
-            record = load_record(bench_dir, stage, item_id)
+            record = reader.get(stage, item_id)
             if record is None or record["fingerprint"] != fingerprints[stage]:
                 unfinished.append(item_id)
                 break
@@ -476,11 +483,13 @@ def run_benchmark(
         alone = world.size == 1
         return aggregate_run(resolved, expected, bench_dir, model, extra, reader=reader if alone else None)
     fingerprints = {stage: resolved.stage_fingerprint(stage, model) for stage in stages}
-    if unfinished_items(bench_dir, stages, expected, fingerprints, first_only=True):
+    # Every item finished means no shard writes a record any more: what this check reads, the aggregate reuses.
+    finished = RecordReader(bench_dir)
+    if unfinished_items(bench_dir, stages, expected, fingerprints, first_only=True, reader=finished):
         return None
     # The last shard to finish: one aggregate at a time (two finishing together would write the same numbers).
     with serialized(bench_dir.parent):
-        return aggregate_run(resolved, expected, bench_dir, model, extra)
+        return aggregate_run(resolved, expected, bench_dir, model, extra, reader=finished)
 
 
 def _run_stage(
