@@ -89,6 +89,60 @@ def features32(extractor32, image_sets) -> dict[str, dict[str, torch.Tensor]]:
     return {name: extractor32.features(_to_tensor(image_sets[name])) for name in ("real", "fake")}
 
 
+@pytest.fixture(scope="module")
+def plain_features32(inception_weights, image_sets) -> dict[str, dict[str, torch.Tensor]]:
+    """torch-fidelity's own float32 network as it builds it (batch norms unfolded, contiguous), widened."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    net = FeatureExtractorInceptionV3(
+        "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(inception_weights)
+    ).eval()
+    out = {}
+    with torch.no_grad():
+        for name in ("real", "fake"):
+            feats = net.convert_features_tuple_to_dict(net(_to_tensor(image_sets[name])))
+            out[name] = {key: value.double() for key, value in feats.items()}
+    return out
+
+
+# Our extractor folds each batch norm into its convolution and runs channels_last (fid.py): its features
+# are torch-fidelity's to float32 rounding, measured at ~7e-7 of the largest value on the real network.
+FOLDING_REL = 4e-6
+
+
+def test_folded_features_equal_torch_fidelity_network_to_float32_rounding(features32, plain_features32):
+    for name in ("real", "fake"):
+        for key in ("2048", "logits_unbiased"):
+            ours, plain = features32[name][key], plain_features32[name][key]
+            error = float((ours - plain).abs().max() / plain.abs().max())
+            assert error < FOLDING_REL, (name, key, error)
+
+
+def test_an_images_features_do_not_depend_on_its_batch(extractor32, image_sets):
+    """Batches of 4 and 2 against batches of 1: the pool3 features and the logits (a matrix product, which
+    rounds by its row count, so it is computed one row at a time) are bit-identical."""
+    images = _to_tensor(image_sets["real"][:6])
+    together = extractor32.features(images)
+    alone = [extractor32.features(images[i : i + 1]) for i in range(6)]
+    for key in ("2048", "logits_unbiased"):
+        assert torch.equal(together[key], torch.cat([a[key] for a in alone])), key
+
+
+def test_folding_refuses_an_inception_it_does_not_know():
+    from evals.metrics.fid import _fold_batch_norms
+
+    class BasicConv2d(torch.nn.Module):  # torch-fidelity's block name, another layout
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 1)
+            self.norm = torch.nn.GroupNorm(2, 4)
+
+    with pytest.raises(RuntimeError, match="not conv -> batch norm"):
+        _fold_batch_norms(torch.nn.Sequential(BasicConv2d()))
+    with pytest.raises(RuntimeError, match="no conv -> batch norm block"):
+        _fold_batch_norms(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1)))
+
+
 def _stats(features: torch.Tensor, chunk: int) -> FeatureStats:
     """Stream features into FeatureStats in chunks, as an evaluation loop would."""
     stats = FeatureStats(features.shape[1])
@@ -103,7 +157,9 @@ def our_fid(features32) -> float:
     return frechet_distance(_stats(features32["real"]["2048"], 3), _stats(features32["fake"]["2048"], 4))
 
 
-def test_fid_and_inception_score_equal_torch_fidelity(inception_weights, image_sets, features32, our_fid):
+def test_fid_and_inception_score_equal_torch_fidelity(
+    inception_weights, image_sets, features32, plain_features32, our_fid
+):
     import torch_fidelity
 
     reference = torch_fidelity.calculate_metrics(
@@ -125,11 +181,15 @@ def test_fid_and_inception_score_equal_torch_fidelity(inception_weights, image_s
     assert expected_fid > 1.0  # a non-degenerate comparison
     assert our_fid == pytest.approx(expected_fid, rel=1e-6, abs=0)
 
+    # The formula, exactly: torch-fidelity's own logits give its score to float64 rounding.
     isc = InceptionScoreStats()
     for start in range(0, N_IMAGES, 3):
-        isc.update(features32["real"]["logits_unbiased"][start : start + 3])
+        isc.update(plain_features32["real"]["logits_unbiased"][start : start + 3])
     assert isc.score() > 1.0 + 1e-3
     assert isc.score() == pytest.approx(reference["inception_score_mean"], rel=1e-12, abs=0)
+    # Our folded network's logits move it by float32 rounding only.
+    ours = InceptionScoreStats().update(features32["real"]["logits_unbiased"])
+    assert ours.score() == pytest.approx(reference["inception_score_mean"], rel=1e-7, abs=0)
 
 
 def _exact_fid(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -158,7 +218,9 @@ def _exact_fid(a: torch.Tensor, b: torch.Tensor) -> float:
 EIGENSOLVER_NOISE_REL = 5e-5
 
 
-def test_fid_equals_torchmetrics_up_to_eigensolver_noise(inception_weights, image_sets, features32, our_fid):
+def test_fid_equals_torchmetrics_up_to_eigensolver_noise(
+    inception_weights, image_sets, features32, plain_features32, our_fid
+):
     """torchmetrics agrees bit for bit up to the covariances; its FID differs only through eigenvalue noise."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -171,8 +233,8 @@ def test_fid_equals_torchmetrics_up_to_eigensolver_noise(inception_weights, imag
     metric.update(_to_tensor(image_sets["fake"]), real=False)
 
     # Same float32 network and input path: the float64 sufficient statistics are bit-identical.
-    real = FeatureStats(2048).update(features32["real"]["2048"]).state_dict()
-    fake = FeatureStats(2048).update(features32["fake"]["2048"]).state_dict()
+    real = FeatureStats(2048).update(plain_features32["real"]["2048"]).state_dict()
+    fake = FeatureStats(2048).update(plain_features32["fake"]["2048"]).state_dict()
     assert torch.equal(metric.real_features_sum, torch.from_numpy(real["sum"]))
     assert torch.equal(metric.real_features_cov_sum, torch.from_numpy(real["sum_outer"]))
     assert torch.equal(metric.fake_features_sum, torch.from_numpy(fake["sum"]))
@@ -325,9 +387,10 @@ def test_legacy_format_inception_weights_load(inception_weights, tmp_path):
     state = torch.load(inception_weights, map_location="cpu", weights_only=True)
     legacy = tmp_path / "legacy-inception.pth"
     torch.save(state, legacy, _use_new_zipfile_serialization=False)
-    extractor = InceptionExtractor(legacy, internal_dtype="float32")
-    loaded = extractor.net.state_dict()
-    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    from_legacy = InceptionExtractor(legacy, internal_dtype="float32").features(images)
+    from_current = InceptionExtractor(inception_weights, internal_dtype="float32").features(images)
+    assert all(torch.equal(from_legacy[k], from_current[k]) for k in from_current)
 
 
 class _Payload:
