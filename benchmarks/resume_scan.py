@@ -6,13 +6,16 @@ most 2 s. What is timed is the runner itself (``evals.runtime.runner``), not a m
 - ``decide_s``: the manifest check and both stages' scans (every record read and trusted: fingerprint, status,
   output file unchanged): what ``unilip eval run`` does before it would run a stage;
 - ``rerun_s``: the whole ``run_benchmark`` of a rerun: the same scans, then the aggregate rewritten (what a rerun
-  of a finished ``unilip eval run`` costs on top of loading its model and listing its data).
+  of a finished ``unilip eval run`` costs on top of loading its model and listing its data);
+- ``decide_cold_s``: ``decide_s`` without the stages' record indexes (``.index-<stage>.json``, which a run's
+  aggregate writes): the first resume of a run that was interrupted before its aggregate reads every record file.
 
 The run directory is made once (in a temporary folder, or ``--dir``, reused when it holds ``--items`` items) the
 way the harness writes one: manifest, one record per item and stage (the produce record naming its output file,
-with size and mtime, and a source it read), the output files, results.json. The benchmark is a stand-in defined
-here (its stages are never called: a scan that tried to redo an item fails loudly), so that only the runner's
-cost is measured. Prints one JSON object: seconds (median of ``--repeat``), items, the machine.
+with size and mtime, and a source it read), the output files, results.json and the record indexes. The
+benchmark is a stand-in defined here (its stages are never called: a scan that tried to redo an item fails
+loudly), so that only the runner's cost is measured. Prints one JSON object: seconds (median of ``--repeat``),
+items, the machine.
 
     python benchmarks/resume_scan.py [--items 50000] [--repeat 5] [--dir /tmp/scan-run]
 """
@@ -45,6 +48,7 @@ from evals.runtime.runner import (  # noqa: E402
     _record_payload,
     _run_stage,
     aggregate_run,
+    index_path,
     record_path,
     run_benchmark,
     write_manifest,
@@ -190,16 +194,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run directory of {args.items} items ready in {build_s:.1f} s: {bench_dir}", file=sys.stderr)
         decide_s, decide_all, decide_cpu = median_time(lambda: decide(resolved, bench_dir), args.repeat)
         rerun_s, rerun_all, rerun_cpu = median_time(lambda: rerun(resolved, bench_dir), args.repeat)
+        indexes = [index_path(bench_dir, stage) for stage in resolved.stages]
+        for index in indexes:
+            index.rename(index.with_name(index.name + ".aside"))
+        try:
+            cold_s, cold_all, _ = median_time(lambda: decide(resolved, bench_dir), args.repeat)
+        finally:
+            for index in indexes:
+                index.with_name(index.name + ".aside").rename(index)
         assert json.loads((bench_dir / MANIFEST).read_text())["items"][0] == resolved.items[0].id
     report = {
         "items": args.items,
         "stages": list(resolved.stages),
         "decide_s": round(decide_s, 4),
         "rerun_s": round(rerun_s, 4),
+        "decide_cold_s": round(cold_s, 4),
         "decide_cpu_s": round(decide_cpu, 4),
         "rerun_cpu_s": round(rerun_cpu, 4),
         "decide_runs_s": [round(t, 4) for t in decide_all],
         "rerun_runs_s": [round(t, 4) for t in rerun_all],
+        "decide_cold_runs_s": [round(t, 4) for t in cold_all],
         "goal_s": 2.0,
         "machine": {
             "python": platform.python_version(),

@@ -34,9 +34,12 @@ def atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+_UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+
 def safe_item_name(item_id: str) -> str:
     """A file name for an item id: readable, unique (hash suffix), no path separators."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id)[-80:].lstrip(".")
+    readable = _UNSAFE_IN_NAMES.sub("_", item_id)[-80:].lstrip(".")
     # surrogateescape: an id made from a file name that is not UTF-8 (Linux allows any bytes) still hashes.
     return f"{readable}-{hashlib.sha1(item_id.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
 

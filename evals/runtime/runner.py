@@ -31,7 +31,7 @@ import numpy as np
 
 from evals.benchmark import BenchmarkSpec, Item, ResolvedBenchmark, StageContext, StageResult
 from evals.runtime.distributed import ShardSpec, World, shard, shard_items
-from evals.runtime.records import atomic_write_json, atomic_write_npz, read_json, safe_item_name
+from evals.runtime.records import atomic_write_bytes, atomic_write_json, atomic_write_npz, read_json, safe_item_name
 from evals.runtime.rundir import RunDirectoryError, serialized
 from unilip.errors import Interrupted
 
@@ -93,9 +93,41 @@ def _read_record(path: Path | str) -> dict[str, Any] | None:
     return record
 
 
+# A cache of each stage's records beside them (``<bench>/.index-<stage>.json``): one JSON file read instead of one
+# file per item. An entry is trusted only while its record file has the inode, size and mtime it had when it was
+# read (an atomic rewrite makes a new inode), so a stale, partial or foreign index costs reads, never a wrong
+# record. Written by the aggregate, the point where a run has read every record.
+INDEX_FORMAT = 1
+
+
+def index_path(bench_dir: Path | str, stage: str) -> Path:
+    """Where :class:`RecordReader` keeps ``stage``'s record index."""
+    return Path(bench_dir) / f".index-{stage}.json"
+
+
+def _load_index(path: Path) -> dict[str, list[Any]]:
+    """The entries of an index file (name -> [inode, size, mtime_ns, record]); empty when there is none or it is
+    not one this version wrote (an index is only a cache: the records are read instead)."""
+    try:
+        with open(path, "rb") as handle:
+            index = json.loads(handle.read().decode("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        logger.debug("ignoring the record index %s: %s", path, error)
+        return {}
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT or not isinstance(index.get("entries"), dict):
+        logger.debug("ignoring the record index %s: not format %s", path, INDEX_FORMAT)
+        return {}
+    return index["entries"]
+
+
+_UNREAD = object()  # RecordReader's marker of a record not looked at yet (None: looked at, there is none)
+
+
 class RecordReader:
     """The records of one benchmark directory, each read at most once (a resume of 50,000 finished items reads
-    each record once, not once per question asked of it).
+    each record once, not once per question asked of it), through each stage's record index where it still holds.
 
     Each stage's folder is listed once, so an item with no record costs no ``open``. Only for a span in which
     no other process writes what it reads: the records this process writes go through :meth:`wrote` and
@@ -108,6 +140,9 @@ class RecordReader:
         self._listings: dict[str, set[str]] = {}
         self._names: dict[str, str] = {}
         self._folders: dict[str, str] = {}
+        self._index: dict[str, dict[str, list[Any]]] = {}  # stage -> the index file's entries
+        self._known: dict[str, dict[str, list[Any]]] = {}  # stage -> entries this reader checked or read
+        self._forget: dict[str, set[str]] = {}  # stage -> records deleted here since
 
     def _name(self, item_id: str) -> str:
         name = self._names.get(item_id)
@@ -115,11 +150,7 @@ class RecordReader:
             name = self._names[item_id] = f"{safe_item_name(item_id)}.json"
         return name
 
-    def get(self, stage: str, item_id: str) -> dict[str, Any] | None:
-        """:func:`load_record`, read once."""
-        key = (stage, item_id)
-        if key in self._records:
-            return self._records[key]
+    def _list(self, stage: str) -> set[str]:
         listing = self._listings.get(stage)
         if listing is None:
             folder = self._folders[stage] = os.path.join(self.bench_dir, stage, "")
@@ -127,20 +158,82 @@ class RecordReader:
                 listing = self._listings[stage] = set(os.listdir(folder))
             except FileNotFoundError:
                 listing = self._listings[stage] = set()
-        name = self._name(item_id)
-        record = _read_record(self._folders[stage] + name) if name in listing else None
+            self._index[stage] = _load_index(index_path(self.bench_dir, stage)) if listing else {}
+            self._known[stage] = {}
+            self._forget[stage] = set()
+        return listing
+
+    def get(self, stage: str, item_id: str) -> dict[str, Any] | None:
+        """:func:`load_record`, read once (from the stage's index when the record file is unchanged since)."""
+        key = (stage, item_id)
+        record = self._records.get(key, _UNREAD)
+        if record is not _UNREAD:
+            return record
+        name = self._names.get(item_id) or self._name(item_id)
+        listing = self._listings.get(stage)
+        if listing is None:
+            listing = self._list(stage)
+        record = self._read(stage, name) if name in listing else None
         self._records[key] = record
         return record
 
+    def _read(self, stage: str, name: str) -> dict[str, Any] | None:
+        path = self._folders[stage] + name
+        try:
+            # Before the read: a record replaced between the two is then kept under the old file's key, and
+            # read again next time, never the other way round.
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return None
+        entry = self._index[stage].get(name)
+        if entry is not None and entry[0] == stat.st_ino and entry[1] == stat.st_size and entry[2] == stat.st_mtime_ns:
+            self._known[stage][name] = entry
+            return entry[3]
+        record = _read_record(path)
+        if record is not None:
+            self._known[stage][name] = [stat.st_ino, stat.st_size, stat.st_mtime_ns, record]
+        return record
+
     def wrote(self, stage: str, item_id: str) -> None:
-        """This process wrote the item's record: it is read again when asked for (as the file holds it)."""
+        """This process wrote the item's record: it is read back (from the page cache) as the file holds it, so
+        that the index saved after an interruption or at the aggregate has it."""
         self._records.pop((stage, item_id), None)
         if stage in self._listings:
-            self._listings[stage].add(self._name(item_id))
+            name = self._name(item_id)
+            self._listings[stage].add(name)
+            self._known[stage].pop(name, None)
+            self._records[(stage, item_id)] = self._read(stage, name)
 
     def dropped(self, stage: str, item_id: str) -> None:
         """This process deleted the record (if any)."""
         self._records[(stage, item_id)] = None
+        if stage in self._listings:
+            name = self._name(item_id)
+            self._known[stage].pop(name, None)
+            self._forget[stage].add(name)
+
+    def save_index(self) -> None:
+        """Write each listed stage's index: what this reader checked or read, and the earlier index's entries for
+        records it did not look at (another shard's), unless that stage's index already says all of it.
+
+        A write that fails is logged and ignored: the index only saves reads.
+        """
+        for stage, known in self._known.items():
+            earlier = self._index[stage]
+            forget = self._forget[stage]
+            entries = {name: entry for name, entry in earlier.items() if name not in forget and name not in known}
+            entries.update(known)
+            listing = self._listings[stage]
+            entries = {name: entry for name, entry in entries.items() if name in listing}
+            if not entries or (entries.keys() == earlier.keys() and all(entries[n] is earlier[n] for n in entries)):
+                continue
+            try:
+                payload = json.dumps({"format": INDEX_FORMAT, "entries": entries}, separators=(",", ":"))
+                atomic_write_bytes(index_path(self.bench_dir, stage), payload.encode())
+            except (OSError, TypeError, ValueError) as error:
+                logger.warning("could not write the record index of %s/%s: %s", self.bench_dir, stage, error)
+                continue
+            self._index[stage] = entries
 
 
 def load_arrays(bench_dir: Path, stage: str, item_id: str) -> dict[str, np.ndarray]:
@@ -179,23 +272,25 @@ def file_unchanged(path: Path, entry: dict[str, Any]) -> bool:
 
 
 def record_is_current(
-    record: dict[str, Any], fingerprint: str, bench_dir: Path, sources: dict[str, Any] | None = None
+    record: dict[str, Any], fingerprint: str, bench_dir: Path | str, sources: dict[str, Any] | None = None
 ) -> tuple[bool, str]:
     """Whether a record may be trusted, and if not, why (for the log).
 
+    ``bench_dir``: the benchmark directory (a scan of many records passes it as a ``str`` once made).
     ``sources``: a memo of the sources' ``stat`` (source -> stat result, None when gone) shared by the records
     of one scan: many items read one source (a tar shard of the data), which is then looked at once.
     """
     if record["fingerprint"] != fingerprint:
         return False, "made with another stage fingerprint"
+    base = bench_dir if isinstance(bench_dir, str) else os.fspath(bench_dir)
     for relative, entry in (record.get("outputs") or {}).items():
         try:  # the common case first, without building a Path: size and mtime as recorded
-            stat = os.stat(os.path.join(bench_dir, relative))
+            stat = os.stat(relative if relative.startswith(os.sep) else f"{base}{os.sep}{relative}")
             if stat.st_size == entry.get("size") and stat.st_mtime_ns == entry.get("mtime_ns"):
                 continue
         except FileNotFoundError:
             return False, f"its output {relative} is gone or changed"
-        if not file_unchanged(bench_dir / relative, entry):
+        if not file_unchanged(Path(base) / relative, entry):
             return False, f"its output {relative} is gone or changed"
     for source, entry in (record.get("inputs") or {}).items():
         if sources is not None:
@@ -472,6 +567,7 @@ def run_benchmark(
             world.barrier()
             timings[stage] = time.perf_counter() - started
     except KeyboardInterrupt:
+        reader.save_index()  # what this process read and wrote: the resume reads it from one file per stage
         final = stage_status(bench_dir, stages, expected)[stages[-1]]
         finished = final["done"] + final["failed"]
         raise Interrupted(f"{resolved.name}: {finished}/{len(expected)} items finished and kept") from None
@@ -486,6 +582,7 @@ def run_benchmark(
     # Every item finished means no shard writes a record any more: what this check reads, the aggregate reuses.
     finished = RecordReader(bench_dir)
     if unfinished_items(bench_dir, stages, expected, fingerprints, first_only=True, reader=finished):
+        reader.save_index()  # this shard's records (the last shard's aggregate indexes them all)
         return None
     # The last shard to finish: one aggregate at a time (two finishing together would write the same numbers).
     with serialized(bench_dir.parent):
@@ -508,6 +605,7 @@ def _run_stage(
     bench_dir = ctx.bench_dir
     reader = reader or RecordReader(bench_dir)
     sources: dict[str, Any] = {}
+    base = os.fspath(bench_dir)  # once, for the outputs of every record checked
     spec, stages = resolved.spec, resolved.stages
     stage = stages[index]
     fingerprint = resolved.stage_fingerprint(stage, model)
@@ -523,7 +621,7 @@ def _run_stage(
         if record is None:
             todo.append(item)
             continue
-        current, why = record_is_current(record, fingerprint, bench_dir, sources)
+        current, why = record_is_current(record, fingerprint, base, sources)
         if not current:
             logger.info("%s: redoing %s of item %s: %s", spec.name, stage, item.id, why)
             todo.append(item)
@@ -639,4 +737,5 @@ def aggregate_run(
         **extra,
     }
     atomic_write_json(bench_dir / RESULTS, results)
+    reader.save_index()  # every record has been read: the next look at this run reads one file per stage
     return results
