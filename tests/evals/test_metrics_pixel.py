@@ -133,3 +133,28 @@ def test_the_cpu_and_device_ssim_paths_agree(pairs):
         assert cpu.dtype == batched.dtype == torch.float64
         torch.testing.assert_close(cpu, batched, rtol=0, atol=1e-11)  # running sums vs pooled windows
     torch.testing.assert_close(ssim_per_image(preds, target, 2.0), _ssim_cpu(preds, target, 2.0, 7), rtol=0, atol=0)
+
+
+def test_cpu_ssim_and_psnr_do_not_depend_on_threads_or_batch(pairs):
+    """The CPU SSIM spreads images over torch's threads and PSNR works a few images at a time: each image's
+    value is computed alone, so neither the thread count nor the batch changes it by a bit."""
+    preds, target = (_nchw(a, torch.float32) for a in pairs)
+    preds, target = preds.repeat(3, 1, 1, 1), target.repeat(3, 1, 1, 1)  # 12 images: chunks of 8 and 4
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ssim_one, psnr_one = ssim_per_image(preds, target, 1.0), psnr_per_image(preds, target, 1.0)
+        torch.set_num_threads(3)
+        ssim_three, psnr_three = ssim_per_image(preds, target, 1.0), psnr_per_image(preds, target, 1.0)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(ssim_one, ssim_three) and torch.equal(psnr_one, psnr_three)
+    alone = [
+        (
+            ssim_per_image(preds[i : i + 1], target[i : i + 1], 1.0),
+            psnr_per_image(preds[i : i + 1], target[i : i + 1], 1.0),
+        )
+        for i in range(12)
+    ]
+    assert torch.equal(ssim_one, torch.cat([a[0] for a in alone]))
+    assert torch.equal(psnr_one, torch.cat([a[1] for a in alone]))
