@@ -7,6 +7,7 @@ Layout of a run directory::
     RUN/<bench@variant>/manifest.json     spec, fingerprint, expected item ids
     RUN/<bench@variant>/<stage>/<item>.json (+ .npz)   one atomically written record per item and stage
     RUN/<bench@variant>/results.json      the aggregate, with coverage, spec, model and environment
+    RUN/<bench@variant>/.index-<stage>.json   a cache of the stage's records (RecordReader), never trusted alone
 
 A record on disk means that stage is done for that item, and is trusted on a resume only while it
 still describes what is there: the stage fingerprint it names is the current one, every output file
