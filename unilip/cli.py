@@ -25,7 +25,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="variant name (see `unilip variants`), variant .yaml, saved tokenizer directory, "
         "released UniLIP model directory, released tokenizer .pth, a repo id in the local Hugging Face cache, "
-        "or ADAPTER:MODEL (diffusers-ae:DIR ...; `unilip eval adapters`)",
+        "or ADAPTER:MODEL (diffusers-ae:DIR ...) where an installed plug-in provides adapters",
     )
     parser.add_argument("--weights", help="weights for a variant name: .pth, model directory or .safetensors")
     parser.add_argument(
@@ -211,9 +211,8 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 
 def _add_plugin_commands(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
-    # Other installed packages (the evaluation harness: `unilip eval`, and the studies that train and
-    # evaluate: `unilip quickstart`, `unilip train sweep`, `unilip train generator-study`) add commands
-    # through the "unilip.cli" entry-point group, so this package never imports or runs them.
+    # Other installed packages (the evaluation harness and the studies that train and evaluate) add commands
+    # through the "unilip.cli" entry-point group: this package knows none of them, and never imports or runs them.
     from importlib.metadata import entry_points
 
     for entry in entry_points(group="unilip.cli"):
@@ -221,9 +220,10 @@ def _add_plugin_commands(sub: argparse._SubParsersAction, train_sub: argparse._S
 
 
 def command_name(args: argparse.Namespace) -> str:
-    """``unilip eval run``, ``unilip train tokenizer`` ...: how error lines name the command."""
+    """``unilip train tokenizer``, ``unilip reconstruct`` ...: how error lines name the command. A command with
+    sub-commands (``train``, or one a plug-in adds) keeps the chosen one in ``<command>_command``."""
     words = ["unilip", args.command]
-    sub = getattr(args, "eval_command", None) or getattr(args, "train_command", None)
+    sub = getattr(args, f"{args.command}_command", None)
     return " ".join(words + ([sub] if sub else []))
 
 
@@ -256,7 +256,7 @@ def _checkpoint_errors() -> tuple[type[Exception], ...]:
     """``CheckpointError`` once ``unilip.checkpoints`` is loaded; before, nothing can have raised it.
 
     Read from ``sys.modules`` so that mapping an error never imports torch (``unilip.checkpoints`` does):
-    commands that never touch a model (``eval compare``, ``eval gate``) stay light.
+    commands that never touch a model stay light.
     """
     checkpoints = sys.modules.get("unilip.checkpoints")
     error = getattr(checkpoints, "CheckpointError", None)

@@ -4,8 +4,8 @@
 code   meaning
 =====  =====================================================================================
 0      success
-1      the work was done, but items failed (``eval run``), the run is incomplete (``eval status``,
-       ``eval aggregate``: shards with unfinished items), or the gate says FAIL (``eval gate``)
+1      the work was done, but part of it failed or is unfinished, or a check says FAIL (the commands
+       that plug-ins add say which of theirs: failed items, unfinished shards, a failed gate)
 2      usage error, refused request (another run's directory, a locked directory ...), or I/O
        error (a missing or unreadable file, a full disk): one line on stderr naming the problem
        and the fix
@@ -26,7 +26,7 @@ EXIT_INTERRUPTED = 130
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, with what had been finished: ``"eval run: 100/1500 items done"``.
+    """Ctrl-C, with what had been finished: ``"100/1500 items finished and kept"``.
 
     The command line prints ``interrupted: MESSAGE; run the same command to resume`` and exits 130.
     It is a ``KeyboardInterrupt`` so that code which only knows about Ctrl-C treats it as one.

@@ -16,8 +16,8 @@ from unilip.outdir import OVERWRITE_HELP
 
 GENERATOR_MODEL_HELP = (
     "generator: a shipped model (tiny-digits), a saved or released UniLIP-1B/3B model directory (or its repo id "
-    "in the local Hugging Face cache), a variant name with --random-init, or ADAPTER:MODEL (diffusers-pipe:DIR ...; "
-    "`unilip eval adapters`)"
+    "in the local Hugging Face cache), a variant name with --random-init, or ADAPTER:MODEL "
+    "(diffusers-pipe:DIR ...) where an installed plug-in provides adapters"
 )
 # A model another package resolves for a model-side command (the evaluation harness wraps ``reconstruct``,
 # ``generate`` and ``edit`` for ``ADAPTER:MODEL`` references): device -> the loaded model, called once the output
@@ -86,9 +86,9 @@ class _Sampler:
 
     def _fit_batch(self, rows: int) -> None:
         """Rows per model call for this command's ``rows`` images: at most ``--batch-size``, and never more than
-        the images asked for. The pipeline fills a short call up to its batch size so that a harness item never
-        depends on the others in its call; a command has no other items, so it pays no filler rows (its images
-        then equal the harness's to float rounding, not bit for bit)."""
+        the images asked for. The pipeline fills a short call up to its batch size so that no row depends on the
+        others in its call; this command's rows are all its own, so it pays no filler rows (its images then equal
+        a full call's to float rounding, not bit for bit)."""
         self.pipeline.batch_size = max(1, min(self.batch_size, rows))
 
     def generate(self, prompts: list[str], n: int, seed: int) -> list[list]:

@@ -416,7 +416,7 @@ class UniLIPPipeline:
         progress: bool = False,
     ) -> list[list[Image.Image]]:
         """:meth:`generate` with a seed per prompt: image ``k`` of prompt ``i`` uses ``seeds[i] + k``, and is
-        the same bit for bit whatever the other prompts of the call (the harness batches its items so)."""
+        the same bit for bit whatever the other prompts of the call (so callers may batch independent requests)."""
         from unilip.prompts import NULL_T2I_PROMPT, t2i_text
 
         if isinstance(prompts, str):
